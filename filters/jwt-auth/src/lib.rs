@@ -1,0 +1,30 @@
+//! meshgate `jwt-auth`: a proxy-wasm HTTP filter that authenticates requests with JWTs.
+//!
+//! This crate is only the glue between Envoy's Wasm host and [`meshgate_jwt`], which holds all the
+//! logic: [`root`] reads the configuration, keeps remote JWKS fresh and shares them between
+//! workers; [`http`] runs the authenticator on each request; [`respond`] turns its outcome into
+//! header changes or a local reply; [`metrics`] counts what happened.
+
+pub mod host;
+pub mod http;
+pub mod metrics;
+pub mod respond;
+pub mod root;
+
+/// The VM entry point: installs the panic hook and the root context factory.
+#[allow(missing_docs)]
+mod entry {
+    proxy_wasm::main! {{
+        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+        // A panic aborts the VM; say why in Envoy's log first, at the level operators watch.
+        std::panic::set_hook(Box::new(|info| {
+            let _ = proxy_wasm::hostcalls::log(
+                proxy_wasm::types::LogLevel::Critical,
+                &format!("jwt-auth: panic: {info}"),
+            );
+        }));
+        proxy_wasm::set_root_context(|id| -> Box<dyn proxy_wasm::traits::RootContext> {
+            Box::new(crate::root::Root::new(id))
+        });
+    }}
+}

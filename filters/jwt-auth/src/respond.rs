@@ -1,0 +1,164 @@
+//! Runs the authenticator on the effective context's request and applies what it decided:
+//! header changes and continue, a local reply, or a pause until keys arrive.
+//!
+//! Everything here goes through hostcalls on the *effective* context, so the same code serves a
+//! request on its own callback and a paused request resumed later from the root context.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use meshgate_jwt::output::Mutations;
+use meshgate_jwt::{Authenticator, Denial, Outcome, Status};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MapType};
+
+use crate::host;
+use crate::metrics::Metrics;
+
+/// Tick period while requests wait for keys: short, since it bounds their added latency.
+pub const URGENT_TICK: Duration = Duration::from_millis(5);
+/// Tick period otherwise: how often workers pick up keys other workers fetched.
+pub const IDLE_TICK: Duration = Duration::from_millis(500);
+/// Prefix of the filter-state key under which `payload_in_metadata` documents are published;
+/// Envoy prepends `wasm.`, so `%FILTER_STATE(wasm.meshgate.jwt_payload.<name>:PLAIN)%` reads it.
+pub const PUBLISH_PREFIX: &str = "meshgate.jwt_payload.";
+
+/// A paused request.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiter {
+    /// After this, the request is answered whatever the state of the fetch.
+    pub deadline_ms: u64,
+}
+
+/// Per-worker state shared by the root context and the request contexts.
+pub struct State {
+    /// The compiled configuration and its caches.
+    pub auth: Authenticator,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Paused requests by context id.
+    pub waiting: BTreeMap<u32, Waiter>,
+    /// Providers whose keys a paused request is waiting for.
+    pub wanted: BTreeSet<usize>,
+    /// JWKS fetches in flight: call token → provider.
+    pub calls: HashMap<u32, usize>,
+    /// The root context's id, to return to after acting on other contexts.
+    pub root_id: u32,
+}
+
+/// The state as both kinds of context hold it (one VM is one thread).
+pub type Shared = Rc<RefCell<State>>;
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Headers adjusted; let it continue.
+    Continue,
+    /// A local reply was sent.
+    Replied,
+    /// Waiting for keys.
+    Paused,
+}
+
+/// Authenticates the effective context's request (`context_id`) and applies the outcome.
+pub fn run(state: &mut State, context_id: u32, now_ms: u64) -> Applied {
+    let headers = host::request_headers();
+    let outcome = state.auth.authenticate(&headers, now_ms);
+    state.metrics.tally(state.auth.take_tally());
+    match outcome {
+        Outcome::Allow(mutations) => {
+            apply(&mutations);
+            state.metrics.allowed();
+            Applied::Continue
+        }
+        Outcome::Deny(denial) => {
+            reply(&denial);
+            state.metrics.denied(denial.status);
+            Applied::Replied
+        }
+        Outcome::NeedKeys(providers) => {
+            let timeout = providers
+                .iter()
+                .filter_map(|p| state.auth.remote(*p).map(|(cfg, _)| cfg.timeout))
+                .max()
+                .unwrap_or(Duration::from_secs(1));
+            // The fetch's own timeout ends it; the margin covers retries being scheduled.
+            let deadline_ms = now_ms + u64::try_from(timeout.as_millis()).unwrap_or(0) + 2_000;
+            state.waiting.insert(context_id, Waiter { deadline_ms });
+            state.wanted.extend(providers);
+            let _ = hostcalls::set_tick_period(URGENT_TICK);
+            Applied::Paused
+        }
+    }
+}
+
+/// Re-runs paused requests whose keys are now settled (fetched or failed) or whose deadline has
+/// passed; a request still without keys at its deadline is refused.
+pub fn resume_waiters(state: &mut State, now_ms: u64) {
+    let ids: Vec<(u32, Waiter)> = state.waiting.iter().map(|(k, v)| (*k, *v)).collect();
+    for (id, waiter) in ids {
+        state.waiting.remove(&id);
+        if hostcalls::set_effective_context(id).is_err() {
+            continue; // the stream ended meanwhile
+        }
+        match run(state, id, now_ms) {
+            Applied::Continue => {
+                let _ = hostcalls::resume_http_request();
+            }
+            Applied::Replied => {}
+            Applied::Paused if now_ms >= waiter.deadline_ms => {
+                state.waiting.remove(&id);
+                host::log(
+                    LogLevel::Warn,
+                    "jwt-auth: no JWKS before the request's deadline",
+                );
+                let denial = denial_for(Status::JwksFetchFail);
+                reply(&denial);
+                state.metrics.denied(denial.status);
+            }
+            Applied::Paused => {
+                // Still pending: keep the original deadline.
+                state.waiting.insert(id, waiter);
+            }
+        }
+    }
+    let _ = hostcalls::set_effective_context(state.root_id);
+}
+
+fn denial_for(status: Status) -> Denial {
+    Denial {
+        status,
+        http_status: status.http_status(),
+        www_authenticate: format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            status.message()
+        ),
+        body: status.message().to_string(),
+    }
+}
+
+fn apply(mutations: &Mutations) {
+    for name in &mutations.remove_headers {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+    }
+    for (name, value) in &mutations.set_headers {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+    }
+    for (name, json) in &mutations.publish {
+        let key = format!("{PUBLISH_PREFIX}{name}");
+        let _ = hostcalls::set_property(vec![key.as_str()], Some(json.as_bytes()));
+    }
+}
+
+fn reply(denial: &Denial) {
+    let _ = hostcalls::send_http_response(
+        denial.http_status,
+        vec![
+            ("www-authenticate", denial.www_authenticate.as_str()),
+            ("content-type", "text/plain"),
+        ],
+        Some(denial.body.as_bytes()),
+    );
+}

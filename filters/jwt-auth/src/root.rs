@@ -1,0 +1,289 @@
+//! The root context: configuration, remote JWKS fetching, and sharing keys between workers.
+//!
+//! Each Envoy worker runs its own VM. Fetched JWKS are written to proxy-wasm shared data, so a
+//! fetch by one worker serves all: every worker installs a newer document on its next tick.
+//! Background refreshes are coordinated by a lease in shared data (one worker refreshes); a
+//! request that finds its worker with no keys at all triggers that worker's own fetch, so at cold
+//! start at most one fetch per worker and provider happens.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use meshgate_jwt::Authenticator;
+use meshgate_jwt::jwks::KeySet;
+use meshgate_jwt::provider::Keys;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel};
+use serde_json::json;
+
+use crate::host;
+use crate::http::Http;
+use crate::metrics::Metrics;
+use crate::respond::{self, IDLE_TICK, Shared, State};
+
+/// The root context of one worker.
+pub struct Root {
+    id: u32,
+    state: Option<Shared>,
+    /// Shared-data version (CAS) of the JWKS installed per provider.
+    installed: HashMap<usize, u32>,
+}
+
+fn jwks_key(uri: &str) -> String {
+    format!("meshgate.jwt_auth.jwks|{uri}")
+}
+
+fn lease_key(uri: &str) -> String {
+    format!("meshgate.jwt_auth.lease|{uri}")
+}
+
+impl Root {
+    /// A root context with id `id`.
+    pub fn new(id: u32) -> Self {
+        Root {
+            id,
+            state: None,
+            installed: HashMap::new(),
+        }
+    }
+
+    /// Installs JWKS documents other workers fetched since the last look.
+    fn sync_shared(&mut self, state: &mut State) {
+        for p in 0..state.auth.providers().len() {
+            let Keys::Remote(cfg) = &state.auth.providers()[p].keys else {
+                continue;
+            };
+            let Ok((Some(bytes), Some(cas))) = hostcalls::get_shared_data(&jwks_key(&cfg.uri))
+            else {
+                continue;
+            };
+            if self.installed.get(&p) == Some(&cas) {
+                continue;
+            }
+            let document: serde_json::Value = match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            let fetched_at = document["fetched_at_ms"].as_u64().unwrap_or(0);
+            let newer = state
+                .auth
+                .remote(p)
+                .is_none_or(|(_, s)| s.fetched_at_ms().is_none_or(|at| fetched_at > at));
+            if let (true, Some(jwks)) = (newer, document["jwks"].as_str())
+                && let Ok(keys) = KeySet::parse(jwks)
+            {
+                state.auth.install_keys(p, Arc::new(keys), fetched_at);
+            }
+            self.installed.insert(p, cas);
+        }
+    }
+
+    /// Starts the fetches that are due.
+    fn fetch_due(&mut self, state: &mut State, now_ms: u64) {
+        let wanted = std::mem::take(&mut state.wanted);
+        let mut started = Vec::new();
+        for p in 0..state.auth.providers().len() {
+            let Some((cfg, remote)) = state.auth.remote(p) else {
+                continue;
+            };
+            if !remote.should_fetch(cfg, now_ms) {
+                continue;
+            }
+            let refresh = remote.keys().is_some() && !wanted.contains(&p);
+            if !(wanted.contains(&p) || cfg.fetch_at_start || refresh) {
+                continue; // fetched on first use, as Envoy does without async_fetch
+            }
+            // A background refresh needs the lease: one worker refreshes for all.
+            if refresh && !acquire_lease(&cfg.uri, now_ms, cfg.timeout.as_millis()) {
+                continue;
+            }
+            let headers = vec![
+                (":method", "GET"),
+                (":path", cfg.path.as_str()),
+                (":authority", cfg.authority.as_str()),
+                ("accept", "application/json"),
+            ];
+            match self.dispatch_http_call(&cfg.cluster, headers, None, vec![], cfg.timeout) {
+                Ok(token) => {
+                    remote.fetch_started();
+                    started.push((token, p));
+                }
+                Err(status) => {
+                    let cfg = cfg.clone();
+                    let reason = format!("cannot call cluster {:?}: {status:?}", cfg.cluster);
+                    host::log(
+                        LogLevel::Warn,
+                        &format!("jwt-auth: JWKS {}: {reason}", cfg.uri),
+                    );
+                    remote.fetch_failed(&cfg, reason, now_ms);
+                    state.metrics.fetch(false);
+                }
+            }
+        }
+        state.calls.extend(started);
+    }
+
+    fn schedule_tick(state: &State) {
+        let period = if state.waiting.is_empty() && state.wanted.is_empty() {
+            IDLE_TICK
+        } else {
+            respond::URGENT_TICK
+        };
+        let _ = hostcalls::set_tick_period(period);
+    }
+}
+
+/// Takes the refresh lease for `uri` until the fetch would have timed out.
+fn acquire_lease(uri: &str, now_ms: u64, timeout_ms: u128) -> bool {
+    let key = lease_key(uri);
+    let (current, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
+    let held_until = current
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    if held_until > now_ms {
+        return false;
+    }
+    let until = now_ms + u64::try_from(timeout_ms).unwrap_or(0) + 1_000;
+    hostcalls::set_shared_data(&key, Some(until.to_string().as_bytes()), cas).is_ok()
+}
+
+fn release_lease(uri: &str) {
+    let _ = hostcalls::set_shared_data(&lease_key(uri), Some(b"0"), None);
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        let Some(shared) = self.state.clone() else {
+            return;
+        };
+        let Ok(mut state) = shared.try_borrow_mut() else {
+            return;
+        };
+        let now_ms = host::now_ms();
+        let Some(p) = state.calls.remove(&token) else {
+            return;
+        };
+        let status = self
+            .get_http_call_response_header(":status")
+            .unwrap_or_default();
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .unwrap_or_default();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let parsed = match status.as_str() {
+            "200" => KeySet::parse(&body).map_err(|e| e.to_string()),
+            "" => Err("no response (timeout or connection failure)".to_string()),
+            other => Err(format!("HTTP {other}")),
+        };
+        let Some((cfg, _)) = state.auth.remote(p) else {
+            return;
+        };
+        let cfg = cfg.clone();
+        release_lease(&cfg.uri);
+        match parsed {
+            Ok(keys) => {
+                for skipped in keys.skipped() {
+                    host::log(
+                        LogLevel::Warn,
+                        &format!("jwt-auth: JWKS {}: skipped {skipped}", cfg.uri),
+                    );
+                }
+                state.auth.install_keys(p, Arc::new(keys), now_ms);
+                let document = json!({"fetched_at_ms": now_ms, "jwks": body}).to_string();
+                let key = jwks_key(&cfg.uri);
+                let _ = hostcalls::set_shared_data(&key, Some(document.as_bytes()), None);
+                if let Ok((_, Some(cas))) = hostcalls::get_shared_data(&key) {
+                    self.installed.insert(p, cas);
+                }
+                state.metrics.fetch(true);
+                host::log(
+                    LogLevel::Info,
+                    &format!("jwt-auth: JWKS {} fetched", cfg.uri),
+                );
+            }
+            Err(reason) => {
+                host::log(
+                    LogLevel::Warn,
+                    &format!("jwt-auth: JWKS {} fetch failed: {reason}", cfg.uri),
+                );
+                if let Some((cfg, remote)) = state.auth.remote(p) {
+                    let cfg = cfg.clone();
+                    remote.fetch_failed(&cfg, reason, now_ms);
+                }
+                state.metrics.fetch(false);
+            }
+        }
+        respond::resume_waiters(&mut state, now_ms);
+        Self::schedule_tick(&state);
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = self.get_plugin_configuration().unwrap_or_default();
+        let auth = match Authenticator::from_json(&config) {
+            Ok(auth) => auth,
+            Err(e) => {
+                // Envoy refuses the plugin when this returns false; this line says why.
+                host::log(LogLevel::Critical, &format!("jwt-auth: {e}"));
+                return false;
+            }
+        };
+        let metrics = Metrics::define(auth.stat_prefix());
+        let has_remote = auth
+            .providers()
+            .iter()
+            .any(|p| matches!(p.keys, Keys::Remote(_)));
+        let fetch_at_start = auth
+            .providers()
+            .iter()
+            .any(|p| matches!(&p.keys, Keys::Remote(r) if r.fetch_at_start));
+        self.state = Some(Rc::new(RefCell::new(State {
+            auth,
+            metrics,
+            waiting: BTreeMap::new(),
+            wanted: BTreeSet::new(),
+            calls: HashMap::new(),
+            root_id: self.id,
+        })));
+        self.installed.clear();
+        if has_remote {
+            let period = if fetch_at_start {
+                respond::URGENT_TICK
+            } else {
+                IDLE_TICK
+            };
+            let _ = hostcalls::set_tick_period(period);
+        }
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(shared) = self.state.clone() else {
+            return;
+        };
+        let Ok(mut state) = shared.try_borrow_mut() else {
+            return;
+        };
+        let now_ms = host::now_ms();
+        self.sync_shared(&mut state);
+        self.fetch_due(&mut state, now_ms);
+        if !state.waiting.is_empty() {
+            respond::resume_waiters(&mut state, now_ms);
+        }
+        Self::schedule_tick(&state);
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let state = self.state.clone()?;
+        Some(Box::new(Http::new(context_id, state)))
+    }
+}

@@ -1,0 +1,414 @@
+//! The compiled filter: from request headers to an [`Outcome`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::cache::TokenCache;
+use crate::config::JwtAuthentication;
+use crate::extract::{Found, Location, extract};
+use crate::jwks::KeySet;
+use crate::output::{self, Mutations};
+use crate::provider::{Keys, Provider, RemoteJwks};
+use crate::remote::{Availability, RemoteState};
+use crate::requirement::{self, Requirement};
+use crate::rules::RouteMatcher;
+use crate::token::Jwt;
+use crate::verify::check_claims;
+use crate::{ConfigError, Headers, Status, header};
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Let it through after applying these changes.
+    Allow(Mutations),
+    /// Answer it with this local reply.
+    Deny(Denial),
+    /// Hold it until these providers' remote keys are fetched (or fail), then ask again.
+    NeedKeys(Vec<usize>),
+}
+
+/// A local reply for a refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Why.
+    pub status: Status,
+    /// 401, or 403 for a disallowed audience.
+    pub http_status: u32,
+    /// `WWW-Authenticate` value (RFC 6750).
+    pub www_authenticate: String,
+    /// Response body: the status message.
+    pub body: String,
+}
+
+/// Counts since the last [`Authenticator::take_tally`], for the host's stats.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Tokens found in the verified-token cache.
+    pub cache_hits: u64,
+    /// Tokens that had to be parsed and have their signature checked.
+    pub cache_misses: u64,
+}
+
+#[derive(Debug)]
+struct Runtime {
+    cache: TokenCache,
+    remote: RemoteState,
+}
+
+#[derive(Debug)]
+struct Rule {
+    matcher: RouteMatcher,
+    requirement: Option<Arc<Requirement>>,
+}
+
+/// The compiled configuration plus per-worker state (token caches, remote key state).
+#[derive(Debug)]
+pub struct Authenticator {
+    providers: Vec<Provider>,
+    runtime: Vec<Runtime>,
+    rules: Vec<Rule>,
+    all_locations: Vec<Location>,
+    bypass_cors_preflight: bool,
+    stat_prefix: Option<String>,
+    tally: Tally,
+}
+
+enum Verdict {
+    Ok(Mutations),
+    Fail(Status),
+    NeedKeys(Vec<usize>),
+}
+
+impl Authenticator {
+    /// Parses and compiles the plugin configuration (Envoy's `JwtAuthentication` JSON).
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        Self::new(&JwtAuthentication::from_json(json)?)
+    }
+
+    /// Compiles a parsed configuration, checking everything that spans fields.
+    pub fn new(raw: &JwtAuthentication) -> Result<Self, ConfigError> {
+        if raw.filter_state_rules.is_some() {
+            return Err(ConfigError::unsupported(
+                "filter_state_rules",
+                "not supported by the jwt-auth Wasm filter; use rules",
+            ));
+        }
+        if raw.strip_failure_response == Some(true) {
+            return Err(ConfigError::unsupported(
+                "strip_failure_response",
+                "not supported by the jwt-auth Wasm filter",
+            ));
+        }
+        let mut providers = Vec::new();
+        let mut index = BTreeMap::new();
+        for (name, p) in &raw.providers {
+            index.insert(name.clone(), providers.len());
+            providers.push(Provider::compile(name, p)?);
+        }
+        let mut named = BTreeMap::new();
+        for (name, r) in &raw.requirement_map {
+            let compiled = requirement::compile(r, &index, &format!("requirement_map.{name}"))?;
+            named.insert(name.clone(), compiled.map(Arc::new));
+        }
+        let mut rules = Vec::new();
+        for (i, rule) in raw.rules.iter().enumerate() {
+            let field = format!("rules[{i}]");
+            let matcher = RouteMatcher::compile(&rule.route_match, &format!("{field}.match"))?;
+            let requirement = match (&rule.requires, &rule.requirement_name) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        field,
+                        "set either requires or requirement_name, not both",
+                    ));
+                }
+                (Some(r), None) => {
+                    requirement::compile(r, &index, &format!("{field}.requires"))?.map(Arc::new)
+                }
+                (None, Some(name)) => named.get(name).cloned().ok_or_else(|| {
+                    ConfigError::invalid(
+                        format!("{field}.requirement_name"),
+                        format!("{name:?} is not in requirement_map"),
+                    )
+                })?,
+                (None, None) => None,
+            };
+            rules.push(Rule {
+                matcher,
+                requirement,
+            });
+        }
+        let mut all_locations: Vec<Location> = Vec::new();
+        for p in &providers {
+            for l in &p.locations {
+                if !all_locations.contains(l) {
+                    all_locations.push(l.clone());
+                }
+            }
+        }
+        let runtime = providers
+            .iter()
+            .map(|p| Runtime {
+                cache: TokenCache::new(p.cache_size),
+                remote: RemoteState::default(),
+            })
+            .collect();
+        Ok(Authenticator {
+            providers,
+            runtime,
+            rules,
+            all_locations,
+            bypass_cors_preflight: raw.bypass_cors_preflight,
+            stat_prefix: raw.stat_prefix.clone(),
+            tally: Tally::default(),
+        })
+    }
+
+    /// The compiled providers, in name order (their index is what [`Outcome::NeedKeys`] names).
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    /// `stat_prefix` from the configuration.
+    pub fn stat_prefix(&self) -> Option<&str> {
+        self.stat_prefix.as_deref()
+    }
+
+    /// The remote JWKS settings and state of provider `index`, if its keys are remote.
+    pub fn remote(&mut self, index: usize) -> Option<(&RemoteJwks, &mut RemoteState)> {
+        match (
+            &self.providers.get(index)?.keys,
+            self.runtime.get_mut(index),
+        ) {
+            (Keys::Remote(cfg), Some(rt)) => Some((cfg, &mut rt.remote)),
+            _ => None,
+        }
+    }
+
+    /// Installs fetched keys for provider `index`; cached tokens of that provider are forgotten,
+    /// since a key they were verified with may be gone.
+    pub fn install_keys(&mut self, index: usize, keys: Arc<KeySet>, fetched_at_ms: u64) {
+        if let Some(rt) = self.runtime.get_mut(index) {
+            rt.remote.install(keys, fetched_at_ms);
+            rt.cache.clear();
+        }
+    }
+
+    /// Counts since the last call.
+    pub fn take_tally(&mut self) -> Tally {
+        std::mem::take(&mut self.tally)
+    }
+
+    /// Decides what to do with a request, given its headers and the time in milliseconds.
+    pub fn authenticate(&mut self, headers: &Headers, now_ms: u64) -> Outcome {
+        if self.bypass_cors_preflight && is_cors_preflight(headers) {
+            return Outcome::Allow(Mutations::default());
+        }
+        let Some(requirement) = self
+            .rules
+            .iter()
+            .find(|r| r.matcher.matches(headers))
+            .and_then(|r| r.requirement.clone())
+        else {
+            return Outcome::Allow(Mutations::default());
+        };
+        match self.evaluate(&requirement, headers, now_ms) {
+            Verdict::Ok(m) => Outcome::Allow(m),
+            Verdict::Fail(status) => Outcome::Deny(denial(status, headers)),
+            Verdict::NeedKeys(mut providers) => {
+                providers.sort_unstable();
+                providers.dedup();
+                Outcome::NeedKeys(providers)
+            }
+        }
+    }
+
+    fn evaluate(&mut self, requirement: &Requirement, headers: &Headers, now_ms: u64) -> Verdict {
+        match requirement {
+            Requirement::Provider {
+                provider,
+                audiences,
+            } => {
+                let found = extract(&self.providers[*provider].locations, headers);
+                if found.is_empty() {
+                    return Verdict::Fail(Status::JwtMissed);
+                }
+                let mut mutations = Mutations::default();
+                for f in &found {
+                    match self.verify(*provider, audiences.as_deref(), f, None, now_ms) {
+                        Verdict::Ok(m) => mutations.extend(m),
+                        other => return other,
+                    }
+                }
+                Verdict::Ok(mutations)
+            }
+            Requirement::AllowMissing | Requirement::AllowMissingOrFailed => {
+                let tolerate_failure = *requirement == Requirement::AllowMissingOrFailed;
+                let found = extract(&self.all_locations, headers);
+                let mut mutations = Mutations::default();
+                let mut need = Vec::new();
+                for f in &found {
+                    match self.verify_by_issuer(f, now_ms) {
+                        Verdict::Ok(m) => mutations.extend(m),
+                        Verdict::NeedKeys(p) => need.extend(p),
+                        Verdict::Fail(_) if tolerate_failure => {}
+                        fail @ Verdict::Fail(_) => return fail,
+                    }
+                }
+                if need.is_empty() {
+                    Verdict::Ok(mutations)
+                } else {
+                    Verdict::NeedKeys(need)
+                }
+            }
+            Requirement::Any(children) => {
+                let verdicts: Vec<Verdict> = children
+                    .iter()
+                    .map(|c| self.evaluate(c, headers, now_ms))
+                    .collect();
+                let mut ok: Option<Mutations> = None;
+                let mut need = Vec::new();
+                // Envoy: the last failure that is not "missing" or "unknown issuer" (a token meant
+                // for another provider) speaks for the group.
+                let mut status = Status::JwtMissed;
+                for v in verdicts {
+                    match v {
+                        Verdict::Ok(m) => ok.get_or_insert_with(Mutations::default).extend(m),
+                        Verdict::NeedKeys(p) => need.extend(p),
+                        Verdict::Fail(s) => {
+                            if !matches!(s, Status::JwtMissed | Status::JwtUnknownIssuer) {
+                                status = s;
+                            }
+                        }
+                    }
+                }
+                match ok {
+                    Some(m) => Verdict::Ok(m),
+                    None if !need.is_empty() => Verdict::NeedKeys(need),
+                    None => Verdict::Fail(status),
+                }
+            }
+            Requirement::All(children) => {
+                let mut mutations = Mutations::default();
+                let mut need = Vec::new();
+                for c in children {
+                    match self.evaluate(c, headers, now_ms) {
+                        Verdict::Ok(m) => mutations.extend(m),
+                        Verdict::NeedKeys(p) => need.extend(p),
+                        fail @ Verdict::Fail(_) => return fail,
+                    }
+                }
+                if need.is_empty() {
+                    Verdict::Ok(mutations)
+                } else {
+                    Verdict::NeedKeys(need)
+                }
+            }
+        }
+    }
+
+    /// For requirements without a provider: the token's issuer picks the provider (the first
+    /// with that issuer, else the first without one), which must also accept the location.
+    fn verify_by_issuer(&mut self, found: &Found, now_ms: u64) -> Verdict {
+        let jwt = match Jwt::parse(&found.token) {
+            Ok(jwt) => Arc::new(jwt),
+            Err(s) => return Verdict::Fail(s),
+        };
+        let provider = self
+            .providers
+            .iter()
+            .position(|p| p.issuer == jwt.iss)
+            .or_else(|| self.providers.iter().position(|p| p.issuer.is_empty()));
+        match provider {
+            Some(p) if self.providers[p].locations.contains(&found.location) => {
+                self.verify(p, None, found, Some(jwt), now_ms)
+            }
+            _ => Verdict::Fail(Status::JwtUnknownIssuer),
+        }
+    }
+
+    fn verify(
+        &mut self,
+        index: usize,
+        audiences: Option<&[String]>,
+        found: &Found,
+        parsed: Option<Arc<Jwt>>,
+        now_ms: u64,
+    ) -> Verdict {
+        let now = now_ms / 1000;
+        let provider = &self.providers[index];
+        let runtime = &mut self.runtime[index];
+        if let Some(jwt) = runtime.cache.get(&found.token, now, provider.clock_skew) {
+            self.tally.cache_hits += 1;
+            return match check_claims(provider, audiences, &jwt, now) {
+                Ok(()) => Verdict::Ok(output::for_verified(provider, &jwt, found)),
+                Err(s) => Verdict::Fail(s),
+            };
+        }
+        self.tally.cache_misses += 1;
+        let jwt = match parsed.map_or_else(|| Jwt::parse(&found.token).map(Arc::new), Ok) {
+            Ok(jwt) => jwt,
+            Err(s) => return Verdict::Fail(s),
+        };
+        if let Err(s) = check_claims(provider, audiences, &jwt, now) {
+            return Verdict::Fail(s);
+        }
+        let keys = match &provider.keys {
+            Keys::Local(keys) => Arc::clone(keys),
+            Keys::Remote(cfg) => match runtime.remote.availability(cfg, now_ms) {
+                Availability::Ready(keys) => keys,
+                Availability::Pending => return Verdict::NeedKeys(vec![index]),
+                Availability::Failed => return Verdict::Fail(Status::JwksFetchFail),
+            },
+        };
+        match keys.verify(&jwt) {
+            Ok(()) => {
+                let mutations = output::for_verified(provider, &jwt, found);
+                runtime.cache.insert(jwt);
+                Verdict::Ok(mutations)
+            }
+            // A key id we have never seen may be a key the issuer just rotated in: refetch once
+            // (rate-limited) before refusing. Envoy refuses at once (envoy#39643).
+            Err(Status::JwksKidAlgMismatch)
+                if matches!(provider.keys, Keys::Remote(_))
+                    && jwt.kid.as_deref().is_some_and(|kid| !keys.has_kid(kid))
+                    && runtime.remote.allow_unknown_kid_refetch(now_ms) =>
+            {
+                Verdict::NeedKeys(vec![index])
+            }
+            Err(s) => Verdict::Fail(s),
+        }
+    }
+}
+
+fn is_cors_preflight(headers: &Headers) -> bool {
+    header(headers, ":method") == Some("OPTIONS")
+        && header(headers, "origin").is_some_and(|o| !o.is_empty())
+        && header(headers, "access-control-request-method").is_some_and(|m| !m.is_empty())
+}
+
+/// The local reply for `status`: Envoy's body and `WWW-Authenticate` (realm = the request URL
+/// without its query), plus an RFC 6750 `error_description`.
+fn denial(status: Status, headers: &Headers) -> Denial {
+    let scheme = header(headers, ":scheme").unwrap_or("http");
+    let host = header(headers, ":authority").unwrap_or("");
+    let path = header(headers, ":path").unwrap_or("/");
+    let path = path.split(['?', '#']).next().unwrap_or("/");
+    let realm = format!("{scheme}://{host}{path}").replace('"', "%22");
+    let www_authenticate = if status == Status::JwtMissed {
+        format!("Bearer realm=\"{realm}\"")
+    } else {
+        format!(
+            "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
+            status.message()
+        )
+    };
+    Denial {
+        status,
+        http_status: status.http_status(),
+        www_authenticate,
+        body: status.message().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,480 @@
+//! The authenticator end to end on the host: real keys, real signatures, a fake clock.
+
+use std::sync::{Arc, OnceLock};
+
+use jsonwebtoken::{Algorithm, Header};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::mint::{self, SigningKey};
+
+const NOW: u64 = 1_700_000_000;
+const NOW_MS: u64 = NOW * 1000;
+
+struct Keys {
+    rs256: SigningKey,
+    ps256: SigningKey,
+    es256: SigningKey,
+    es384: SigningKey,
+    ed: SigningKey,
+    hs256: SigningKey,
+    other_rsa: SigningKey,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let rs256 = SigningKey::rsa("rsa", Algorithm::RS256);
+        Keys {
+            ps256: rs256.with_alg("pss", Algorithm::PS256),
+            rs256,
+            es256: SigningKey::es256("ec"),
+            es384: SigningKey::es384("ec384"),
+            ed: SigningKey::ed25519("ed"),
+            hs256: SigningKey::hmac(
+                "hmac",
+                Algorithm::HS256,
+                b"a shared secret of 32 bytes!!!!!",
+            ),
+            other_rsa: SigningKey::rsa("rsa", Algorithm::RS256),
+        }
+    })
+}
+
+fn config() -> Value {
+    let k = keys();
+    json!({
+        "providers": {
+            "main": {
+                "issuer": "https://issuer.example",
+                "audiences": ["api"],
+                "local_jwks": {"inline_string": mint::jwks(&[&k.rs256, &k.ps256, &k.es256, &k.es384, &k.ed, &k.hs256])},
+                "forward_payload_header": "x-jwt-payload",
+                "claim_to_headers": [{"header_name": "x-sub", "claim_name": "sub"},
+                                     {"header_name": "x-groups", "claim_name": "groups"}],
+                "payload_in_metadata": "main"
+            },
+            "other": {
+                "issuer": "https://other.example",
+                "from_headers": [{"name": "x-other-token"}],
+                "forward": true,
+                "local_jwks": {"inline_string": mint::jwks(&[&k.other_rsa])}
+            }
+        },
+        "rules": [
+            {"match": {"prefix": "/public"}},
+            {"match": {"prefix": "/any"}, "requires": {"requires_any": {"requirements": [
+                {"provider_name": "main"}, {"provider_name": "other"}]}}},
+            {"match": {"prefix": "/all"}, "requires": {"requires_all": {"requirements": [
+                {"provider_name": "main"}, {"provider_name": "other"}]}}},
+            {"match": {"prefix": "/optional"}, "requires": {"allow_missing": {}}},
+            {"match": {"prefix": "/lenient"}, "requires": {"allow_missing_or_failed": {}}},
+            {"match": {"prefix": "/web"}, "requires": {"provider_and_audiences": {
+                "provider_name": "main", "audiences": ["web"]}}},
+            {"match": {"prefix": "/"}, "requires": {"provider_name": "main"}}
+        ],
+        "bypass_cors_preflight": true
+    })
+}
+
+fn authenticator() -> Authenticator {
+    Authenticator::from_json(config().to_string().as_bytes()).unwrap()
+}
+
+fn claims() -> Value {
+    json!({"iss": "https://issuer.example", "aud": "api", "sub": "alice",
+           "groups": ["dev", "ops"], "exp": NOW + 300, "iat": NOW})
+}
+
+fn request(path: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut h = vec![
+        (":path".into(), path.into()),
+        (":method".into(), "GET".into()),
+        (":authority".into(), "api.local".into()),
+        (":scheme".into(), "http".into()),
+    ];
+    h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    h
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn status_of(outcome: &Outcome) -> u32 {
+    match outcome {
+        Outcome::Allow(_) => 200,
+        Outcome::Deny(d) => d.http_status,
+        Outcome::NeedKeys(_) => 0,
+    }
+}
+
+fn check(path: &str, token: &str) -> Outcome {
+    authenticator().authenticate(&request(path, &[("authorization", &bearer(token))]), NOW_MS)
+}
+
+#[test]
+fn every_algorithm_verifies() {
+    let k = keys();
+    for key in [&k.rs256, &k.ps256, &k.es256, &k.es384, &k.ed, &k.hs256] {
+        let outcome = check("/api", &key.sign(&claims()));
+        assert_eq!(status_of(&outcome), 200, "{:?}: {outcome:?}", key.alg);
+    }
+}
+
+#[test]
+fn outputs_of_a_good_token() {
+    let token = keys().es256.sign(&claims());
+    let Outcome::Allow(m) = check("/api", &token) else {
+        panic!("denied")
+    };
+    assert_eq!(
+        m.remove_headers,
+        ["authorization"],
+        "token is not forwarded by default"
+    );
+    let set: std::collections::HashMap<_, _> = m.set_headers.iter().cloned().collect();
+    assert_eq!(set["x-sub"], "alice");
+    assert_eq!(set["x-groups"], "dev,ops");
+    assert_eq!(set["x-jwt-payload"], token.split('.').nth(1).unwrap());
+    assert_eq!(m.publish[0].0, "main");
+    assert_eq!(
+        serde_json::from_str::<Value>(&m.publish[0].1).unwrap()["sub"],
+        "alice"
+    );
+}
+
+#[test]
+fn refusals_with_envoy_statuses() {
+    let k = keys();
+    let c = claims();
+    let with = |patch: Value| {
+        let mut c = c.clone();
+        for (key, value) in patch.as_object().unwrap() {
+            c[key] = value.clone();
+        }
+        c
+    };
+    let mut tampered = k.rs256.sign(&c);
+    tampered.replace_range(tampered.len() - 6.., "AAAAAA");
+    let rsa_jwk_as_secret = {
+        // Key confusion: sign HS256 with the RSA public key's bytes as the secret.
+        let n = k.rs256.jwk()["n"].as_str().unwrap().as_bytes().to_vec();
+        SigningKey::hmac("rsa", Algorithm::HS256, &n)
+    };
+    let cases: Vec<(&str, String, Status)> = vec![
+        (
+            "expired",
+            k.rs256.sign(&with(json!({"exp": NOW - 61}))),
+            Status::JwtExpired,
+        ),
+        (
+            "not yet valid",
+            k.rs256.sign(&with(json!({"nbf": NOW + 61}))),
+            Status::JwtNotYetValid,
+        ),
+        (
+            "wrong issuer",
+            k.rs256.sign(&with(json!({"iss": "evil"}))),
+            Status::JwtUnknownIssuer,
+        ),
+        (
+            "wrong audience",
+            k.rs256.sign(&with(json!({"aud": "web"}))),
+            Status::JwtAudienceNotAllowed,
+        ),
+        ("tampered", tampered, Status::JwtVerificationFail),
+        (
+            "alg none",
+            mint::unsigned(&json!({"alg": "none"}), &c),
+            Status::JwtHeaderNotImplementedAlg,
+        ),
+        (
+            "key confusion",
+            rsa_jwk_as_secret.sign(&c),
+            Status::JwksKidAlgMismatch,
+        ),
+        (
+            "unknown kid",
+            {
+                let mut h = Header::new(Algorithm::RS256);
+                h.kid = Some("nope".into());
+                k.other_rsa.sign_with(h, &c)
+            },
+            Status::JwksKidAlgMismatch,
+        ),
+        (
+            "foreign key",
+            k.other_rsa.sign(&c),
+            Status::JwtVerificationFail,
+        ),
+        (
+            "jku header",
+            k.rs256.sign_raw(
+                &json!({"alg":"RS256","kid":"rsa","jku":"https://evil/jwks"}),
+                &c,
+            ),
+            Status::JwtHeaderEmbeddedKey,
+        ),
+        ("garbage", "not-a-jwt".into(), Status::JwtBadFormat),
+    ];
+    for (name, token, expected) in cases {
+        match check("/api", &token) {
+            Outcome::Deny(d) => {
+                assert_eq!(d.status, expected, "{name}");
+                assert_eq!(d.http_status, expected.http_status(), "{name}");
+                assert!(
+                    d.www_authenticate.starts_with(
+                        "Bearer realm=\"http://api.local/api\", error=\"invalid_token\""
+                    ),
+                    "{name}: {}",
+                    d.www_authenticate
+                );
+            }
+            other => panic!("{name}: expected {expected:?}, got {other:?}"),
+        }
+    }
+    // The key-confusion token is refused even when its kid names the RSA key: an RSA key never
+    // verifies HS256.
+    assert!(!keys().rs256.jwk()["kty"].as_str().unwrap().eq("oct"));
+}
+
+#[test]
+fn missing_token_and_rules() {
+    let mut a = authenticator();
+    let Outcome::Deny(d) = a.authenticate(&request("/api", &[]), NOW_MS) else {
+        panic!("missing token must be refused")
+    };
+    assert_eq!((d.status, d.http_status), (Status::JwtMissed, 401));
+    assert_eq!(d.www_authenticate, "Bearer realm=\"http://api.local/api\"");
+    assert_eq!(
+        status_of(&a.authenticate(&request("/public/x", &[]), NOW_MS)),
+        200
+    );
+    assert_eq!(
+        status_of(&a.authenticate(&request("/optional", &[]), NOW_MS)),
+        200
+    );
+    assert_eq!(
+        status_of(&a.authenticate(
+            &request("/optional", &[("authorization", "Bearer x.y.z")]),
+            NOW_MS
+        )),
+        401
+    );
+    assert_eq!(
+        status_of(&a.authenticate(
+            &request("/lenient", &[("authorization", "Bearer x.y.z")]),
+            NOW_MS
+        )),
+        200
+    );
+    let preflight = request(
+        "/api",
+        &[
+            ("origin", "https://app"),
+            ("access-control-request-method", "POST"),
+        ],
+    );
+    let mut preflight = preflight;
+    preflight[1].1 = "OPTIONS".into();
+    assert_eq!(status_of(&a.authenticate(&preflight, NOW_MS)), 200);
+}
+
+#[test]
+fn requirement_groups() {
+    let k = keys();
+    let main = k.rs256.sign(&claims());
+    let other = k
+        .other_rsa
+        .sign(&json!({"iss": "https://other.example", "exp": NOW + 60}));
+    let mut a = authenticator();
+    let run = |a: &mut Authenticator, path: &str, h: &[(&str, &str)]| {
+        status_of(&a.authenticate(&request(path, h), NOW_MS))
+    };
+    let main_h = ("authorization", bearer(&main));
+    let other_h = ("x-other-token", other.clone());
+    assert_eq!(run(&mut a, "/any", &[(main_h.0, &main_h.1)]), 200);
+    assert_eq!(run(&mut a, "/any", &[(other_h.0, &other_h.1)]), 200);
+    assert_eq!(run(&mut a, "/any", &[]), 401);
+    assert_eq!(run(&mut a, "/all", &[(main_h.0, &main_h.1)]), 401);
+    assert_eq!(
+        run(
+            &mut a,
+            "/all",
+            &[(main_h.0, &main_h.1), (other_h.0, &other_h.1)]
+        ),
+        200
+    );
+    // provider_and_audiences overrides the provider's audiences.
+    assert_eq!(run(&mut a, "/web", &[(main_h.0, &main_h.1)]), 403);
+    let web = k
+        .rs256
+        .sign(&json!({"iss": "https://issuer.example", "aud": ["web"], "exp": NOW + 60}));
+    assert_eq!(
+        run(&mut a, "/web", &[("authorization", &bearer(&web))]),
+        200
+    );
+}
+
+#[test]
+fn cache_skips_the_signature_but_not_the_clock() {
+    let mut a = authenticator();
+    let token = keys().rs256.sign(&claims());
+    let h = request("/api", &[("authorization", &bearer(&token))]);
+    assert_eq!(status_of(&a.authenticate(&h, NOW_MS)), 200);
+    assert_eq!(status_of(&a.authenticate(&h, NOW_MS)), 200);
+    assert_eq!(
+        a.take_tally(),
+        Tally {
+            cache_hits: 1,
+            cache_misses: 1
+        }
+    );
+    // Past exp + skew, the cached token is refused like any other.
+    let later = (NOW + 300 + 61) * 1000;
+    let Outcome::Deny(d) = a.authenticate(&h, later) else {
+        panic!("expired token allowed")
+    };
+    assert_eq!(d.status, Status::JwtExpired);
+}
+
+fn remote_config() -> Vec<u8> {
+    json!({
+        "providers": {"r": {
+            "issuer": "iss",
+            "remote_jwks": {"http_uri": {"uri": "http://jwks.local/keys", "cluster": "jwks", "timeout": "1s"},
+                            "cache_duration": "300s"}
+        }},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "r"}}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn remote_keys_wait_then_verify_and_unknown_kid_refetches_once() {
+    let k = keys();
+    let mut a = Authenticator::from_json(&remote_config()).unwrap();
+    let token = k.es256.sign(&json!({"iss": "iss", "exp": NOW + 60}));
+    let h = request("/", &[("authorization", &bearer(&token))]);
+    assert_eq!(a.authenticate(&h, NOW_MS), Outcome::NeedKeys(vec![0]));
+    let (cfg, state) = a.remote(0).unwrap();
+    assert!(state.should_fetch(cfg, NOW_MS));
+    state.fetch_started();
+    a.install_keys(
+        0,
+        Arc::new(KeySet::parse(&mint::jwks(&[&k.es256])).unwrap()),
+        NOW_MS,
+    );
+    assert_eq!(status_of(&a.authenticate(&h, NOW_MS)), 200);
+
+    // A token signed by a key rotated in after the fetch: one refetch is allowed...
+    let rotated = SigningKey::es256("new").sign(&json!({"iss": "iss", "exp": NOW + 60}));
+    let h2 = request("/", &[("authorization", &bearer(&rotated))]);
+    assert_eq!(a.authenticate(&h2, NOW_MS + 1), Outcome::NeedKeys(vec![0]));
+    let (cfg, state) = a.remote(0).unwrap();
+    assert!(state.should_fetch(cfg, NOW_MS + 1));
+    state.fetch_started();
+    a.install_keys(
+        0,
+        Arc::new(KeySet::parse(&mint::jwks(&[&k.es256])).unwrap()),
+        NOW_MS + 2,
+    );
+    // ...and when the new JWKS still lacks the kid, the token is refused, with no second refetch.
+    let Outcome::Deny(d) = a.authenticate(&h2, NOW_MS + 3) else {
+        panic!("allowed")
+    };
+    assert_eq!(d.status, Status::JwksKidAlgMismatch);
+}
+
+#[test]
+fn remote_fetch_failure_refuses_until_retry() {
+    let mut a = Authenticator::from_json(&remote_config()).unwrap();
+    let token = keys().es256.sign(&json!({"iss": "iss", "exp": NOW + 60}));
+    let h = request("/", &[("authorization", &bearer(&token))]);
+    let (cfg, state) = a.remote(0).unwrap();
+    state.fetch_started();
+    let cfg = cfg.clone();
+    state.fetch_failed(&cfg, "503".into(), NOW_MS);
+    let Outcome::Deny(d) = a.authenticate(&h, NOW_MS + 10) else {
+        panic!("allowed")
+    };
+    assert_eq!(d.status, Status::JwksFetchFail);
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let cases = [
+        (
+            json!({"providers": {"p": {"local_jwks": {"filename": "/etc/jwks.json"}}}}),
+            "providers.p.local_jwks.filename",
+        ),
+        (
+            json!({"providers": {"p": {"local_jwks": {"inline_string": "{}"}}}}),
+            "providers.p.local_jwks",
+        ),
+        (
+            json!({"providers": {"p": {"local_jwks": {"inline_string": "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"AQAB\"}]}"}}}}),
+            "keys[0]",
+        ),
+        (
+            json!({"providers": {"p": {"issuer": "x"}}}),
+            "providers.p.remote_jwks",
+        ),
+        (
+            json!({"providers": {"p": {"bogus_field": 1}}}),
+            "bogus_field",
+        ),
+        (
+            json!({"providers": {"p": {"remote_jwks": {"http_uri": {"uri": "ftp://x", "cluster": "c", "timeout": "1s"}}}}}),
+            "providers.p.remote_jwks.http_uri.uri",
+        ),
+        (
+            json!({"rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "nope"}}]}),
+            "rules[0].requires.provider_name",
+        ),
+        (
+            json!({"rules": [{"match": {"prefix": "/", "grpc": {}}}]}),
+            "rules[0].match.grpc",
+        ),
+        (
+            json!({"rules": [{"match": {"prefix": "/"}, "requirement_name": "x"}]}),
+            "rules[0].requirement_name",
+        ),
+        (
+            json!({"providers": {"p": {"remote_jwks": {"http_uri": {"uri": "http://x/", "cluster": "c", "timeout": "1"}}}}}),
+            "seconds",
+        ),
+    ];
+    for (config, field) in cases {
+        let err = Authenticator::from_json(config.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{config}: {err}");
+    }
+}
+
+#[test]
+fn camel_case_config_is_accepted() {
+    let k = keys();
+    let config = json!({
+        "providers": {"p": {"issuer": "i", "localJwks": {"inlineString": mint::jwks(&[&k.es256])},
+                            "fromHeaders": [{"name": "x-token", "valuePrefix": "JWT "}],
+                            "forwardPayloadHeader": "x-payload", "clockSkewSeconds": 5}},
+        "rules": [{"match": {"safeRegex": {"regex": "/v[0-9]/.*"}}, "requires": {"providerName": "p"}}],
+        "bypassCorsPreflight": false
+    });
+    let mut a = Authenticator::from_json(config.to_string().as_bytes()).unwrap();
+    let token = k.es256.sign(&json!({"iss": "i"}));
+    let h = request("/v1/x", &[("x-token", &format!("JWT {token}"))]);
+    assert_eq!(status_of(&a.authenticate(&h, NOW_MS)), 200);
+    assert_eq!(
+        status_of(&a.authenticate(&request("/v1/x", &[]), NOW_MS)),
+        401
+    );
+    assert_eq!(
+        status_of(&a.authenticate(&request("/other", &[]), NOW_MS)),
+        200
+    );
+}

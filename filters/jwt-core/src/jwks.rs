@@ -1,0 +1,275 @@
+//! JSON Web Key Sets: parsing, key selection by `kid`/`alg`/key type, signature verification.
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+use crate::Status;
+use crate::token::{B64URL, Jwt, parse_alg};
+
+/// The type of a key, which fixes the algorithms it may verify. Matching on it is what stops
+/// algorithm confusion (an HS256 token "signed" with an RSA public key finds no `oct` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// `kty: RSA` — RS256/384/512, PS256/384/512.
+    Rsa,
+    /// `kty: EC, crv: P-256` — ES256.
+    EcP256,
+    /// `kty: EC, crv: P-384` — ES384.
+    EcP384,
+    /// `kty: OKP, crv: Ed25519` — EdDSA.
+    Ed25519,
+    /// `kty: oct` — HS256/384/512.
+    Oct,
+}
+
+impl KeyType {
+    /// Whether a key of this type may verify `alg`.
+    pub fn accepts(self, alg: Algorithm) -> bool {
+        use Algorithm::*;
+        matches!(
+            (self, alg),
+            (KeyType::Rsa, RS256 | RS384 | RS512 | PS256 | PS384 | PS512)
+                | (KeyType::EcP256, ES256)
+                | (KeyType::EcP384, ES384)
+                | (KeyType::Ed25519, EdDSA)
+                | (KeyType::Oct, HS256 | HS384 | HS512)
+        )
+    }
+}
+
+/// One usable key.
+#[derive(Clone)]
+pub struct Key {
+    /// `kid`.
+    pub kid: Option<String>,
+    /// `alg`, when the JWK pins one.
+    pub alg: Option<Algorithm>,
+    /// Key type.
+    pub kty: KeyType,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("kty", &self.kty)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A parsed key set.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<Key>,
+    skipped: Vec<String>,
+}
+
+/// Why a JWKS document was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwksError {
+    /// Not a JSON object with a `keys` array.
+    #[error("JWKS is not a JSON object with a \"keys\" array: {0}")]
+    NotJwks(String),
+    /// A key is malformed.
+    #[error("JWKS keys[{index}]: {reason}")]
+    BadKey {
+        /// Position in `keys`.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No key can verify anything this filter supports.
+    #[error("JWKS has no usable signing keys{0}")]
+    NoValidKeys(String),
+}
+
+#[derive(Deserialize)]
+struct RawJwks {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default, rename = "use")]
+    key_use: Option<String>,
+    #[serde(default)]
+    crv: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default)]
+    x: Option<String>,
+    #[serde(default)]
+    y: Option<String>,
+    #[serde(default)]
+    k: Option<String>,
+}
+
+/// A base64url member a key type requires.
+fn required(
+    field: &Option<String>,
+    name: &str,
+    kty: &str,
+    index: usize,
+) -> Result<String, JwksError> {
+    let bad = |reason: String| JwksError::BadKey { index, reason };
+    let value = field
+        .clone()
+        .ok_or_else(|| bad(format!("kty {kty} needs \"{name}\"")))?;
+    B64URL
+        .decode(&value)
+        .map_err(|e| bad(format!("\"{name}\" is not base64url: {e}")))?;
+    Ok(value)
+}
+
+impl KeySet {
+    /// Parses a JWKS document. Keys of a type or curve this filter cannot verify (e.g. P-521,
+    /// encryption keys) are skipped and listed by [`KeySet::skipped`]; a malformed key refuses the
+    /// whole document, since a half-read key set hides mistakes.
+    pub fn parse(json: &str) -> Result<KeySet, JwksError> {
+        let raw: RawJwks =
+            serde_json::from_str(json).map_err(|e| JwksError::NotJwks(e.to_string()))?;
+        let mut set = KeySet::default();
+        for (index, value) in raw.keys.into_iter().enumerate() {
+            let bad = |reason: String| JwksError::BadKey { index, reason };
+            let jwk: RawJwk = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+            if jwk.key_use.as_deref() == Some("enc") {
+                set.skipped.push(format!("keys[{index}]: use=enc"));
+                continue;
+            }
+            let alg = match jwk.alg.as_deref() {
+                None => None,
+                Some(name) => match parse_alg(name) {
+                    Some(alg) => Some(alg),
+                    None => {
+                        set.skipped
+                            .push(format!("keys[{index}]: alg {name} not supported"));
+                        continue;
+                    }
+                },
+            };
+            let need = |field: &Option<String>, name: &str| required(field, name, &jwk.kty, index);
+            let (kty, key) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+                ("RSA", _) => {
+                    let (n, e) = (need(&jwk.n, "n")?, need(&jwk.e, "e")?);
+                    let key =
+                        DecodingKey::from_rsa_components(&n, &e).map_err(|e| bad(e.to_string()))?;
+                    (KeyType::Rsa, key)
+                }
+                ("EC", Some(crv @ ("P-256" | "P-384"))) => {
+                    let (x, y) = (need(&jwk.x, "x")?, need(&jwk.y, "y")?);
+                    let key =
+                        DecodingKey::from_ec_components(&x, &y).map_err(|e| bad(e.to_string()))?;
+                    let kty = if crv == "P-256" {
+                        KeyType::EcP256
+                    } else {
+                        KeyType::EcP384
+                    };
+                    (kty, key)
+                }
+                ("OKP", Some("Ed25519")) => {
+                    let x = need(&jwk.x, "x")?;
+                    // The verifier slices 32 bytes out of the key; a shorter one must not get there.
+                    if B64URL.decode(&x).map(|b| b.len()).unwrap_or(0) != 32 {
+                        return Err(bad("Ed25519 \"x\" must be 32 bytes".into()));
+                    }
+                    let key =
+                        DecodingKey::from_ed_components(&x).map_err(|e| bad(e.to_string()))?;
+                    (KeyType::Ed25519, key)
+                }
+                ("oct", _) => {
+                    let secret = B64URL
+                        .decode(need(&jwk.k, "k")?.as_str())
+                        .map_err(|e| bad(e.to_string()))?;
+                    (KeyType::Oct, DecodingKey::from_secret(&secret))
+                }
+                ("EC" | "OKP", crv) => {
+                    set.skipped.push(format!(
+                        "keys[{index}]: kty {} crv {} not supported",
+                        jwk.kty,
+                        crv.unwrap_or("(none)")
+                    ));
+                    continue;
+                }
+                (other, _) => return Err(bad(format!("unknown kty {other:?}"))),
+            };
+            if let Some(alg) = alg
+                && !kty.accepts(alg)
+            {
+                return Err(bad(format!("alg {alg:?} does not fit kty {kty:?}")));
+            }
+            set.keys.push(Key {
+                kid: jwk.kid,
+                alg,
+                kty,
+                key,
+            });
+        }
+        if set.keys.is_empty() {
+            let detail = if set.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" (skipped: {})", set.skipped.join("; "))
+            };
+            return Err(JwksError::NoValidKeys(detail));
+        }
+        Ok(set)
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// Keys that were present but cannot be used, with why.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
+
+    /// Whether any key carries this `kid`.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// Verifies the token's signature with the keys that fit it, as Envoy selects them: a key
+    /// whose `kid` differs from the token's is skipped (keys without `kid` are tried), a key whose
+    /// pinned `alg` differs is skipped, a key whose type cannot verify the algorithm is skipped.
+    pub fn verify(&self, jwt: &Jwt) -> Result<(), Status> {
+        let mut matched = false;
+        for key in &self.keys {
+            if let (Some(want), Some(have)) = (&jwt.kid, &key.kid)
+                && want != have
+            {
+                continue;
+            }
+            if key.alg.is_some_and(|alg| alg != jwt.alg) || !key.kty.accepts(jwt.alg) {
+                continue;
+            }
+            matched = true;
+            let ok = jsonwebtoken::crypto::verify(
+                jwt.signature_b64(),
+                jwt.signing_input(),
+                &key.key,
+                jwt.alg,
+            )
+            .unwrap_or(false);
+            if ok {
+                return Ok(());
+            }
+        }
+        Err(if matched {
+            Status::JwtVerificationFail
+        } else {
+            Status::JwksKidAlgMismatch
+        })
+    }
+}

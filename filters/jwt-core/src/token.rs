@@ -1,0 +1,255 @@
+//! Parsing a compact JWS into its header, claims and signature — before any trust is placed in it.
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use crate::{Status, UnixSeconds};
+
+/// base64url that accepts tokens with or without `=` padding, as Envoy does.
+pub(crate) const B64URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A parsed, not yet verified, JWT.
+#[derive(Debug, Clone)]
+pub struct Jwt {
+    raw: String,
+    signing_input_len: usize,
+    /// The signing algorithm from the header.
+    pub alg: Algorithm,
+    /// The key id from the header.
+    pub kid: Option<String>,
+    /// The decoded header.
+    pub header: Map<String, Value>,
+    /// The decoded claims.
+    pub claims: Map<String, Value>,
+    /// `iss`, empty when absent.
+    pub iss: String,
+    /// `sub`, empty when absent.
+    pub sub: String,
+    /// `aud`, as a list whether the token has a string or an array.
+    pub aud: Vec<String>,
+    /// `exp`.
+    pub exp: Option<UnixSeconds>,
+    /// `nbf`.
+    pub nbf: Option<UnixSeconds>,
+    /// `iat`.
+    pub iat: Option<UnixSeconds>,
+}
+
+/// Header parameters that would let a token name its own key. Trusting any of them is the
+/// classic key-injection hole, so a token carrying one is refused outright.
+const KEY_CARRYING_HEADERS: [&str; 5] = ["jwk", "jku", "x5u", "x5c", "crit"];
+
+impl Jwt {
+    /// Parses a compact JWS. Checks form, JSON, the algorithm and the types of registered claims;
+    /// verifies nothing.
+    pub fn parse(token: &str) -> Result<Jwt, Status> {
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Status::JwtBadFormat);
+        };
+        if header_b64.is_empty() || payload_b64.is_empty() {
+            return Err(Status::JwtBadFormat);
+        }
+        let header = decode_object(header_b64).ok_or(Status::JwtHeaderParseError)?;
+        let alg = match header.get("alg") {
+            Some(Value::String(alg)) => parse_alg(alg).ok_or(Status::JwtHeaderNotImplementedAlg)?,
+            _ => return Err(Status::JwtHeaderBadAlg),
+        };
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.clone()),
+            Some(_) => return Err(Status::JwtHeaderBadKid),
+        };
+        if KEY_CARRYING_HEADERS.iter().any(|k| header.contains_key(*k)) {
+            return Err(Status::JwtHeaderEmbeddedKey);
+        }
+        let claims = decode_object(payload_b64).ok_or(Status::JwtPayloadParseError)?;
+        if B64URL.decode(signature_b64).is_err() {
+            return Err(Status::JwtSignatureParseError);
+        }
+        let string_claim = |name: &str| match claims.get(name) {
+            None => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(Status::JwtPayloadBadClaim),
+        };
+        let time_claim = |name: &str| match claims.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                .map(Some)
+                .ok_or(Status::JwtPayloadBadClaim),
+            Some(_) => Err(Status::JwtPayloadBadClaim),
+        };
+        let aud = match claims.get("aud") {
+            None => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(Status::JwtPayloadBadClaim)?,
+            Some(_) => return Err(Status::JwtPayloadBadClaim),
+        };
+        Ok(Jwt {
+            iss: string_claim("iss")?,
+            sub: string_claim("sub")?,
+            exp: time_claim("exp")?,
+            nbf: time_claim("nbf")?,
+            iat: time_claim("iat")?,
+            aud,
+            signing_input_len: header_b64.len() + 1 + payload_b64.len(),
+            raw: token.to_string(),
+            alg,
+            kid,
+            header,
+            claims,
+        })
+    }
+
+    /// The token as it came.
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
+    /// `header.payload`, the bytes the signature covers.
+    pub fn signing_input(&self) -> &[u8] {
+        &self.raw.as_bytes()[..self.signing_input_len]
+    }
+
+    /// The signature section, base64url.
+    pub fn signature_b64(&self) -> &str {
+        &self.raw[self.signing_input_len + 1..]
+    }
+
+    /// The payload section, base64url as in the token.
+    pub fn payload_b64(&self) -> &str {
+        let start = self.raw.find('.').map_or(0, |i| i + 1);
+        &self.raw[start..self.signing_input_len]
+    }
+}
+
+fn decode_object(b64: &str) -> Option<Map<String, Value>> {
+    let bytes = B64URL.decode(b64).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// The algorithms this filter verifies. `none` is not among them, by design.
+pub fn parse_alg(alg: &str) -> Option<Algorithm> {
+    Some(match alg {
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(json: &str) -> String {
+        B64URL.encode(json)
+    }
+
+    fn token(header: &str, payload: &str) -> String {
+        format!("{}.{}.c2ln", b64(header), b64(payload))
+    }
+
+    #[test]
+    fn parses_registered_claims() {
+        let jwt = Jwt::parse(&token(
+            r#"{"alg":"RS256","kid":"k1"}"#,
+            r#"{"iss":"i","sub":"s","aud":["a","b"],"exp":10,"nbf":5,"iat":1.5}"#,
+        ))
+        .unwrap();
+        assert_eq!(jwt.alg, Algorithm::RS256);
+        assert_eq!(jwt.kid.as_deref(), Some("k1"));
+        assert_eq!((jwt.iss.as_str(), jwt.sub.as_str()), ("i", "s"));
+        assert_eq!(jwt.aud, ["a", "b"]);
+        assert_eq!((jwt.exp, jwt.nbf, jwt.iat), (Some(10), Some(5), Some(1)));
+        assert_eq!(jwt.signature_b64(), "c2ln");
+        assert!(jwt.signing_input().ends_with(jwt.payload_b64().as_bytes()));
+    }
+
+    #[test]
+    fn refuses_malformed_and_dangerous_tokens() {
+        let cases = [
+            ("a.b".to_string(), Status::JwtBadFormat),
+            ("a.b.c.d".to_string(), Status::JwtBadFormat),
+            (
+                format!("{}.{}.x", b64("nope"), b64("{}")),
+                Status::JwtHeaderParseError,
+            ),
+            (
+                token(r#"{"alg":"none"}"#, "{}"),
+                Status::JwtHeaderNotImplementedAlg,
+            ),
+            (
+                token(r#"{"alg":"NONE"}"#, "{}"),
+                Status::JwtHeaderNotImplementedAlg,
+            ),
+            (token(r#"{"typ":"JWT"}"#, "{}"), Status::JwtHeaderBadAlg),
+            (
+                token(r#"{"alg":"RS256","kid":1}"#, "{}"),
+                Status::JwtHeaderBadKid,
+            ),
+            (
+                token(r#"{"alg":"RS256","jku":"http://evil"}"#, "{}"),
+                Status::JwtHeaderEmbeddedKey,
+            ),
+            (
+                token(r#"{"alg":"RS256","jwk":{}}"#, "{}"),
+                Status::JwtHeaderEmbeddedKey,
+            ),
+            (
+                token(r#"{"alg":"RS256","x5u":"http://evil"}"#, "{}"),
+                Status::JwtHeaderEmbeddedKey,
+            ),
+            (
+                token(r#"{"alg":"RS256"}"#, "[]"),
+                Status::JwtPayloadParseError,
+            ),
+            (
+                token(r#"{"alg":"RS256"}"#, r#"{"exp":"soon"}"#),
+                Status::JwtPayloadBadClaim,
+            ),
+            (
+                token(r#"{"alg":"RS256"}"#, r#"{"aud":[1]}"#),
+                Status::JwtPayloadBadClaim,
+            ),
+            (
+                token(r#"{"alg":"RS256"}"#, r#"{"iss":7}"#),
+                Status::JwtPayloadBadClaim,
+            ),
+            (
+                format!("{}.{}.***", b64(r#"{"alg":"RS256"}"#), b64("{}")),
+                Status::JwtSignatureParseError,
+            ),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(Jwt::parse(&token).unwrap_err(), expected, "{token}");
+        }
+    }
+}
