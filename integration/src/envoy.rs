@@ -158,8 +158,14 @@ impl EnvoyBuilder {
                 format!("{{{{port:{name}}}}}")
             };
             template = template
-                .replace(&format!("port_value: {port}"), &format!("port_value: {placeholder}"))
-                .replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{placeholder}"));
+                .replace(
+                    &format!("port_value: {port}"),
+                    &format!("port_value: {placeholder}"),
+                )
+                .replace(
+                    &format!("127.0.0.1:{port}"),
+                    &format!("127.0.0.1:{placeholder}"),
+                );
         }
         let admin_port = if template.contains("{{admin_port}}") {
             ports::free_port()

@@ -17,6 +17,7 @@ pub struct JwksServer {
     port: u16,
     served: Arc<Mutex<Served>>,
     requests: Arc<AtomicU64>,
+    paths: Arc<Mutex<Vec<String>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -38,11 +39,20 @@ impl JwksServer {
             body: jwks.to_string(),
         }));
         let requests = Arc::new(AtomicU64::new(0));
+        let paths = Arc::new(Mutex::new(Vec::new()));
         let thread = {
-            let (server, served, requests) =
-                (Arc::clone(&server), Arc::clone(&served), Arc::clone(&requests));
+            let (server, served, requests, paths) = (
+                Arc::clone(&server),
+                Arc::clone(&served),
+                Arc::clone(&requests),
+                Arc::clone(&paths),
+            );
             std::thread::spawn(move || {
                 for request in server.incoming_requests() {
+                    paths
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(request.url().to_string());
                     requests.fetch_add(1, Ordering::SeqCst);
                     let (status, body) = {
                         let s = served.lock().unwrap_or_else(|e| e.into_inner());
@@ -63,6 +73,7 @@ impl JwksServer {
             port,
             served,
             requests,
+            paths,
             thread: Some(thread),
         }
     }
@@ -94,6 +105,12 @@ impl JwksServer {
     /// Requests served so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests served so far whose path and query contain `marker`.
+    pub fn requests_matching(&self, marker: &str) -> usize {
+        let paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
+        paths.iter().filter(|p| p.contains(marker)).count()
     }
 }
 

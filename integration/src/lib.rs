@@ -16,6 +16,7 @@
 pub mod echo;
 pub mod envoy;
 pub mod jwks;
+pub mod jwt;
 pub mod paths;
 pub mod ports;
 pub mod process;

@@ -87,6 +87,12 @@ pub fn run(state: &mut State, context_id: u32, now_ms: u64) -> Applied {
             // The fetch's own timeout ends it; the margin covers retries being scheduled.
             let deadline_ms = now_ms + u64::try_from(timeout.as_millis()).unwrap_or(0) + 2_000;
             state.waiting.insert(context_id, Waiter { deadline_ms });
+            host::log(
+                LogLevel::Debug,
+                &format!(
+                    "jwt-auth: request {context_id} waits for keys of providers {providers:?}"
+                ),
+            );
             state.wanted.extend(providers);
             let _ = hostcalls::set_tick_period(URGENT_TICK);
             Applied::Paused
@@ -103,7 +109,12 @@ pub fn resume_waiters(state: &mut State, now_ms: u64) {
         if hostcalls::set_effective_context(id).is_err() {
             continue; // the stream ended meanwhile
         }
-        match run(state, id, now_ms) {
+        let applied = run(state, id, now_ms);
+        host::log(
+            LogLevel::Debug,
+            &format!("jwt-auth: request {id} resumed: {applied:?}"),
+        );
+        match applied {
             Applied::Continue => {
                 let _ = hostcalls::resume_http_request();
             }

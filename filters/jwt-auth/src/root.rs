@@ -92,12 +92,13 @@ impl Root {
             if !remote.should_fetch(cfg, now_ms) {
                 continue;
             }
-            let refresh = remote.keys().is_some() && !wanted.contains(&p);
-            if !(wanted.contains(&p) || cfg.fetch_at_start || refresh) {
+            let waited_for = wanted.contains(&p);
+            if !(waited_for || cfg.fetch_at_start || remote.keys().is_some()) {
                 continue; // fetched on first use, as Envoy does without async_fetch
             }
-            // A background refresh needs the lease: one worker refreshes for all.
-            if refresh && !acquire_lease(&cfg.uri, now_ms, cfg.timeout.as_millis()) {
+            // Fetches nobody here waits for (start-up, refresh) need the lease: one worker
+            // fetches for all, the others install its result from shared data.
+            if !waited_for && !acquire_lease(&cfg.uri, now_ms, cfg.timeout.as_millis()) {
                 continue;
             }
             let headers = vec![
@@ -108,6 +109,10 @@ impl Root {
             ];
             match self.dispatch_http_call(&cfg.cluster, headers, None, vec![], cfg.timeout) {
                 Ok(token) => {
+                    host::log(
+                        LogLevel::Debug,
+                        &format!("jwt-auth: fetching JWKS {} (call {token})", cfg.uri),
+                    );
                     remote.fetch_started();
                     started.push((token, p));
                 }
@@ -161,6 +166,10 @@ impl Context for Root {
             return;
         };
         let Ok(mut state) = shared.try_borrow_mut() else {
+            host::log(
+                LogLevel::Error,
+                "jwt-auth: JWKS response while state is busy",
+            );
             return;
         };
         let now_ms = host::now_ms();

@@ -307,21 +307,24 @@ impl Authenticator {
     }
 
     /// For requirements without a provider: the token's issuer picks the provider (the first
-    /// with that issuer, else the first without one), which must also accept the location.
+    /// with that issuer, else the first without one) among those that read this location.
     fn verify_by_issuer(&mut self, found: &Found, now_ms: u64) -> Verdict {
         let jwt = match Jwt::parse(&found.token) {
             Ok(jwt) => Arc::new(jwt),
             Err(s) => return Verdict::Fail(s),
         };
+        let accepts = |p: &Provider| p.locations.contains(&found.location);
         let provider = self
             .providers
             .iter()
-            .position(|p| p.issuer == jwt.iss)
-            .or_else(|| self.providers.iter().position(|p| p.issuer.is_empty()));
+            .position(|p| p.issuer == jwt.iss && accepts(p))
+            .or_else(|| {
+                self.providers
+                    .iter()
+                    .position(|p| p.issuer.is_empty() && accepts(p))
+            });
         match provider {
-            Some(p) if self.providers[p].locations.contains(&found.location) => {
-                self.verify(p, None, found, Some(jwt), now_ms)
-            }
+            Some(p) => self.verify(p, None, found, Some(jwt), now_ms),
             _ => Verdict::Fail(Status::JwtUnknownIssuer),
         }
     }
