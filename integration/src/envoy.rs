@@ -92,6 +92,25 @@ impl Envoy {
         self.stats().get(name).copied().unwrap_or(0)
     }
 
+    /// Polls a counter or gauge until `condition` holds (Wasm filters may hand their counts to
+    /// Envoy on a timer), returning its last value; panics with the log tail after 10 s.
+    pub fn wait_for_stat(&self, name: &str, condition: impl Fn(i64) -> bool) -> i64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = self.stat(name);
+            if condition(value) {
+                return value;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "stat {name} stuck at {value}; log tail:\n{}",
+                    self.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Envoy's log so far.
     pub fn log(&self) -> String {
         self.process.log()

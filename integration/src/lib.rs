@@ -13,6 +13,7 @@
 // component's log is the clearest way to report it.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod bootstrap;
 pub mod echo;
 pub mod envoy;
 pub mod jwks;

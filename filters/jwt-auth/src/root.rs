@@ -260,14 +260,13 @@ impl RootContext for Root {
             root_id: self.id,
         })));
         self.installed.clear();
-        if has_remote {
-            let period = if fetch_at_start {
-                respond::URGENT_TICK
-            } else {
-                IDLE_TICK
-            };
-            let _ = hostcalls::set_tick_period(period);
-        }
+        // The tick also flushes counters, so it runs even without remote keys.
+        let period = if has_remote && fetch_at_start {
+            respond::URGENT_TICK
+        } else {
+            IDLE_TICK
+        };
+        let _ = hostcalls::set_tick_period(period);
         true
     }
 
@@ -278,11 +277,19 @@ impl RootContext for Root {
         let Ok(mut state) = shared.try_borrow_mut() else {
             return;
         };
-        let now_ms = host::now_ms();
-        self.sync_shared(&mut state);
-        self.fetch_due(&mut state, now_ms);
-        if !state.waiting.is_empty() {
-            respond::resume_waiters(&mut state, now_ms);
+        state.metrics.flush();
+        let has_remote = state
+            .auth
+            .providers()
+            .iter()
+            .any(|p| matches!(p.keys, Keys::Remote(_)));
+        if has_remote {
+            let now_ms = host::now_ms();
+            self.sync_shared(&mut state);
+            self.fetch_due(&mut state, now_ms);
+            if !state.waiting.is_empty() {
+                respond::resume_waiters(&mut state, now_ms);
+            }
         }
         Self::schedule_tick(&state);
     }

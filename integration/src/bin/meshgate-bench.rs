@@ -1,0 +1,360 @@
+//! `make bench`: load real Envoy listeners side by side with wrk and write BENCHMARKS.md.
+//!
+//! One Envoy process (1 worker) hosts every variant as its own listener answering a direct
+//! response, so each row pays the same costs but its filters. Rows are run one after another
+//! with the same wrk settings; ratios compare rows of the same run only.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use jsonwebtoken::Algorithm;
+use meshgate_integration::bootstrap::{bootstrap, direct_listener, filter, wasm_filter};
+use meshgate_integration::{Envoy, paths};
+use meshgate_jwt::mint::{self, SigningKey};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds of load per row.
+    #[arg(long, default_value_t = 5)]
+    duration: u32,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
+    /// Distinct tokens cycled through in the "unique token" rows (more than any cache holds).
+    #[arg(long, default_value_t = 2000)]
+    unique_tokens: usize,
+    /// Markdown file to write.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    output: PathBuf,
+    /// Run only the rows whose name contains this (the floor rows always run).
+    #[arg(long)]
+    only: Option<String>,
+}
+
+/// One measured row.
+struct Row {
+    group: &'static str,
+    name: String,
+    rps: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+    base: Option<String>,
+}
+
+fn wrk(
+    url: &str,
+    args: &Args,
+    headers: &[String],
+    script: Option<&PathBuf>,
+) -> Result<(f64, f64, u64)> {
+    let mut command = Command::new("wrk");
+    command
+        .arg("-t1")
+        .arg(format!("-c{}", args.connections))
+        .arg(format!("-d{}s", args.duration))
+        .arg("--latency");
+    for h in headers {
+        command.arg("-H").arg(h);
+    }
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let output = command
+        .arg(url)
+        .output()
+        .context("running wrk (make setup installs it)")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    let p99_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| parse_latency_ms(v.trim()))
+        .unwrap_or(f64::NAN);
+    let non_2xx = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Ok((rps, p99_ms, non_2xx))
+}
+
+fn parse_latency_ms(v: &str) -> f64 {
+    let split = v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn jwt_config(keys: &[&SigningKey], cache: bool) -> Value {
+    let mut provider = json!({
+        "issuer": "https://bench.test",
+        "audiences": ["bench"],
+        "local_jwks": {"inline_string": mint::jwks(keys)},
+        "forward": true
+    });
+    if cache {
+        provider["jwt_cache_config"] = json!({"jwt_cache_size": 100});
+    }
+    json!({
+        "providers": {"bench": provider},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}]
+    })
+}
+
+fn native_jwt(config: &Value) -> Value {
+    let mut typed = config.clone();
+    typed["@type"] =
+        json!("type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication");
+    filter("envoy.filters.http.jwt_authn", typed)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rsa = SigningKey::rsa("rs256", Algorithm::RS256);
+    let ec = SigningKey::es256("es256");
+    let config = jwt_config(&[&rsa, &ec], false);
+    let config_text = config.to_string();
+    let listeners = vec![
+        direct_listener("plain", vec![]),
+        direct_listener(
+            "passthrough",
+            vec![wasm_filter("test/passthrough.wasm", "passthrough", "")],
+        ),
+        direct_listener("native_jwt", vec![native_jwt(&config)]),
+        direct_listener(
+            "native_jwt_cache",
+            vec![native_jwt(&jwt_config(&[&rsa, &ec], true))],
+        ),
+        direct_listener(
+            "meshgate_jwt",
+            vec![wasm_filter("jwt-auth.wasm", "jwt_auth", &config_text)],
+        ),
+    ];
+    paths::wasm("jwt-auth");
+    let envoy = Envoy::builder(bootstrap(listeners))
+        .component_log_level(None)
+        .log_level("warn")
+        .start();
+
+    let now = mint::now();
+    let claims = |i: usize| {
+        json!({"iss": "https://bench.test", "aud": "bench", "sub": format!("user-{i}"),
+               "exp": now + 3600, "iat": now})
+    };
+    let dir = tempfile::tempdir()?;
+    let unique_script = |key: &SigningKey, name: &str| -> Result<PathBuf> {
+        let tokens: Vec<String> = (0..args.unique_tokens)
+            .map(|i| key.sign(&claims(i)))
+            .collect();
+        let list = dir.path().join(format!("{name}.txt"));
+        std::fs::write(&list, tokens.join("\n"))?;
+        let script = dir.path().join(format!("{name}.lua"));
+        std::fs::write(
+            &script,
+            format!(
+                "local tokens = {{}}\n\
+                 for line in io.lines(\"{}\") do tokens[#tokens + 1] = line end\n\
+                 local i = 0\n\
+                 request = function()\n  i = i + 1\n  \
+                 return wrk.format(\"GET\", \"/\", {{[\"Authorization\"] = \"Bearer \" .. tokens[(i % #tokens) + 1]}})\n\
+                 end\n",
+                list.display()
+            ),
+        )?;
+        Ok(script)
+    };
+    eprintln!(
+        "bench: minting {} RS256 and ES256 tokens",
+        args.unique_tokens
+    );
+    let rs_unique = unique_script(&rsa, "rs256")?;
+    let es_unique = unique_script(&ec, "es256")?;
+    let rs_token = format!("Authorization: Bearer {}", rsa.sign(&claims(0)));
+    let es_token = format!("Authorization: Bearer {}", ec.sign(&claims(0)));
+
+    let mut rows = Vec::new();
+    let mut run = |group: &'static str,
+                   name: &str,
+                   listener: &str,
+                   headers: &[String],
+                   script: Option<&PathBuf>,
+                   base: Option<&str>|
+     -> Result<()> {
+        let wanted = args.only.as_deref().is_none_or(|o| name.contains(o));
+        if group != "floor" && !wanted {
+            return Ok(());
+        }
+        eprintln!("bench: {name}");
+        let (rps, p99_ms, non_2xx) = wrk(&envoy.url(listener), &args, headers, script)?;
+        rows.push(Row {
+            group,
+            name: name.to_string(),
+            rps,
+            p99_ms,
+            non_2xx,
+            base: base.map(str::to_string),
+        });
+        Ok(())
+    };
+    let none: &[String] = &[];
+    let rs = std::slice::from_ref(&rs_token);
+    let es = std::slice::from_ref(&es_token);
+    run("floor", "no filter", "plain", none, None, None)?;
+    run(
+        "floor",
+        "Wasm pass-through",
+        "passthrough",
+        none,
+        None,
+        Some("no filter"),
+    )?;
+    run(
+        "jwt",
+        "native jwt_authn, RS256, repeated token",
+        "native_jwt",
+        rs,
+        None,
+        Some("no filter"),
+    )?;
+    run(
+        "jwt",
+        "native jwt_authn + jwt_cache, RS256, repeated token",
+        "native_jwt_cache",
+        rs,
+        None,
+        Some("no filter"),
+    )?;
+    run(
+        "jwt",
+        "meshgate jwt-auth, RS256, repeated token",
+        "meshgate_jwt",
+        rs,
+        None,
+        Some("native jwt_authn + jwt_cache, RS256, repeated token"),
+    )?;
+    run(
+        "jwt",
+        "meshgate jwt-auth, ES256, repeated token",
+        "meshgate_jwt",
+        es,
+        None,
+        Some("Wasm pass-through"),
+    )?;
+    run(
+        "jwt",
+        "native jwt_authn, RS256, unique tokens",
+        "native_jwt",
+        none,
+        Some(&rs_unique),
+        Some("no filter"),
+    )?;
+    run(
+        "jwt",
+        "meshgate jwt-auth, RS256, unique tokens",
+        "meshgate_jwt",
+        none,
+        Some(&rs_unique),
+        Some("native jwt_authn, RS256, unique tokens"),
+    )?;
+    run(
+        "jwt",
+        "native jwt_authn, ES256, unique tokens",
+        "native_jwt",
+        none,
+        Some(&es_unique),
+        Some("no filter"),
+    )?;
+    run(
+        "jwt",
+        "meshgate jwt-auth, ES256, unique tokens",
+        "meshgate_jwt",
+        none,
+        Some(&es_unique),
+        Some("native jwt_authn, ES256, unique tokens"),
+    )?;
+    drop(run);
+
+    let markdown = render(&args, &rows);
+    std::fs::write(&args.output, &markdown)?;
+    println!("{markdown}");
+    Ok(())
+}
+
+fn render(args: &Args, rows: &[Row]) -> String {
+    let by_name = |n: &str| rows.iter().find(|r| r.name == n);
+    let plain = by_name("no filter").map_or(f64::NAN, |r| r.rps);
+    let floor = by_name("Wasm pass-through").map_or(f64::NAN, |r| r.rps);
+    let envoy_version = Command::new(paths::envoy_binary())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Produced by `make bench` (`cargo run -p meshgate-integration --bin meshgate-bench -- \
+         --duration {} --connections {} --unique-tokens {}`): one Envoy, 1 worker, every variant a \
+         listener answering a direct response, loaded in turn by `wrk -t1 -c{} -d{}s`. Ratios \
+         compare rows of this one run. Machine: {} cores. Envoy: `{}`.\n",
+        args.duration,
+        args.connections,
+        args.unique_tokens,
+        args.connections,
+        args.duration,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        envoy_version
+    );
+    let _ = writeln!(
+        md,
+        "| row | req/s | p99 ms | × no filter | × Wasm floor | compared with | × that | non-2xx |\n\
+         |---|---:|---:|---:|---:|---|---:|---:|"
+    );
+    for r in rows {
+        let base = r.base.as_deref().and_then(by_name);
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            r.name,
+            r.rps,
+            r.p99_ms,
+            r.rps / plain,
+            r.rps / floor,
+            r.base.as_deref().unwrap_or("—"),
+            base.map_or("—".into(), |b| format!("{:.2}", r.rps / b.rps)),
+            r.non_2xx
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n\"Unique tokens\" cycle through {} distinct tokens, more than either filter's token \
+         cache keeps, so every request pays a signature check. Groups: {}.",
+        args.unique_tokens,
+        rows.iter()
+            .map(|r| r.group)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    md
+}
