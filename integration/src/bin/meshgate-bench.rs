@@ -291,7 +291,6 @@ fn main() -> Result<()> {
         Some(&es_unique),
         Some("native jwt_authn, ES256, unique tokens"),
     )?;
-    drop(run);
 
     let markdown = render(&args, &rows);
     std::fs::write(&args.output, &markdown)?;
