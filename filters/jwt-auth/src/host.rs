@@ -10,7 +10,12 @@ pub fn request_headers() -> Vec<(String, String)> {
         .map(|pairs| {
             pairs
                 .into_iter()
-                .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+                .map(|(name, value)| {
+                    // Reuse the buffer in the usual (valid UTF-8) case.
+                    let value = String::from_utf8(value)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    (name, value)
+                })
                 .collect()
         })
         .unwrap_or_default()

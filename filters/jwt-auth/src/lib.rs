@@ -3,8 +3,10 @@
 //! This crate is only the glue between Envoy's Wasm host and [`meshgate_jwt`], which holds all the
 //! logic: [`root`] reads the configuration, keeps remote JWKS fresh and shares them between
 //! workers; [`http`] runs the authenticator on each request; [`respond`] turns its outcome into
-//! header changes or a local reply; [`metrics`] counts what happened.
+//! header changes or a local reply; [`metrics`] counts what happened; [`crypto`] hands RSA and
+//! ECDSA signature checks to Envoy's native `verify_signature` when it offers one.
 
+pub mod crypto;
 pub mod host;
 pub mod http;
 pub mod metrics;

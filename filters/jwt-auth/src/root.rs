@@ -19,6 +19,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 use serde_json::json;
 
+use crate::crypto::EnvoyVerifier;
 use crate::host;
 use crate::http::Http;
 use crate::metrics::Metrics;
@@ -234,7 +235,7 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let config = self.get_plugin_configuration().unwrap_or_default();
-        let auth = match Authenticator::from_json(&config) {
+        let mut auth = match Authenticator::from_json(&config) {
             Ok(auth) => auth,
             Err(e) => {
                 // Envoy refuses the plugin when this returns false; this line says why.
@@ -242,6 +243,7 @@ impl RootContext for Root {
                 return false;
             }
         };
+        auth.set_signature_host(Box::new(EnvoyVerifier::default()));
         let metrics = Metrics::define(auth.stat_prefix());
         let has_remote = auth
             .providers()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::cache::TokenCache;
 use crate::config::JwtAuthentication;
 use crate::extract::{Found, Location, extract};
-use crate::jwks::KeySet;
+use crate::jwks::{KeySet, NoHost, SignatureHost};
 use crate::output::{self, Mutations};
 use crate::provider::{Keys, Provider, RemoteJwks};
 use crate::remote::{Availability, RemoteState};
@@ -71,6 +71,13 @@ pub struct Authenticator {
     bypass_cors_preflight: bool,
     stat_prefix: Option<String>,
     tally: Tally,
+    host: Box<dyn SignatureHost>,
+}
+
+impl std::fmt::Debug for dyn SignatureHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignatureHost")
+    }
 }
 
 enum Verdict {
@@ -160,7 +167,13 @@ impl Authenticator {
             bypass_cors_preflight: raw.bypass_cors_preflight,
             stat_prefix: raw.stat_prefix.clone(),
             tally: Tally::default(),
+            host: Box::new(NoHost),
         })
+    }
+
+    /// Lets `host` verify the signatures it can (see [`SignatureHost`]).
+    pub fn set_signature_host(&mut self, host: Box<dyn SignatureHost>) {
+        self.host = host;
     }
 
     /// The compiled providers, in name order (their index is what [`Outcome::NeedKeys`] names).
@@ -363,7 +376,7 @@ impl Authenticator {
                 Availability::Failed => return Verdict::Fail(Status::JwksFetchFail),
             },
         };
-        match keys.verify(&jwt) {
+        match keys.verify_with(&jwt, self.host.as_ref()) {
             Ok(()) => {
                 let mutations = output::for_verified(provider, &jwt, found);
                 runtime.cache.insert(jwt);

@@ -38,6 +38,26 @@ impl KeyType {
     }
 }
 
+/// Verifies signatures outside the Wasm sandbox when the host can (Envoy's `verify_signature`
+/// foreign function runs BoringSSL natively, far faster than RSA in Wasm).
+pub trait SignatureHost {
+    /// Verifies `signature` over `message` with the key `spki_der` (DER SubjectPublicKeyInfo)
+    /// and the digest `hash` (`sha256`, `sha384`, `sha512`). For ECDSA the signature is DER.
+    /// `None` when the host cannot do it; the caller then verifies in Rust.
+    fn verify(&self, hash: &str, spki_der: &[u8], signature: &[u8], message: &[u8])
+    -> Option<bool>;
+}
+
+/// A host that verifies nothing: every signature is checked in Rust.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHost;
+
+impl SignatureHost for NoHost {
+    fn verify(&self, _: &str, _: &[u8], _: &[u8], _: &[u8]) -> Option<bool> {
+        None
+    }
+}
+
 /// One usable key.
 #[derive(Clone)]
 pub struct Key {
@@ -48,6 +68,8 @@ pub struct Key {
     /// Key type.
     pub kty: KeyType,
     key: DecodingKey,
+    /// The key as DER SubjectPublicKeyInfo, for a [`SignatureHost`] (RSA and EC keys).
+    spki_der: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Key {
@@ -207,11 +229,13 @@ impl KeySet {
             {
                 return Err(bad(format!("alg {alg:?} does not fit kty {kty:?}")));
             }
+            let spki_der = spki_der(&jwk, kty);
             set.keys.push(Key {
                 kid: jwk.kid,
                 alg,
                 kty,
                 key,
+                spki_der,
             });
         }
         if set.keys.is_empty() {
@@ -244,6 +268,11 @@ impl KeySet {
     /// whose `kid` differs from the token's is skipped (keys without `kid` are tried), a key whose
     /// pinned `alg` differs is skipped, a key whose type cannot verify the algorithm is skipped.
     pub fn verify(&self, jwt: &Jwt) -> Result<(), Status> {
+        self.verify_with(jwt, &NoHost)
+    }
+
+    /// [`KeySet::verify`], letting `host` check RS256/384/512 and ES256/384 signatures natively.
+    pub fn verify_with(&self, jwt: &Jwt, host: &dyn SignatureHost) -> Result<(), Status> {
         let mut matched = false;
         for key in &self.keys {
             if let (Some(want), Some(have)) = (&jwt.kid, &key.kid)
@@ -255,13 +284,19 @@ impl KeySet {
                 continue;
             }
             matched = true;
-            let ok = jsonwebtoken::crypto::verify(
-                jwt.signature_b64(),
-                jwt.signing_input(),
-                &key.key,
-                jwt.alg,
-            )
-            .unwrap_or(false);
+            let native = key
+                .spki_der
+                .as_deref()
+                .and_then(|spki| host_verify(host, jwt, spki));
+            let ok = native.unwrap_or_else(|| {
+                jsonwebtoken::crypto::verify(
+                    jwt.signature_b64(),
+                    jwt.signing_input(),
+                    &key.key,
+                    jwt.alg,
+                )
+                .unwrap_or(false)
+            });
             if ok {
                 return Ok(());
             }
@@ -271,5 +306,152 @@ impl KeySet {
         } else {
             Status::JwksKidAlgMismatch
         })
+    }
+}
+
+/// Asks the host to verify, for the algorithms a plain digest-and-verify covers (PKCS#1 v1.5 and
+/// ECDSA); PSS, EdDSA and HMAC stay in Rust.
+fn host_verify(host: &dyn SignatureHost, jwt: &Jwt, spki: &[u8]) -> Option<bool> {
+    let hash = match jwt.alg {
+        Algorithm::RS256 | Algorithm::ES256 => "sha256",
+        Algorithm::RS384 | Algorithm::ES384 => "sha384",
+        Algorithm::RS512 => "sha512",
+        _ => return None,
+    };
+    let raw = B64URL.decode(jwt.signature_b64()).ok()?;
+    let signature = match jwt.alg {
+        // JWS carries r||s; the host's ECDSA wants an ASN.1 DER signature.
+        Algorithm::ES256 => match p256::ecdsa::Signature::from_slice(&raw) {
+            Ok(sig) => sig.to_der().as_bytes().to_vec(),
+            Err(_) => return Some(false),
+        },
+        Algorithm::ES384 => match p384::ecdsa::Signature::from_slice(&raw) {
+            Ok(sig) => sig.to_der().as_bytes().to_vec(),
+            Err(_) => return Some(false),
+        },
+        _ => raw,
+    };
+    host.verify(hash, spki, &signature, jwt.signing_input())
+}
+
+/// The key as DER SubjectPublicKeyInfo (RSA and EC keys only).
+fn spki_der(jwk: &RawJwk, kty: KeyType) -> Option<Vec<u8>> {
+    use p256::pkcs8::EncodePublicKey as _;
+    let bytes = |field: &Option<String>| field.as_deref().and_then(|v| B64URL.decode(v).ok());
+    match kty {
+        KeyType::Rsa => {
+            let n = rsa::BigUint::from_bytes_be(&bytes(&jwk.n)?);
+            let e = rsa::BigUint::from_bytes_be(&bytes(&jwk.e)?);
+            let key = rsa::RsaPublicKey::new(n, e).ok()?;
+            let der = rsa::pkcs8::EncodePublicKey::to_public_key_der(&key).ok()?;
+            Some(der.as_bytes().to_vec())
+        }
+        KeyType::EcP256 | KeyType::EcP384 => {
+            let mut point = vec![4u8];
+            point.extend(bytes(&jwk.x)?);
+            point.extend(bytes(&jwk.y)?);
+            let der = if kty == KeyType::EcP256 {
+                p256::PublicKey::from_sec1_bytes(&point)
+                    .ok()?
+                    .to_public_key_der()
+                    .ok()?
+            } else {
+                p384::PublicKey::from_sec1_bytes(&point)
+                    .ok()?
+                    .to_public_key_der()
+                    .ok()?
+            };
+            Some(der.as_bytes().to_vec())
+        }
+        KeyType::Ed25519 | KeyType::Oct => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::mint::{self, SigningKey};
+
+    /// A host that verifies what it is handed with RustCrypto from the DER forms, proving the
+    /// SubjectPublicKeyInfo and signature encodings a native verifier receives.
+    #[derive(Default)]
+    struct DerHost {
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl SignatureHost for DerHost {
+        fn verify(&self, hash: &str, spki: &[u8], sig: &[u8], msg: &[u8]) -> Option<bool> {
+            use p256::pkcs8::DecodePublicKey as _;
+            use rsa::signature::Verifier as _;
+            self.calls.borrow_mut().push(hash.to_string());
+            if let Ok(key) = rsa::RsaPublicKey::from_public_key_der(spki) {
+                let key = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key);
+                let sig = rsa::pkcs1v15::Signature::try_from(sig).ok()?;
+                return Some(key.verify(msg, &sig).is_ok());
+            }
+            let key = p256::ecdsa::VerifyingKey::from_public_key_der(spki).ok()?;
+            let sig = p256::ecdsa::Signature::from_der(sig).ok()?;
+            Some(key.verify(msg, &sig).is_ok())
+        }
+    }
+
+    #[test]
+    fn host_gets_spki_and_der_signatures() {
+        let rsa = SigningKey::rsa("r", Algorithm::RS256);
+        let ec = SigningKey::es256("e");
+        let ed = SigningKey::ed25519("d");
+        let set = KeySet::parse(&mint::jwks(&[&rsa, &ec, &ed])).unwrap();
+        let host = DerHost::default();
+        let claims = json!({"sub": "x"});
+        for key in [&rsa, &ec, &ed] {
+            let good = Jwt::parse(&key.sign(&claims)).unwrap();
+            assert_eq!(set.verify_with(&good, &host), Ok(()), "{:?}", key.alg);
+            let mut bad = key.sign(&claims);
+            let cut = bad.len() - 4;
+            bad.replace_range(cut.., "AAAA");
+            let bad = Jwt::parse(&bad).unwrap();
+            assert_eq!(
+                set.verify_with(&bad, &host),
+                Err(Status::JwtVerificationFail)
+            );
+        }
+        // RS256 and ES256 went to the host (twice each); EdDSA stayed in Rust.
+        assert_eq!(*host.calls.borrow(), ["sha256"; 4]);
+    }
+
+    #[test]
+    fn malformed_keys_are_refused_with_their_index() {
+        let bad = [
+            (r#"{"keys":[{"kty":"RSA","n":"AQAB"}]}"#, "keys[0]"),
+            (
+                r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AQAB"}]}"#,
+                "32 bytes",
+            ),
+            (
+                r#"{"keys":[{"kty":"EC","crv":"P-256","x":"!!","y":"AQAB"}]}"#,
+                "base64url",
+            ),
+            (r#"{"keys":[{"kty":"XYZ"}]}"#, "unknown kty"),
+            (
+                r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","alg":"RS256"}]}"#,
+                "does not fit",
+            ),
+            (r#"{"keys":[]}"#, "no usable"),
+            (r#"[]"#, "not a JSON object"),
+        ];
+        for (jwks, needle) in bad {
+            let err = KeySet::parse(jwks).unwrap_err().to_string();
+            assert!(err.contains(needle), "{jwks}: {err}");
+        }
+        let skipped = KeySet::parse(
+            r#"{"keys":[{"kty":"EC","crv":"P-521","x":"AQAB","y":"AQAB"},{"kty":"oct","k":"c2VjcmV0"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(skipped.keys().len(), 1);
+        assert_eq!(skipped.skipped().len(), 1);
     }
 }

@@ -18,9 +18,13 @@ use serde_json::{Value, json};
 
 #[derive(Parser)]
 struct Args {
-    /// Seconds of load per row.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds of load per row and round.
+    #[arg(long, default_value_t = 3)]
     duration: u32,
+    /// Rounds: every row runs this many times, interleaved with the others, and the median
+    /// counts (this machine's noise is ±15 % run to run).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Concurrent connections.
     #[arg(long, default_value_t = 16)]
     connections: u32,
@@ -191,106 +195,120 @@ fn main() -> Result<()> {
     let rs_token = format!("Authorization: Bearer {}", rsa.sign(&claims(0)));
     let es_token = format!("Authorization: Bearer {}", ec.sign(&claims(0)));
 
-    let mut rows = Vec::new();
-    let mut run = |group: &'static str,
-                   name: &str,
-                   listener: &str,
-                   headers: &[String],
-                   script: Option<&PathBuf>,
-                   base: Option<&str>|
-     -> Result<()> {
-        let wanted = args.only.as_deref().is_none_or(|o| name.contains(o));
-        if group != "floor" && !wanted {
-            return Ok(());
-        }
-        eprintln!("bench: {name}");
-        let (rps, p99_ms, non_2xx) = wrk(&envoy.url(listener), &args, headers, script)?;
-        rows.push(Row {
-            group,
-            name: name.to_string(),
-            rps,
-            p99_ms,
-            non_2xx,
-            base: base.map(str::to_string),
-        });
-        Ok(())
-    };
     let none: &[String] = &[];
     let rs = std::slice::from_ref(&rs_token);
     let es = std::slice::from_ref(&es_token);
-    run("floor", "no filter", "plain", none, None, None)?;
-    run(
-        "floor",
-        "Wasm pass-through",
-        "passthrough",
-        none,
-        None,
-        Some("no filter"),
-    )?;
-    run(
-        "jwt",
-        "native jwt_authn, RS256, repeated token",
-        "native_jwt",
-        rs,
-        None,
-        Some("no filter"),
-    )?;
-    run(
-        "jwt",
-        "native jwt_authn + jwt_cache, RS256, repeated token",
-        "native_jwt_cache",
-        rs,
-        None,
-        Some("no filter"),
-    )?;
-    run(
-        "jwt",
-        "meshgate jwt-auth, RS256, repeated token",
-        "meshgate_jwt",
-        rs,
-        None,
-        Some("native jwt_authn + jwt_cache, RS256, repeated token"),
-    )?;
-    run(
-        "jwt",
-        "meshgate jwt-auth, ES256, repeated token",
-        "meshgate_jwt",
-        es,
-        None,
-        Some("Wasm pass-through"),
-    )?;
-    run(
-        "jwt",
-        "native jwt_authn, RS256, unique tokens",
-        "native_jwt",
-        none,
-        Some(&rs_unique),
-        Some("no filter"),
-    )?;
-    run(
-        "jwt",
-        "meshgate jwt-auth, RS256, unique tokens",
-        "meshgate_jwt",
-        none,
-        Some(&rs_unique),
-        Some("native jwt_authn, RS256, unique tokens"),
-    )?;
-    run(
-        "jwt",
-        "native jwt_authn, ES256, unique tokens",
-        "native_jwt",
-        none,
-        Some(&es_unique),
-        Some("no filter"),
-    )?;
-    run(
-        "jwt",
-        "meshgate jwt-auth, ES256, unique tokens",
-        "meshgate_jwt",
-        none,
-        Some(&es_unique),
-        Some("native jwt_authn, ES256, unique tokens"),
-    )?;
+    // (group, name, listener, headers, script, compared with)
+    type Spec<'a> = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'a [String],
+        Option<&'a PathBuf>,
+        Option<&'static str>,
+    );
+    let specs: Vec<Spec> = vec![
+        ("floor", "no filter", "plain", none, None, None),
+        (
+            "floor",
+            "Wasm pass-through",
+            "passthrough",
+            none,
+            None,
+            Some("no filter"),
+        ),
+        (
+            "jwt",
+            "native jwt_authn, RS256, repeated token",
+            "native_jwt",
+            rs,
+            None,
+            Some("no filter"),
+        ),
+        (
+            "jwt",
+            "native jwt_authn + jwt_cache, RS256, repeated token",
+            "native_jwt_cache",
+            rs,
+            None,
+            Some("no filter"),
+        ),
+        (
+            "jwt",
+            "meshgate jwt-auth, RS256, repeated token",
+            "meshgate_jwt",
+            rs,
+            None,
+            Some("native jwt_authn + jwt_cache, RS256, repeated token"),
+        ),
+        (
+            "jwt",
+            "meshgate jwt-auth, ES256, repeated token",
+            "meshgate_jwt",
+            es,
+            None,
+            Some("Wasm pass-through"),
+        ),
+        (
+            "jwt",
+            "native jwt_authn, RS256, unique tokens",
+            "native_jwt",
+            none,
+            Some(&rs_unique),
+            Some("no filter"),
+        ),
+        (
+            "jwt",
+            "meshgate jwt-auth, RS256, unique tokens",
+            "meshgate_jwt",
+            none,
+            Some(&rs_unique),
+            Some("native jwt_authn, RS256, unique tokens"),
+        ),
+        (
+            "jwt",
+            "native jwt_authn, ES256, unique tokens",
+            "native_jwt",
+            none,
+            Some(&es_unique),
+            Some("no filter"),
+        ),
+        (
+            "jwt",
+            "meshgate jwt-auth, ES256, unique tokens",
+            "meshgate_jwt",
+            none,
+            Some(&es_unique),
+            Some("native jwt_authn, ES256, unique tokens"),
+        ),
+    ];
+    let specs: Vec<Spec> = specs
+        .into_iter()
+        .filter(|s| s.0 == "floor" || args.only.as_deref().is_none_or(|o| s.1.contains(o)))
+        .collect();
+    let mut samples: Vec<Vec<(f64, f64, u64)>> = vec![Vec::new(); specs.len()];
+    for round in 1..=args.rounds {
+        for (i, (_, name, listener, headers, script, _)) in specs.iter().enumerate() {
+            eprintln!("bench: round {round}/{}: {name}", args.rounds);
+            samples[i].push(wrk(&envoy.url(listener), &args, headers, *script)?);
+        }
+    }
+    let rows: Vec<Row> = specs
+        .iter()
+        .zip(samples)
+        .map(|((group, name, _, _, _, base), mut runs)| {
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (rps, p99_ms, _) = runs[runs.len() / 2];
+            Row {
+                group,
+                name: name.to_string(),
+                rps,
+                p99_ms,
+                non_2xx: runs.iter().map(|r| r.2).sum(),
+                base: base.map(str::to_string),
+            }
+        })
+        .collect();
 
     let markdown = render(&args, &rows);
     std::fs::write(&args.output, &markdown)?;
@@ -312,14 +330,17 @@ fn render(args: &Args, rows: &[Row]) -> String {
     let _ = writeln!(
         md,
         "Produced by `make bench` (`cargo run -p meshgate-integration --bin meshgate-bench -- \
-         --duration {} --connections {} --unique-tokens {}`): one Envoy, 1 worker, every variant a \
-         listener answering a direct response, loaded in turn by `wrk -t1 -c{} -d{}s`. Ratios \
-         compare rows of this one run. Machine: {} cores. Envoy: `{}`.\n",
+         --duration {} --rounds {} --connections {} --unique-tokens {}`): one Envoy, 1 worker, every \
+         variant a listener answering a direct response, loaded in turn by `wrk -t1 -c{} -d{}s`; \
+         each row is the median of {} interleaved rounds. Ratios compare rows of this one run. \
+         Machine: {} cores. Envoy: `{}`.\n",
         args.duration,
+        args.rounds,
         args.connections,
         args.unique_tokens,
         args.connections,
         args.duration,
+        args.rounds,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         envoy_version
     );
