@@ -13,11 +13,8 @@ WASM_PROFILE   := wasm-release
 WASM_OUT       := target/wasm32-wasip1/$(WASM_PROFILE)
 
 # Filter crates under filters/ (cdylib) → dist/<name>.wasm; test fixtures → dist/test/<name>.wasm.
-FILTERS        := jwt-auth
+FILTERS        := jwt-auth rate-limit
 FIXTURES       := passthrough
-
-# The harness finds Envoy in the virtualenv; exporting it lets any tool use the same binary.
-export MESHGATE_ENVOY = $(firstword $(wildcard $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/envoy))
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

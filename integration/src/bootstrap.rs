@@ -32,6 +32,37 @@ pub fn wasm_filter(file: &str, vm_id: &str, configuration: &str) -> Value {
 /// A listener on `{{port:NAME}}` whose route answers 200 `ok` itself (no upstream), after
 /// `filters`.
 pub fn direct_listener(name: &str, filters: Vec<Value>) -> Value {
+    listener(
+        name,
+        filters,
+        serde_json::json!({"direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}),
+    )
+}
+
+/// A listener on `{{port:NAME}}` routing everything to `cluster`, after `filters`.
+pub fn routed_listener(name: &str, filters: Vec<Value>, cluster: &str) -> Value {
+    listener(
+        name,
+        filters,
+        serde_json::json!({"route": {"cluster": cluster}}),
+    )
+}
+
+/// A static cluster of one endpoint on 127.0.0.1.
+pub fn cluster(name: &str, port: u16) -> Value {
+    serde_json::json!({
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+        ]}]}
+    })
+}
+
+fn listener(name: &str, filters: Vec<Value>, action: Value) -> Value {
+    let mut route = serde_json::json!({"match": {"prefix": "/"}});
+    if let (Some(route), Some(action)) = (route.as_object_mut(), action.as_object()) {
+        route.extend(action.clone());
+    }
     let mut chain = filters;
     chain.push(filter(
         "envoy.filters.http.router",
@@ -47,7 +78,7 @@ pub fn direct_listener(name: &str, filters: Vec<Value>) -> Value {
                 "stat_prefix": name,
                 "route_config": {"virtual_hosts": [{
                     "name": "all", "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}]
+                    "routes": [route]
                 }]},
                 "http_filters": chain
             }
@@ -58,9 +89,14 @@ pub fn direct_listener(name: &str, filters: Vec<Value>) -> Value {
 /// A whole bootstrap (JSON text, which is YAML) with these listeners and an admin port.
 /// Ports are placeholders: quoted in JSON, so they are unquoted here for Envoy's integer fields.
 pub fn bootstrap(listeners: Vec<Value>) -> String {
+    bootstrap_with_clusters(listeners, Vec::new())
+}
+
+/// [`bootstrap`] with clusters.
+pub fn bootstrap_with_clusters(listeners: Vec<Value>, clusters: Vec<Value>) -> String {
     let doc = serde_json::json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": "{{admin_port}}"}}},
-        "static_resources": {"listeners": listeners}
+        "static_resources": {"listeners": listeners, "clusters": clusters}
     });
     unquote_ports(&doc.to_string())
 }

@@ -30,7 +30,7 @@ pub fn wasm(name: &str) -> PathBuf {
 
 /// The Envoy binary: `MESHGATE_ENVOY` if set, else the one `make setup` installs in `.venv/`.
 pub fn envoy_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MESHGATE_ENVOY") {
+    if let Some(path) = std::env::var_os("MESHGATE_ENVOY").filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
     let lib = repo_root().join(".venv/lib");

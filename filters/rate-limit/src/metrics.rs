@@ -1,0 +1,106 @@
+//! Counters in Envoy's stats (`wasmcustom.rate_limit.*`), kept in the VM and handed to Envoy on
+//! the root context's tick: an increment hostcall per request would cost more than the check.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+#[derive(Debug, Default)]
+struct Counter {
+    id: Option<u32>,
+    pending: Cell<u64>,
+}
+
+impl Counter {
+    fn define(name: &str) -> Counter {
+        Counter {
+            id: hostcalls::define_metric(MetricType::Counter, name).ok(),
+            pending: Cell::new(0),
+        }
+    }
+
+    fn add(&self) {
+        self.pending.set(self.pending.get().saturating_add(1));
+    }
+
+    fn flush(&self) {
+        let by = self.pending.replace(0);
+        if let (Some(id), true) = (self.id, by > 0) {
+            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// The filter's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    allowed: Counter,
+    limited: HashMap<String, Counter>,
+    shadow_limited: HashMap<String, Counter>,
+    overflow: Counter,
+    store_errors: Counter,
+}
+
+impl Metrics {
+    /// Defines the counters for these descriptor names under `rate_limit.[<stat_prefix>.]`.
+    pub fn define(stat_prefix: Option<&str>, names: &[String]) -> Metrics {
+        let base = match stat_prefix {
+            Some(p) if !p.is_empty() => format!("rate_limit.{}.", p.trim_end_matches('.')),
+            _ => "rate_limit.".to_string(),
+        };
+        let per_name = |kind: &str| {
+            names
+                .iter()
+                .map(|n| (n.clone(), Counter::define(&format!("{base}{kind}.{n}"))))
+                .collect()
+        };
+        Metrics {
+            allowed: Counter::define(&format!("{base}allowed")),
+            limited: per_name("limited"),
+            shadow_limited: per_name("shadow_limited"),
+            overflow: Counter::define(&format!("{base}overflow")),
+            store_errors: Counter::define(&format!("{base}store_errors")),
+        }
+    }
+
+    /// A request passed.
+    pub fn allowed(&self) {
+        self.allowed.add();
+    }
+
+    /// A request was refused by descriptor `name`.
+    pub fn limited(&self, name: &str) {
+        if let Some(c) = self.limited.get(name) {
+            c.add();
+        }
+    }
+
+    /// Shadow descriptor `name` would have refused a request.
+    pub fn shadow_limited(&self, name: &str) {
+        if let Some(c) = self.shadow_limited.get(name) {
+            c.add();
+        }
+    }
+
+    /// A key found no slot.
+    pub fn overflow(&self) {
+        self.overflow.add();
+    }
+
+    /// The shared store refused a bucket update (the request was let through).
+    pub fn store_error(&self) {
+        self.store_errors.add();
+    }
+
+    /// Hands the pending counts to Envoy.
+    pub fn flush(&self) {
+        self.allowed.flush();
+        self.overflow.flush();
+        self.store_errors.flush();
+        for c in self.limited.values().chain(self.shadow_limited.values()) {
+            c.flush();
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! meshgate's rate-limit filter in real Envoy with 4 workers: exactness across workers (beside
+//! Envoy's own local_ratelimit), refill, per-key isolation, shadow mode, headers, JWT-claim keys,
+//! and Envoy refusing a bad configuration.
+
+// Test helpers fail the test by panicking, with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use meshgate_integration::bootstrap::{
+    bootstrap_with_clusters, cluster, filter, routed_listener, wasm_filter,
+};
+use meshgate_integration::{Echo, Envoy, http_client};
+use meshgate_jwt::mint::{self, SigningKey};
+use serde_json::{Value, json};
+
+fn rate_limit(config: &Value) -> Value {
+    wasm_filter("rate-limit.wasm", "rate_limit", &config.to_string())
+}
+
+fn native_local_ratelimit(max_tokens: u32, fill_interval: &str) -> Value {
+    filter(
+        "envoy.filters.http.local_ratelimit",
+        json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "native_rl",
+            "token_bucket": {"max_tokens": max_tokens, "tokens_per_fill": max_tokens, "fill_interval": fill_interval},
+            "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_enabled"},
+            "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_enforced"}
+        }),
+    )
+}
+
+fn start(listeners: Vec<Value>, upstream: &Echo) -> Envoy {
+    Envoy::builder(bootstrap_with_clusters(
+        listeners,
+        vec![cluster("upstream", upstream.port())],
+    ))
+    .concurrency(4)
+    .start()
+}
+
+/// Sends `per_thread` requests from each of `threads` threads, a new connection each, and
+/// returns the statuses.
+fn burst(url: &str, threads: usize, per_thread: usize, headers: &[(&str, &str)]) -> Vec<u16> {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (url, headers) = (url.to_string(), headers.clone());
+            std::thread::spawn(move || {
+                let client = http_client();
+                (0..per_thread)
+                    .map(|_| {
+                        let mut r = client.get(&url).header("connection", "close");
+                        for (k, v) in &headers {
+                            r = r.header(k, v);
+                        }
+                        r.send().unwrap().status().as_u16()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[test]
+fn exact_across_four_workers_like_local_ratelimit() {
+    let upstream = Echo::start();
+    let config = json!({"token_bucket": {"max_tokens": 25, "tokens_per_fill": 25, "fill_interval": "3600s"}});
+    let envoy = start(
+        vec![
+            routed_listener("wasm", vec![rate_limit(&config)], "upstream"),
+            routed_listener(
+                "native",
+                vec![native_local_ratelimit(25, "3600s")],
+                "upstream",
+            ),
+        ],
+        &upstream,
+    );
+    for listener in ["wasm", "native"] {
+        let statuses = burst(&envoy.url(listener), 16, 10, &[]);
+        assert_eq!(count(&statuses, 200), 25, "{listener}: {statuses:?}");
+        assert_eq!(count(&statuses, 429), 135, "{listener}");
+    }
+    // Every worker served part of the burst (else exactness across workers proves nothing).
+    let per_worker = envoy
+        .stats()
+        .into_iter()
+        .filter(|(k, v)| {
+            k.starts_with("listener.127.0.0.1_")
+                && k.contains(".worker_")
+                && k.ends_with("downstream_cx_total")
+                && *v > 0
+        })
+        .count();
+    assert!(
+        per_worker >= 4,
+        "connections did not spread over the workers ({per_worker})"
+    );
+    envoy.wait_for_stat("wasmcustom.rate_limit.limited.default", |v| v == 135);
+    envoy.wait_for_stat("wasmcustom.rate_limit.allowed", |v| v == 25);
+}
+
+#[test]
+fn headers_on_allowed_and_limited_responses_and_refill() {
+    let upstream = Echo::start();
+    let config = json!({
+        "token_bucket": {"max_tokens": 2, "tokens_per_fill": 2, "fill_interval": "2s"},
+        "legacy_headers": true
+    });
+    let envoy = start(
+        vec![routed_listener(
+            "wasm",
+            vec![rate_limit(&config)],
+            "upstream",
+        )],
+        &upstream,
+    );
+    let client = http_client();
+    let get = || client.get(envoy.url("wasm")).send().unwrap();
+    // Align to a fresh window: wait until the bucket has refilled if a previous fill is near.
+    let first = get();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["ratelimit-policy"], "\"default\";q=2;w=2");
+    let remaining = first.headers()["ratelimit"].to_str().unwrap().to_string();
+    assert!(remaining.starts_with("\"default\";r=1;t="), "{remaining}");
+    assert_eq!(first.headers()["x-ratelimit-limit"], "2");
+    assert_eq!(get().status(), 200);
+    let limited = get();
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert!(
+        limited.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"default\";r=0;t=")
+    );
+    assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(limited.text().unwrap(), "rate limited by default\n");
+    assert_eq!(
+        upstream.served(),
+        2,
+        "a limited request never reaches the upstream"
+    );
+    // After Retry-After, tokens are back.
+    std::thread::sleep(Duration::from_secs(retry_after) + Duration::from_millis(100));
+    assert_eq!(get().status(), 200);
+}
+
+#[test]
+fn per_key_buckets_and_shadow_mode() {
+    let upstream = Echo::start();
+    let config = json!({
+        "descriptors": [
+            {"name": "per_user", "entries": [{"request_header": {"header_name": "x-user", "descriptor_key": "user"}}],
+             "token_bucket": {"max_tokens": 3, "fill_interval": "3600s"}},
+            {"name": "trial", "shadow": true, "entries": [{"path": {"prefix": "/trial"}}],
+             "token_bucket": {"max_tokens": 1, "fill_interval": "3600s"}}
+        ]
+    });
+    let envoy = start(
+        vec![routed_listener(
+            "wasm",
+            vec![rate_limit(&config)],
+            "upstream",
+        )],
+        &upstream,
+    );
+    let url = envoy.url("wasm");
+    let alice = burst(&url, 4, 3, &[("x-user", "alice")]);
+    assert_eq!(count(&alice, 200), 3, "{alice:?}");
+    let bob = burst(&url, 4, 3, &[("x-user", "bob")]);
+    assert_eq!(count(&bob, 200), 3, "bob has his own bucket: {bob:?}");
+    // No x-user: per_user does not apply; nothing limits.
+    assert_eq!(count(&burst(&url, 2, 5, &[]), 200), 10);
+    // Shadow: over the limit, yet served, and reported to the upstream and in stats.
+    let client = http_client();
+    let mut shadowed = 0;
+    for _ in 0..4 {
+        let response = client.get(format!("{url}/trial")).send().unwrap();
+        assert_eq!(response.status(), 200);
+        let seen: Value = response.json().unwrap();
+        if seen["headers"]["x-meshgate-ratelimit-shadow"] == "trial" {
+            shadowed += 1;
+        }
+    }
+    assert_eq!(shadowed, 3);
+    envoy.wait_for_stat("wasmcustom.rate_limit.shadow_limited.trial", |v| v == 3);
+    envoy.wait_for_stat("wasmcustom.rate_limit.limited.per_user", |v| v == 18);
+}
+
+#[test]
+fn limits_per_jwt_subject_published_by_jwt_auth() {
+    let key = SigningKey::es256("k");
+    let jwt_config = json!({
+        "providers": {"p": {"issuer": "iss", "local_jwks": {"inline_string": mint::jwks(&[&key])},
+                            "payload_in_metadata": "p"}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "p"}}]
+    });
+    let rl_config = json!({
+        "descriptors": [{"name": "per_subject",
+                         "entries": [{"jwt_claim": {"claim": "sub", "payload": "p", "descriptor_key": "sub"}}],
+                         "token_bucket": {"max_tokens": 2, "fill_interval": "3600s"}}]
+    });
+    let upstream = Echo::start();
+    let envoy = start(
+        vec![routed_listener(
+            "chain",
+            vec![
+                wasm_filter("jwt-auth.wasm", "jwt_auth", &jwt_config.to_string()),
+                rate_limit(&rl_config),
+            ],
+            "upstream",
+        )],
+        &upstream,
+    );
+    let token = |sub: &str| {
+        format!(
+            "Bearer {}",
+            key.sign(&json!({"iss": "iss", "sub": sub, "exp": mint::now() + 600}))
+        )
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let alice_statuses = burst(&envoy.url("chain"), 2, 3, &[("authorization", &alice)]);
+    assert_eq!(count(&alice_statuses, 200), 2, "{alice_statuses:?}");
+    assert_eq!(count(&alice_statuses, 429), 4);
+    let bob_statuses = burst(&envoy.url("chain"), 1, 2, &[("authorization", &bob)]);
+    assert_eq!(count(&bob_statuses, 200), 2, "{bob_statuses:?}");
+    // Unauthenticated requests never reach the limiter.
+    assert_eq!(count(&burst(&envoy.url("chain"), 1, 2, &[]), 401), 2);
+}
+
+#[test]
+fn envoy_refuses_bad_config_and_says_which_field() {
+    let upstream = Echo::start();
+    let cases = [
+        (
+            json!({"token_bucket": {"max_tokens": 0, "fill_interval": "1s"}}),
+            "token_bucket.max_tokens",
+        ),
+        (
+            json!({"token_bucket": {"max_tokens": 5, "fill_interval": "0.01s"}}),
+            "token_bucket.fill_interval",
+        ),
+        (
+            json!({"token_bucket": {"max_tokens": 5, "fill_interval": "1s"}, "burst": 3}),
+            "burst",
+        ),
+        (
+            json!({"descriptors": [{"name": "d", "entries": [], "token_bucket": {"max_tokens": 1, "fill_interval": "1s"}}]}),
+            "descriptors[0].entries",
+        ),
+    ];
+    for (config, field) in cases {
+        let bootstrap = bootstrap_with_clusters(
+            vec![routed_listener(
+                "wasm",
+                vec![rate_limit(&config)],
+                "upstream",
+            )],
+            vec![cluster("upstream", upstream.port())],
+        );
+        let err = Envoy::builder(bootstrap)
+            .try_start()
+            .err()
+            .unwrap_or_else(|| panic!("Envoy accepted {config}"));
+        assert!(err.contains(field), "log does not name {field}:\n{err}");
+    }
+}
