@@ -207,6 +207,40 @@ fn per_key_buckets_and_shadow_mode() {
 }
 
 #[test]
+fn flooding_new_keys_does_not_reset_a_limit() {
+    let upstream = Echo::start();
+    let config = json!({
+        "max_keys": 4,
+        "descriptors": [{"name": "per_client",
+                         "entries": [{"request_header": {"header_name": "x-client", "descriptor_key": "c"}}],
+                         "token_bucket": {"max_tokens": 2, "fill_interval": "3600s"}}]
+    });
+    let envoy = start(
+        vec![routed_listener(
+            "wasm",
+            vec![rate_limit(&config)],
+            "upstream",
+        )],
+        &upstream,
+    );
+    let url = envoy.url("wasm");
+    let victim = burst(&url, 1, 3, &[("x-client", "victim")]);
+    assert_eq!(victim, [200, 200, 429]);
+    // An attacker cycles through many fresh keys to push the victim's bucket out of the table.
+    let mut flood = Vec::new();
+    for i in 0..40 {
+        flood.extend(burst(&url, 1, 1, &[("x-client", &format!("attacker-{i}"))]));
+    }
+    assert!(
+        count(&flood, 429) >= 36,
+        "new keys beyond the table are refused: {flood:?}"
+    );
+    // The victim's bucket was never evicted (it is not full): still limited.
+    assert_eq!(burst(&url, 1, 1, &[("x-client", "victim")]), [429]);
+    envoy.wait_for_stat("wasmcustom.rate_limit.overflow", |v| v >= 36);
+}
+
+#[test]
 fn limits_per_jwt_subject_published_by_jwt_auth() {
     let key = SigningKey::es256("k");
     let jwt_config = json!({

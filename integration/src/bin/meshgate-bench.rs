@@ -124,6 +124,25 @@ fn jwt_config(keys: &[&SigningKey], cache: bool) -> Value {
     })
 }
 
+/// A bucket no benchmark empties: the rows measure the cost of checking, not of refusing.
+fn never_empty() -> Value {
+    json!({"max_tokens": 4_000_000_000u32, "tokens_per_fill": 4_000_000_000u32, "fill_interval": "1s"})
+}
+
+fn native_local_ratelimit() -> Value {
+    let bucket = never_empty();
+    filter(
+        "envoy.filters.http.local_ratelimit",
+        json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "bench_rl",
+            "token_bucket": bucket,
+            "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_enabled"},
+            "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_enforced"}
+        }),
+    )
+}
+
 fn native_jwt(config: &Value) -> Value {
     let mut typed = config.clone();
     typed["@type"] =
@@ -151,6 +170,29 @@ fn main() -> Result<()> {
         direct_listener(
             "meshgate_jwt",
             vec![wasm_filter("jwt-auth.wasm", "jwt_auth", &config_text)],
+        ),
+        direct_listener("native_rl", vec![native_local_ratelimit()]),
+        direct_listener(
+            "meshgate_rl",
+            vec![wasm_filter(
+                "rate-limit.wasm",
+                "rate_limit",
+                &json!({"token_bucket": never_empty()}).to_string(),
+            )],
+        ),
+        direct_listener(
+            "meshgate_rl_keys",
+            vec![wasm_filter(
+                "rate-limit.wasm",
+                "rate_limit_keys",
+                &json!({
+                    "max_keys": 20000,
+                    "descriptors": [{"name": "per_key",
+                        "entries": [{"request_header": {"header_name": "x-key", "descriptor_key": "k"}}],
+                        "token_bucket": never_empty()}]
+                })
+                .to_string(),
+            )],
         ),
     ];
     paths::wasm("jwt-auth");
@@ -192,6 +234,12 @@ fn main() -> Result<()> {
     );
     let rs_unique = unique_script(&rsa, "rs256")?;
     let es_unique = unique_script(&ec, "es256")?;
+    let keys_script = dir.path().join("keys.lua");
+    std::fs::write(
+        &keys_script,
+        "local i = 0\nrequest = function()\n  i = i + 1\n  \
+         return wrk.format(\"GET\", \"/\", {[\"x-key\"] = \"k\" .. (i % 10000)})\nend\n",
+    )?;
     let rs_token = format!("Authorization: Bearer {}", rsa.sign(&claims(0)));
     let es_token = format!("Authorization: Bearer {}", ec.sign(&claims(0)));
 
@@ -367,7 +415,9 @@ fn render(args: &Args, rows: &[Row]) -> String {
     let _ = writeln!(
         md,
         "\n\"Unique tokens\" cycle through {} distinct tokens, more than either filter's token \
-         cache keeps, so every request pays a signature check. Groups: {}.",
+         cache keeps, so every request pays a signature check. Rate-limit rows use a bucket no \
+         run empties; \"10k distinct keys\" cycles an `x-key` header through 10000 values, one \
+         bucket each. Groups: {}.",
         args.unique_tokens,
         rows.iter()
             .map(|r| r.group)

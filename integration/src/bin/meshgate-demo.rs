@@ -1,6 +1,6 @@
 //! `make run`: the meshgate demo stack on 127.0.0.1, until Ctrl-C.
 //!
-//! Envoy (with `envoy/demo.yaml`: the jwt-auth filter in front of an upstream), a demo upstream
+//! Envoy (with `envoy/demo.yaml`: jwt-auth then rate-limit in front of an upstream), a demo upstream
 //! that echoes what reaches it, and a JWKS endpoint serving a development key generated now.
 //! It checks the stack answers as it should, then prints the commands to try it.
 
@@ -25,19 +25,23 @@ fn main() -> Result<()> {
         .map_err(anyhow::Error::msg)
         .context("starting Envoy with envoy/demo.yaml (ports 10000-10002 and 9901 must be free)")?;
 
-    let token = key.sign(&json!({
-        "iss": ISSUER,
-        "aud": "demo-api",
-        "sub": "dev-user",
-        "groups": ["developers"],
-        "exp": mint::now() + 12 * 3600,
-        "iat": mint::now(),
-    }));
+    let token_for = |sub: &str| {
+        key.sign(&json!({
+            "iss": ISSUER,
+            "aud": "demo-api",
+            "sub": sub,
+            "groups": ["developers"],
+            "exp": mint::now() + 12 * 3600,
+            "iat": mint::now(),
+        }))
+    };
+    let token = token_for("dev-user");
     let client = http_client();
     let without = client.get(format!("{LISTENER}/hello")).send()?;
     let with = client
         .get(format!("{LISTENER}/hello"))
-        .bearer_auth(&token)
+        // Its own subject, so the printed token starts with a full rate-limit bucket.
+        .bearer_auth(token_for("self-check"))
         .send()?;
     let (without_status, with_status) = (without.status().as_u16(), with.status().as_u16());
     if without_status != 401 || with_status != 200 {
@@ -58,7 +62,8 @@ fn main() -> Result<()> {
          \n  curl -i {LISTENER}/healthz                     # 200, no token needed\
          \n  curl -i -H 'Authorization: Bearer {token}' {LISTENER}/hello\
          \n                                                 # 200; the upstream sees x-user, x-groups, x-jwt-payload\
-         \n  curl -s http://127.0.0.1:9901/stats | grep jwt_auth\n\
+         \n                                                 # the same 11 times in a minute: the 11th is 429\
+         \n  curl -s http://127.0.0.1:9901/stats | grep wasmcustom\n\
          \nSelf-check: no token → {without_status}, dev token → {with_status}.",
         upstream.port(),
         jwks.url(),
