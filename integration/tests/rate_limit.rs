@@ -210,7 +210,7 @@ fn per_key_buckets_and_shadow_mode() {
 fn flooding_new_keys_does_not_reset_a_limit() {
     let upstream = Echo::start();
     let config = json!({
-        "max_keys": 4,
+        "max_keys": 2,
         "descriptors": [{"name": "per_client",
                          "entries": [{"request_header": {"header_name": "x-client", "descriptor_key": "c"}}],
                          "token_bucket": {"max_tokens": 2, "fill_interval": "3600s"}}]
@@ -226,7 +226,8 @@ fn flooding_new_keys_does_not_reset_a_limit() {
     let url = envoy.url("wasm");
     let victim = burst(&url, 1, 3, &[("x-client", "victim")]);
     assert_eq!(victim, [200, 200, 429]);
-    // An attacker cycles through many fresh keys to push the victim's bucket out of the table.
+    // An attacker cycles through many fresh keys to push the victim's bucket out of the table
+    // (2 keys → 4 slots: the victim's and 3 attackers').
     let mut flood = Vec::new();
     for i in 0..40 {
         flood.extend(burst(&url, 1, 1, &[("x-client", &format!("attacker-{i}"))]));

@@ -131,7 +131,7 @@ impl Limiter {
         Ok(Limiter {
             default,
             descriptors,
-            table: Table::new(format!("{store_prefix}|slot|"), max_keys),
+            table: Table::new(format!("{store_prefix}|slot|"), max_keys.saturating_mul(2)),
             prefix: store_prefix.to_string(),
             overflow: raw.overflow,
             status,
@@ -293,32 +293,24 @@ mod tests {
                     "token_bucket":{{"max_tokens":2,"fill_interval":"60s"}}}}]}}"#
             )
         };
-        let store = MemoryStore::default();
-        let deny = limiter(&cfg("deny"));
-        assert!(
-            deny.check(&Req([("x-ip", "a")].into()), &store, 0)
+        let allowed = |l: &Limiter, store: &MemoryStore, ip: &str| {
+            let ip: &'static str = Box::leak(ip.to_string().into_boxed_str());
+            l.check(&Req([("x-ip", ip)].into()), store, 0)
                 .limited_by()
                 .is_none()
-        );
-        let d = deny.check(&Req([("x-ip", "b")].into()), &store, 0);
+        };
+        // max_keys 1 → 2 slots: two keys fit, a third finds no room.
+        let store = MemoryStore::default();
+        let deny = limiter(&cfg("deny"));
+        assert!(allowed(&deny, &store, "a") && allowed(&deny, &store, "b"));
+        let d = deny.check(&Req([("x-ip", "c")].into()), &store, 0);
         assert!(d.limited_by().is_some_and(|v| v.overflow));
 
         let store = MemoryStore::default();
         let shared = limiter(&cfg("shared_bucket"));
-        assert!(
-            shared
-                .check(&Req([("x-ip", "a")].into()), &store, 0)
-                .limited_by()
-                .is_none()
-        );
+        assert!(allowed(&shared, &store, "a") && allowed(&shared, &store, "b"));
         let admitted = (0..5)
-            .filter(|i| {
-                let ip: &'static str = Box::leak(format!("n{i}").into_boxed_str());
-                shared
-                    .check(&Req([("x-ip", ip)].into()), &store, 0)
-                    .limited_by()
-                    .is_none()
-            })
+            .filter(|i| allowed(&shared, &store, &format!("n{i}")))
             .count();
         assert_eq!(admitted, 2, "newcomers share one overflow bucket of 2");
     }

@@ -5,8 +5,9 @@
 //! in between, else retry. That makes a bucket of N admit exactly N across all workers.
 //!
 //! Shared data cannot be deleted, so keys are not stored under their own names (a per-client key
-//! space would grow without end): a key hashes into a table of `max_keys` slots and probes
-//! [`PROBES`] of them. A slot holds one key's bucket. **Eviction rule**: a slot may be taken over
+//! space would grow without end): a key hashes into a fixed table of slots and probes [`PROBES`]
+//! of them. The limiter sizes the table at twice `max_keys`, so `max_keys` live keys fit with
+//! the table half full (a key then finds no slot with probability about 2^-16). A slot holds one key's bucket. **Eviction rule**: a slot may be taken over
 //! only when its bucket has refilled to full — a full bucket owes nothing, so handing its key a
 //! fresh full bucket later gives nobody extra tokens. When every probed slot holds a bucket that
 //! is not full, the key gets the configured overflow behaviour instead of a fresh bucket, so
@@ -16,7 +17,7 @@ use crate::Millis;
 use crate::bucket::{Bucket, State, Taken};
 
 /// Slots probed per key.
-pub const PROBES: u64 = 4;
+pub const PROBES: u64 = 16;
 /// Compare-and-swap attempts per slot before giving up.
 pub const CAS_ATTEMPTS: u32 = 64;
 /// The CAS a write of a new slot claims; the host compares it with the CAS of an existing entry,

@@ -329,6 +329,30 @@ fn main() -> Result<()> {
             Some(&es_unique),
             Some("native jwt_authn, ES256, unique tokens"),
         ),
+        (
+            "rate limit",
+            "native local_ratelimit, bucket never empties",
+            "native_rl",
+            none,
+            None,
+            Some("no filter"),
+        ),
+        (
+            "rate limit",
+            "meshgate rate-limit, bucket never empties",
+            "meshgate_rl",
+            none,
+            None,
+            Some("native local_ratelimit, bucket never empties"),
+        ),
+        (
+            "rate limit",
+            "meshgate rate-limit, 10k distinct keys",
+            "meshgate_rl_keys",
+            none,
+            Some(&keys_script),
+            Some("native local_ratelimit, bucket never empties"),
+        ),
     ];
     let specs: Vec<Spec> = specs
         .into_iter()
