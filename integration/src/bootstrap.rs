@@ -58,6 +58,18 @@ pub fn cluster(name: &str, port: u16) -> Value {
     })
 }
 
+/// A static HTTP/2 (h2c) cluster of one endpoint on 127.0.0.1, for gRPC services.
+pub fn grpc_cluster(name: &str, port: u16) -> Value {
+    let mut c = cluster(name, port);
+    c["typed_extension_protocol_options"] = serde_json::json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}
+        }
+    });
+    c
+}
+
 fn listener(name: &str, filters: Vec<Value>, action: Value) -> Value {
     let mut route = serde_json::json!({"match": {"prefix": "/"}});
     if let (Some(route), Some(action)) = (route.as_object_mut(), action.as_object()) {

@@ -6,6 +6,7 @@
 //! - [`Process`] — any child process with its log captured, readiness probing and kill on drop.
 //! - [`Echo`] — an HTTP upstream that answers every request with the request it saw, as JSON.
 //! - [`JwksServer`] — a JWKS endpoint a test can rotate or take down.
+//! - [`RlsServer`] — a rate limit service speaking Envoy's protocol (gRPC, Envoy's own protos).
 //!
 //! Every failure to start panics with the component's log tail, so a red test says why.
 
@@ -22,12 +23,14 @@ pub mod paths;
 pub mod ports;
 pub mod process;
 pub mod registry;
+pub mod rls;
 
 pub use echo::Echo;
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use jwks::JwksServer;
 pub use process::Process;
 pub use registry::Registry;
+pub use rls::RlsServer;
 
 /// A blocking HTTP client that ignores proxy settings from the environment: tests only ever talk
 /// to loopback, and an inherited `HTTP_PROXY` would silently route them elsewhere.

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use meshgate_integration::bootstrap::{
-    bootstrap_with_clusters, cluster, filter, routed_listener, wasm_filter,
+    bootstrap_with_clusters, cluster, filter, grpc_cluster, routed_listener, wasm_filter,
 };
-use meshgate_integration::{Echo, Envoy, http_client};
+use meshgate_integration::{Echo, Envoy, RlsServer, http_client, ports};
 use meshgate_jwt::mint::{self, SigningKey};
 use serde_json::{Value, json};
 
@@ -318,4 +318,149 @@ fn envoy_refuses_bad_config_and_says_which_field() {
             .unwrap_or_else(|| panic!("Envoy accepted {config}"));
         assert!(err.contains(field), "log does not name {field}:\n{err}");
     }
+}
+
+fn global_config(extra: Value) -> Value {
+    let mut global = json!({
+        "cluster": "rls",
+        "domain": "meshgate",
+        "timeout": "1s",
+        "descriptors": [{"name": "per_user",
+                         "entries": [{"request_header": {"header_name": "x-user", "descriptor_key": "user"}}]}]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        global[k] = v.clone();
+    }
+    json!({"global": global})
+}
+
+fn start_global(config: &Value, upstream: &Echo, rls_port: u16) -> Envoy {
+    let bootstrap = bootstrap_with_clusters(
+        vec![routed_listener(
+            "wasm",
+            vec![rate_limit(config)],
+            "upstream",
+        )],
+        vec![
+            cluster("upstream", upstream.port()),
+            grpc_cluster("rls", rls_port),
+        ],
+    );
+    Envoy::builder(bootstrap).concurrency(2).start()
+}
+
+#[test]
+fn global_limits_are_counted_by_the_rate_limit_service() {
+    let rls = RlsServer::start("meshgate", 3);
+    let upstream = Echo::start();
+    let envoy = start_global(&global_config(json!({})), &upstream, rls.port());
+    let client = http_client();
+    let get = |user: &str| {
+        client
+            .get(envoy.url("wasm"))
+            .header("x-user", user)
+            .send()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let ok = get("alice");
+        assert_eq!(ok.status(), 200, "{}", envoy.log_tail(20));
+        assert_eq!(
+            ok.headers()["x-rls"],
+            "fixture",
+            "response_headers_to_add applied"
+        );
+        assert_eq!(ok.headers()["ratelimit-policy"], "\"per_user\";q=3;w=60");
+    }
+    let limited = get("alice");
+    assert_eq!(limited.status(), 429);
+    assert!(
+        limited.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"per_user\";r=0;t=")
+    );
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after));
+    assert_eq!(limited.headers()["x-rls"], "fixture");
+    assert_eq!(rls.calls(), 4);
+    // The OVER_LIMIT answer is remembered until its reset: refused without asking again (one
+    // connection, so the same worker's memory answers).
+    for _ in 0..5 {
+        assert_eq!(get("alice").status(), 429);
+    }
+    assert_eq!(
+        rls.calls(),
+        4,
+        "refusals in force do not hammer the service"
+    );
+    // Another user has their own count at the service.
+    assert_eq!(get("bob").status(), 200);
+    // What the service received, decoded with Envoy's own protos.
+    let request = rls.requests().pop().unwrap();
+    assert_eq!(request.domain, "meshgate");
+    assert_eq!(request.hits_addend, 1);
+    assert_eq!(request.descriptors.len(), 1);
+    let entry = &request.descriptors[0].entries[0];
+    assert_eq!((entry.key.as_str(), entry.value.as_str()), ("user", "bob"));
+    // No x-user: the descriptor does not apply and the service is not asked.
+    assert_eq!(client.get(envoy.url("wasm")).send().unwrap().status(), 200);
+    assert_eq!(rls.calls(), 5);
+    envoy.wait_for_stat("wasmcustom.rate_limit.rls_calls", |v| v == 5);
+}
+
+#[test]
+fn rate_limit_service_down_fails_open_or_closed_as_configured() {
+    let upstream = Echo::start();
+    let closed_port = ports::free_port(); // nothing listens here
+    let open = start_global(&global_config(json!({})), &upstream, closed_port);
+    let response = http_client()
+        .get(open.url("wasm"))
+        .header("x-user", "a")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "fail open by default");
+    open.wait_for_stat("wasmcustom.rate_limit.rls_errors", |v| v >= 1);
+
+    let closed = start_global(
+        &global_config(json!({"failure_mode_deny": true})),
+        &upstream,
+        closed_port,
+    );
+    let response = http_client()
+        .get(closed.url("wasm"))
+        .header("x-user", "a")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.text().unwrap(), "rate limit service unavailable\n");
+}
+
+#[test]
+fn slow_rate_limit_service_times_out() {
+    let rls = RlsServer::start("meshgate", 100);
+    rls.set_delay(Duration::from_millis(800));
+    let upstream = Echo::start();
+    let envoy = start_global(
+        &global_config(json!({"timeout": "0.05s"})),
+        &upstream,
+        rls.port(),
+    );
+    let started = std::time::Instant::now();
+    let response = http_client()
+        .get(envoy.url("wasm"))
+        .header("x-user", "a")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "fail open after the timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "waited {:?}",
+        started.elapsed()
+    );
+    envoy.wait_for_stat("wasmcustom.rate_limit.rls_errors", |v| v == 1);
 }

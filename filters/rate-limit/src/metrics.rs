@@ -41,6 +41,8 @@ pub struct Metrics {
     shadow_limited: HashMap<String, Counter>,
     overflow: Counter,
     store_errors: Counter,
+    rls_calls: Counter,
+    rls_errors: Counter,
 }
 
 impl Metrics {
@@ -62,6 +64,8 @@ impl Metrics {
             shadow_limited: per_name("shadow_limited"),
             overflow: Counter::define(&format!("{base}overflow")),
             store_errors: Counter::define(&format!("{base}store_errors")),
+            rls_calls: Counter::define(&format!("{base}rls_calls")),
+            rls_errors: Counter::define(&format!("{base}rls_errors")),
         }
     }
 
@@ -94,8 +98,20 @@ impl Metrics {
         self.store_errors.add();
     }
 
+    /// A call to the rate limit service started.
+    pub fn rls_call(&self) {
+        self.rls_calls.add();
+    }
+
+    /// The rate limit service did not answer usefully (error, timeout, garbage).
+    pub fn rls_error(&self) {
+        self.rls_errors.add();
+    }
+
     /// Hands the pending counts to Envoy.
     pub fn flush(&self) {
+        self.rls_calls.flush();
+        self.rls_errors.flush();
         self.allowed.flush();
         self.overflow.flush();
         self.store_errors.flush();

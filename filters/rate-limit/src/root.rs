@@ -1,9 +1,11 @@
 //! The root context: configuration and the counter-flushing tick.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use meshgate_ratelimit::Limiter;
+use meshgate_ratelimit::rls::OverLimitCache;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
@@ -20,6 +22,8 @@ pub struct Shared {
     pub limiter: Limiter,
     /// Counters.
     pub metrics: Metrics,
+    /// OVER_LIMIT answers of the rate limit service, until their reset.
+    pub over_limit: RefCell<OverLimitCache>,
 }
 
 /// The root context of one worker.
@@ -50,7 +54,11 @@ impl RootContext for Root {
             }
         };
         let metrics = Metrics::define(limiter.stat_prefix.as_deref(), &limiter.names());
-        self.shared = Some(Rc::new(Shared { limiter, metrics }));
+        self.shared = Some(Rc::new(Shared {
+            limiter,
+            metrics,
+            over_limit: RefCell::new(OverLimitCache::default()),
+        }));
         let _ = hostcalls::set_tick_period(FLUSH_PERIOD);
         true
     }

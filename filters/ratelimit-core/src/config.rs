@@ -37,6 +37,38 @@ pub struct RateLimitConfig {
     /// the connection's source address).
     #[serde(default)]
     pub xff_trusted_hops: u32,
+    /// Limits counted by a rate limit service shared by every sidecar.
+    #[serde(default)]
+    pub global: Option<Global>,
+}
+
+/// Global limiting through Envoy's rate limit service protocol
+/// (`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    /// The Envoy cluster (HTTP/2) of the rate limit service.
+    pub cluster: String,
+    /// The `domain` of every request.
+    pub domain: String,
+    /// How long to wait for the service (default 20 ms).
+    #[serde(default)]
+    pub timeout: Option<ProtoDuration>,
+    /// Refuse requests when the service cannot answer (default false: let them through).
+    #[serde(default)]
+    pub failure_mode_deny: bool,
+    /// Descriptors sent to the service; their entries are its descriptor entries.
+    pub descriptors: Vec<GlobalDescriptor>,
+}
+
+/// A descriptor whose counting the rate limit service does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalDescriptor {
+    /// Name in stats and headers.
+    pub name: String,
+    /// Entries, as for local descriptors; at least one must yield a value.
+    pub entries: Vec<Entry>,
 }
 
 /// What happens to a key that finds no slot.

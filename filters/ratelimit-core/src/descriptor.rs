@@ -63,26 +63,9 @@ impl Descriptor {
     /// Compiles `descriptors[index]`.
     pub fn compile(raw: &config::Descriptor, index: usize) -> Result<Descriptor, ConfigError> {
         let field = format!("descriptors[{index}]");
-        if raw.name.is_empty() || raw.name.contains(['"', '\\', '|']) {
-            return Err(ConfigError::invalid(
-                format!("{field}.name"),
-                "must be non-empty, without quotes, backslashes or '|'",
-            ));
-        }
-        if raw.entries.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{field}.entries"),
-                "needs at least one entry",
-            ));
-        }
-        let parts = raw
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| compile_entry(e, &format!("{field}.entries[{i}]")))
-            .collect::<Result<_, _>>()?;
+        let (name, parts) = compile_parts(&raw.name, &raw.entries, &field)?;
         Ok(Descriptor {
-            name: raw.name.clone(),
+            name,
             bucket: Bucket::compile(&raw.token_bucket, &format!("{field}.token_bucket"))?,
             shadow: raw.shadow,
             parts,
@@ -92,56 +75,137 @@ impl Descriptor {
     /// The bucket key for this request, or `None` when the descriptor does not apply.
     pub fn key(&self, request: &dyn Request, trusted_hops: u32) -> Option<String> {
         let mut key = self.name.clone();
-        for part in &self.parts {
-            let (name, value) = match part {
-                Part::Header { name, key, fixed } => {
-                    let value = request.header(name)?;
-                    (key, fixed.clone().unwrap_or(value))
-                }
-                Part::RemoteAddress { key } => (key, client_address(request, trusted_hops)?),
-                Part::Method { equals, key } => {
-                    let method = request.header(":method")?;
-                    match equals {
-                        Some(want) if !want.eq_ignore_ascii_case(&method) => return None,
-                        _ => (key, method),
-                    }
-                }
-                Part::Path { prefix, exact } => {
-                    let full = request.header(":path")?;
-                    let path = full.split(['?', '#']).next().unwrap_or("");
-                    let ok = prefix.as_ref().is_none_or(|p| path.starts_with(p.as_str()))
-                        && exact.as_ref().is_none_or(|e| path == e);
-                    if !ok {
-                        return None;
-                    }
-                    continue;
-                }
-                Part::Claim {
-                    path,
-                    payload,
-                    header,
-                    key,
-                } => {
-                    let value = match (payload, header) {
-                        (Some(name), _) => {
-                            let json: Value =
-                                serde_json::from_str(&request.jwt_payload(name)?).ok()?;
-                            claim_text(&json, path)?
-                        }
-                        (None, Some(header)) => request.header(header)?,
-                        (None, None) => return None,
-                    };
-                    (key, value)
-                }
-                Part::Generic { key, value } => (key, value.clone()),
-            };
+        for (name, value) in self.entries(request, trusted_hops)? {
             key.push('|');
-            push_escaped(&mut key, name);
+            push_escaped(&mut key, &name);
             key.push('=');
             push_escaped(&mut key, &value);
         }
         Some(key)
     }
+
+    /// The `(key, value)` entries of this descriptor for the request (conditions contribute
+    /// none), or `None` when it does not apply.
+    pub fn entries(
+        &self,
+        request: &dyn Request,
+        trusted_hops: u32,
+    ) -> Option<Vec<(String, String)>> {
+        resolve(&self.parts, request, trusted_hops)
+    }
+}
+
+/// A descriptor sent to a rate limit service.
+#[derive(Debug, Clone)]
+pub struct GlobalDescriptor {
+    /// Its name.
+    pub name: String,
+    parts: Vec<Part>,
+}
+
+impl GlobalDescriptor {
+    /// Compiles `global.descriptors[index]`.
+    pub fn compile(
+        raw: &config::GlobalDescriptor,
+        index: usize,
+    ) -> Result<GlobalDescriptor, ConfigError> {
+        let field = format!("global.descriptors[{index}]");
+        let (name, parts) = compile_parts(&raw.name, &raw.entries, &field)?;
+        if !parts.iter().any(|p| !matches!(p, Part::Path { .. })) {
+            return Err(ConfigError::invalid(
+                format!("{field}.entries"),
+                "needs an entry that yields a value (the rate limit service refuses empty descriptors)",
+            ));
+        }
+        Ok(GlobalDescriptor { name, parts })
+    }
+
+    /// The descriptor entries for the request, or `None` when it does not apply.
+    pub fn entries(
+        &self,
+        request: &dyn Request,
+        trusted_hops: u32,
+    ) -> Option<Vec<(String, String)>> {
+        resolve(&self.parts, request, trusted_hops)
+    }
+}
+
+fn compile_parts(
+    name: &str,
+    entries: &[Entry],
+    field: &str,
+) -> Result<(String, Vec<Part>), ConfigError> {
+    if name.is_empty() || name.contains(['"', '\\', '|']) {
+        return Err(ConfigError::invalid(
+            format!("{field}.name"),
+            "must be non-empty, without quotes, backslashes or '|'",
+        ));
+    }
+    if entries.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{field}.entries"),
+            "needs at least one entry",
+        ));
+    }
+    let parts = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| compile_entry(e, &format!("{field}.entries[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok((name.to_string(), parts))
+}
+
+fn resolve(
+    parts: &[Part],
+    request: &dyn Request,
+    trusted_hops: u32,
+) -> Option<Vec<(String, String)>> {
+    let mut entries = Vec::with_capacity(parts.len());
+    for part in parts {
+        let (name, value) = match part {
+            Part::Header { name, key, fixed } => {
+                let value = request.header(name)?;
+                (key, fixed.clone().unwrap_or(value))
+            }
+            Part::RemoteAddress { key } => (key, client_address(request, trusted_hops)?),
+            Part::Method { equals, key } => {
+                let method = request.header(":method")?;
+                match equals {
+                    Some(want) if !want.eq_ignore_ascii_case(&method) => return None,
+                    _ => (key, method),
+                }
+            }
+            Part::Path { prefix, exact } => {
+                let full = request.header(":path")?;
+                let path = full.split(['?', '#']).next().unwrap_or("");
+                let ok = prefix.as_ref().is_none_or(|p| path.starts_with(p.as_str()))
+                    && exact.as_ref().is_none_or(|e| path == e);
+                if !ok {
+                    return None;
+                }
+                continue;
+            }
+            Part::Claim {
+                path,
+                payload,
+                header,
+                key,
+            } => {
+                let value = match (payload, header) {
+                    (Some(name), _) => {
+                        let json: Value = serde_json::from_str(&request.jwt_payload(name)?).ok()?;
+                        claim_text(&json, path)?
+                    }
+                    (None, Some(header)) => request.header(header)?,
+                    (None, None) => return None,
+                };
+                (key, value)
+            }
+            Part::Generic { key, value } => (key, value.clone()),
+        };
+        entries.push((name.clone(), value));
+    }
+    Some(entries)
 }
 
 /// Keeps `|`, `=` and `%` in values from making two different keys look alike.

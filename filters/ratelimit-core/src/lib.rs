@@ -12,6 +12,7 @@ pub mod config;
 pub mod descriptor;
 pub mod headers;
 pub mod limiter;
+pub mod rls;
 pub mod table;
 
 pub use limiter::{Decision, Limiter, Verdict};

@@ -2,7 +2,7 @@
 
 use crate::bucket::{Bucket, Taken};
 use crate::config::{Overflow, RateLimitConfig};
-use crate::descriptor::{Descriptor, Request};
+use crate::descriptor::{Descriptor, GlobalDescriptor, Request};
 use crate::table::{SharedStore, Table, Take};
 use crate::{ConfigError, Millis};
 
@@ -77,7 +77,27 @@ pub struct Limiter {
     trusted_hops: u32,
     /// `stat_prefix`.
     pub stat_prefix: Option<String>,
+    /// Global limiting, when configured.
+    pub global: Option<Global>,
 }
+
+/// Compiled global limiting settings.
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// Envoy cluster of the rate limit service.
+    pub cluster: String,
+    /// Domain.
+    pub domain: String,
+    /// Call timeout.
+    pub timeout: std::time::Duration,
+    /// Refuse when the service cannot answer.
+    pub failure_mode_deny: bool,
+    /// Descriptors.
+    pub descriptors: Vec<GlobalDescriptor>,
+}
+
+/// Default timeout of a call to the rate limit service (as Envoy's `ratelimit` filter).
+pub const DEFAULT_RLS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Limiter {
     /// Parses and compiles the plugin configuration. `store_prefix` namespaces this
@@ -100,10 +120,11 @@ impl Limiter {
             .enumerate()
             .map(|(i, d)| Descriptor::compile(d, i))
             .collect::<Result<_, _>>()?;
-        if default.is_none() && descriptors.is_empty() {
+        let global = raw.global.as_ref().map(compile_global).transpose()?;
+        if default.is_none() && descriptors.is_empty() && global.is_none() {
             return Err(ConfigError::invalid(
                 "token_bucket",
-                "set token_bucket or at least one descriptor",
+                "set token_bucket, descriptors or global",
             ));
         }
         for (i, d) in descriptors.iter().enumerate() {
@@ -139,12 +160,29 @@ impl Limiter {
             legacy_headers: raw.legacy_headers,
             trusted_hops: raw.xff_trusted_hops,
             stat_prefix: raw.stat_prefix.clone(),
+            global,
         })
     }
 
-    /// Descriptor names, for registering stats.
+    /// The descriptors to send to the rate limit service for this request: `(name, entries)`.
+    pub fn global_descriptors(
+        &self,
+        request: &dyn Request,
+    ) -> Vec<(String, Vec<(String, String)>)> {
+        self.global.as_ref().map_or_else(Vec::new, |g| {
+            g.descriptors
+                .iter()
+                .filter_map(|d| Some((d.name.clone(), d.entries(request, self.trusted_hops)?)))
+                .collect()
+        })
+    }
+
+    /// Descriptor names (local and global), for registering stats.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.descriptors.iter().map(|d| d.name.clone()).collect();
+        if let Some(g) = &self.global {
+            names.extend(g.descriptors.iter().map(|d| d.name.clone()));
+        }
         if self.default.is_some() {
             names.insert(0, DEFAULT_NAME.to_string());
         }
@@ -213,6 +251,40 @@ impl Limiter {
             overflow,
         });
     }
+}
+
+fn compile_global(raw: &crate::config::Global) -> Result<Global, ConfigError> {
+    if raw.cluster.is_empty() {
+        return Err(ConfigError::invalid(
+            "global.cluster",
+            "must name an Envoy cluster",
+        ));
+    }
+    if raw.domain.is_empty() {
+        return Err(ConfigError::invalid("global.domain", "must not be empty"));
+    }
+    if raw.descriptors.is_empty() {
+        return Err(ConfigError::invalid(
+            "global.descriptors",
+            "needs at least one descriptor",
+        ));
+    }
+    let timeout = raw.timeout.map_or(DEFAULT_RLS_TIMEOUT, |t| t.get());
+    if timeout.is_zero() {
+        return Err(ConfigError::invalid("global.timeout", "must be above zero"));
+    }
+    Ok(Global {
+        cluster: raw.cluster.clone(),
+        domain: raw.domain.clone(),
+        timeout,
+        failure_mode_deny: raw.failure_mode_deny,
+        descriptors: raw
+            .descriptors
+            .iter()
+            .enumerate()
+            .map(|(i, d)| GlobalDescriptor::compile(d, i))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 #[cfg(test)]
