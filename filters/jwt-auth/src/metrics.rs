@@ -1,42 +1,13 @@
 //! Counters in Envoy's stats (`/stats` shows them as `wasmcustom.jwt_auth.*`).
 //!
-//! A hostcall per increment costs about a tenth of the request budget of a Wasm filter, so counts
-//! are kept in the VM and handed to Envoy on the root context's tick ([`Metrics::flush`], every
-//! [`crate::respond::IDLE_TICK`] at most): the stats lag by that much.
+//! Counts are batched in the VM and handed to Envoy on the root context's tick
+//! ([`Metrics::flush`], every [`crate::respond::IDLE_TICK`] at most).
 
-use std::cell::Cell;
 use std::collections::HashMap;
 
 use meshgate_jwt::Status;
 use meshgate_jwt::authenticator::Tally;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
-
-#[derive(Debug, Default)]
-struct Counter {
-    id: Option<u32>,
-    pending: Cell<u64>,
-}
-
-impl Counter {
-    fn define(name: &str) -> Counter {
-        Counter {
-            id: hostcalls::define_metric(MetricType::Counter, name).ok(),
-            pending: Cell::new(0),
-        }
-    }
-
-    fn add(&self, by: u64) {
-        self.pending.set(self.pending.get().saturating_add(by));
-    }
-
-    fn flush(&self) {
-        let by = self.pending.replace(0);
-        if let (Some(id), true) = (self.id, by > 0) {
-            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
-        }
-    }
-}
+use meshgate_wasm_host::Counter;
 
 /// The filter's counters.
 #[derive(Debug, Default)]

@@ -67,34 +67,11 @@ pub fn for_verified(provider: &Provider, jwt: &Jwt, found: &Found) -> Mutations 
     m
 }
 
-/// A claim as header text: strings as they are, integers without a fraction, booleans as
-/// `true`/`false`, and — beyond Envoy — arrays of those joined with commas. Objects give nothing.
+/// A claim as header text (see [`meshgate_filter_common::claims::text_at`]; arrays joined with
+/// commas go beyond Envoy, which skips them).
 pub fn claim_value(claims: &serde_json::Map<String, Value>, path: &[String]) -> Option<String> {
     let (first, rest) = path.split_first()?;
-    let mut value = claims.get(first)?;
-    for key in rest {
-        value = value.as_object()?.get(key)?;
-    }
-    fn scalar(v: &Value) -> Option<String> {
-        match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Bool(b) => Some(b.to_string()),
-            Value::Number(n) => Some(match (n.as_u64(), n.as_i64()) {
-                (Some(u), _) => u.to_string(),
-                (None, Some(i)) => i.to_string(),
-                _ => n.to_string(),
-            }),
-            _ => None,
-        }
-    }
-    match value {
-        Value::Array(items) => {
-            let parts: Option<Vec<String>> = items.iter().map(scalar).collect();
-            parts.map(|p| p.join(","))
-        }
-        other => scalar(other),
-    }
-    .filter(|s| !s.is_empty())
+    meshgate_filter_common::claims::text_at(claims.get(first)?, rest)
 }
 
 #[cfg(test)]

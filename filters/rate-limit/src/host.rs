@@ -15,9 +15,7 @@ pub struct HostRequest {
     headers: RefCell<HashMap<String, Option<String>>>,
 }
 
-fn text(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
+use meshgate_wasm_host::text;
 
 impl Request for HostRequest {
     fn header(&self, name: &str) -> Option<String> {
@@ -71,11 +69,4 @@ impl SharedStore for HostStore {
     }
 }
 
-/// Milliseconds since the Unix epoch on the host's clock.
-pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use meshgate_wasm_host::now_ms;

@@ -15,13 +15,7 @@ pub mod root;
 mod entry {
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        // A panic aborts the VM; say why in Envoy's log first, at the level operators watch.
-        std::panic::set_hook(Box::new(|info| {
-            let _ = proxy_wasm::hostcalls::log(
-                proxy_wasm::types::LogLevel::Critical,
-                &format!("rate-limit: panic: {info}"),
-            );
-        }));
+        meshgate_wasm_host::install_panic_hook("rate-limit");
         proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
             Box::new(crate::root::Root::default())
         });

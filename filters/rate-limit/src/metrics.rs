@@ -1,37 +1,9 @@
 //! Counters in Envoy's stats (`wasmcustom.rate_limit.*`), kept in the VM and handed to Envoy on
 //! the root context's tick: an increment hostcall per request would cost more than the check.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
-
-#[derive(Debug, Default)]
-struct Counter {
-    id: Option<u32>,
-    pending: Cell<u64>,
-}
-
-impl Counter {
-    fn define(name: &str) -> Counter {
-        Counter {
-            id: hostcalls::define_metric(MetricType::Counter, name).ok(),
-            pending: Cell::new(0),
-        }
-    }
-
-    fn add(&self) {
-        self.pending.set(self.pending.get().saturating_add(1));
-    }
-
-    fn flush(&self) {
-        let by = self.pending.replace(0);
-        if let (Some(id), true) = (self.id, by > 0) {
-            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
-        }
-    }
-}
+use meshgate_wasm_host::Counter;
 
 /// The filter's counters.
 #[derive(Debug, Default)]
@@ -71,41 +43,41 @@ impl Metrics {
 
     /// A request passed.
     pub fn allowed(&self) {
-        self.allowed.add();
+        self.allowed.add(1);
     }
 
     /// A request was refused by descriptor `name`.
     pub fn limited(&self, name: &str) {
         if let Some(c) = self.limited.get(name) {
-            c.add();
+            c.add(1);
         }
     }
 
     /// Shadow descriptor `name` would have refused a request.
     pub fn shadow_limited(&self, name: &str) {
         if let Some(c) = self.shadow_limited.get(name) {
-            c.add();
+            c.add(1);
         }
     }
 
     /// A key found no slot.
     pub fn overflow(&self) {
-        self.overflow.add();
+        self.overflow.add(1);
     }
 
     /// The shared store refused a bucket update (the request was let through).
     pub fn store_error(&self) {
-        self.store_errors.add();
+        self.store_errors.add(1);
     }
 
     /// A call to the rate limit service started.
     pub fn rls_call(&self) {
-        self.rls_calls.add();
+        self.rls_calls.add(1);
     }
 
     /// The rate limit service did not answer usefully (error, timeout, garbage).
     pub fn rls_error(&self) {
-        self.rls_errors.add();
+        self.rls_errors.add(1);
     }
 
     /// Hands the pending counts to Envoy.

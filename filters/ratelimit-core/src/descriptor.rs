@@ -194,7 +194,7 @@ fn resolve(
                 let value = match (payload, header) {
                     (Some(name), _) => {
                         let json: Value = serde_json::from_str(&request.jwt_payload(name)?).ok()?;
-                        claim_text(&json, path)?
+                        meshgate_filter_common::claims::text_at(&json, path)?
                     }
                     (None, Some(header)) => request.header(header)?,
                     (None, None) => return None,
@@ -329,29 +329,6 @@ fn strip_port(address: &str) -> &str {
     match address.rsplit_once(':') {
         Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
         _ => address,
-    }
-}
-
-fn claim_text(payload: &Value, path: &[String]) -> Option<String> {
-    let mut value = payload;
-    for key in path {
-        value = value.as_object()?.get(key)?;
-    }
-    fn scalar(v: &Value) -> Option<String> {
-        match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        }
-    }
-    match value {
-        Value::Array(items) => items
-            .iter()
-            .map(scalar)
-            .collect::<Option<Vec<_>>>()
-            .map(|v| v.join(",")),
-        other => scalar(other),
     }
 }
 
