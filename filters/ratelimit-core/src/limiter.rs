@@ -67,6 +67,7 @@ pub struct Limiter {
     descriptors: Vec<Descriptor>,
     table: Table,
     prefix: String,
+    default_slot: String,
     overflow: Overflow,
     /// HTTP status of a limited response.
     pub status: u32,
@@ -154,6 +155,7 @@ impl Limiter {
             descriptors,
             table: Table::new(format!("{store_prefix}|slot|"), max_keys.saturating_mul(2)),
             prefix: store_prefix.to_string(),
+            default_slot: format!("{store_prefix}|default"),
             overflow: raw.overflow,
             status,
             headers_on_allowed: raw.headers_on_allowed.unwrap_or(true),
@@ -194,9 +196,9 @@ impl Limiter {
         let mut decision = Decision::default();
         if let Some(bucket) = &self.default {
             // One bucket for every request, like local_ratelimit's: its own fixed key.
-            let slot = format!("{}|default", self.prefix);
             self.record(&mut decision, DEFAULT_NAME, bucket, false, || {
-                self.table.take_in(store, &slot, DEFAULT_NAME, bucket, now)
+                self.table
+                    .take_in(store, &self.default_slot, DEFAULT_NAME, bucket, now)
             });
         }
         for d in &self.descriptors {
