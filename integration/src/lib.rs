@@ -6,7 +6,9 @@
 //! - [`Process`] — any child process with its log captured, readiness probing and kill on drop.
 //! - [`Echo`] — an HTTP upstream that answers every request with the request it saw, as JSON.
 //! - [`JwksServer`] — a JWKS endpoint a test can rotate or take down.
-//! - [`RlsServer`] — a rate limit service speaking Envoy's protocol (gRPC, Envoy's own protos).
+//! - [`Redis`] — Debian's `redis-server` on a free port.
+//! - [`RlsServer`] — a rate limit service speaking Envoy's protocol (gRPC, Envoy's own protos),
+//!   counting with Limitador on Redis.
 //!
 //! Every failure to start panics with the component's log tail, so a red test says why.
 
@@ -22,6 +24,7 @@ pub mod jwt;
 pub mod paths;
 pub mod ports;
 pub mod process;
+pub mod redis;
 pub mod registry;
 pub mod rls;
 
@@ -29,6 +32,7 @@ pub use echo::Echo;
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use jwks::JwksServer;
 pub use process::Process;
+pub use redis::Redis;
 pub use registry::Registry;
 pub use rls::RlsServer;
 

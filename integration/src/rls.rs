@@ -1,13 +1,13 @@
 //! A rate limit service speaking Envoy's protocol (`envoy.service.ratelimit.v3.RateLimitService`,
 //! gRPC over h2c, messages from Envoy's own protos via `envoy-types`), for tests of global
-//! limiting. It counts fixed windows in memory: a limit of `max` hits per `seconds` per distinct
-//! descriptor.
+//! limiting. The counting is Kuadrant's Limitador engine on a real Redis — what users run behind
+//! the same protocol — wrapped in a small server that also records what it was asked.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     Code, DescriptorStatus, RateLimit, rate_limit::Unit,
@@ -16,15 +16,15 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
     RateLimitService, RateLimitServiceServer,
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use limitador::AsyncRateLimiter;
+use limitador::limit::{Context, Limit};
+use limitador::storage::redis::AsyncRedisStorage;
 use tokio::sync::oneshot;
 
-type Windows = HashMap<String, (Instant, u64)>;
+use crate::Redis;
 
 struct Service {
-    domain: String,
-    max: u64,
-    window: Duration,
-    windows: Arc<Mutex<Windows>>,
+    limiter: AsyncRateLimiter,
     calls: Arc<AtomicU64>,
     delay: Arc<Mutex<Duration>>,
     requests: Arc<Mutex<Vec<RateLimitRequest>>>,
@@ -46,51 +46,58 @@ impl RateLimitService for Service {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(request.clone());
-        if request.domain != self.domain {
-            return Err(tonic::Status::invalid_argument(format!(
-                "unknown domain {:?}",
-                request.domain
-            )));
-        }
-        let now = Instant::now();
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        let mut overall = Code::Ok;
-        let statuses = request
+        let descriptors: Vec<HashMap<String, String>> = request
             .descriptors
             .iter()
             .map(|d| {
-                let key: Vec<String> = d
-                    .entries
+                d.entries
                     .iter()
-                    .map(|e| format!("{}={}", e.key, e.value))
-                    .collect();
-                let (start, hits) = windows.entry(key.join("|")).or_insert((now, 0));
-                if now.duration_since(*start) >= self.window {
-                    *start = now;
-                    *hits = 0;
-                }
-                *hits += u64::from(request.hits_addend.max(1));
-                let over = *hits > self.max;
-                if over {
-                    overall = Code::OverLimit;
-                }
-                let reset = self.window.saturating_sub(now.duration_since(*start));
-                DescriptorStatus {
-                    code: if over { Code::OverLimit } else { Code::Ok } as i32,
-                    current_limit: Some(RateLimit {
-                        name: String::new(),
-                        requests_per_unit: u32::try_from(self.max).unwrap_or(u32::MAX),
-                        unit: Unit::Minute as i32,
-                    }),
-                    limit_remaining: u32::try_from(self.max.saturating_sub(*hits)).unwrap_or(0),
-                    duration_until_reset: Some(envoy_types::pb::google::protobuf::Duration {
-                        seconds: i64::try_from(reset.as_secs()).unwrap_or(0),
-                        nanos: i32::try_from(reset.subsec_nanos()).unwrap_or(0),
-                    }),
-                    ..Default::default()
-                }
+                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .collect()
             })
             .collect();
+        // Limitador's Envoy front end binds the descriptors the same way.
+        let mut ctx = Context::default();
+        ctx.list_binding("descriptors".to_string(), descriptors);
+        let namespace = request.domain.as_str().into();
+        let result = self
+            .limiter
+            .check_rate_limited_and_update(&namespace, &ctx, u64::from(request.hits_addend.max(1)))
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let counter = result
+            .counters
+            .iter()
+            .min_by_key(|c| c.remaining().unwrap_or(u64::MAX));
+        let overall = if result.limited {
+            Code::OverLimit
+        } else {
+            Code::Ok
+        };
+        let status = DescriptorStatus {
+            code: overall as i32,
+            current_limit: counter.map(|c| RateLimit {
+                name: String::new(),
+                requests_per_unit: u32::try_from(c.max_value()).unwrap_or(u32::MAX),
+                unit: match c.window().as_secs() {
+                    60 => Unit::Minute,
+                    3600 => Unit::Hour,
+                    86_400 => Unit::Day,
+                    _ => Unit::Second,
+                } as i32,
+            }),
+            limit_remaining: counter
+                .and_then(|c| c.remaining())
+                .map_or(0, |r| u32::try_from(r).unwrap_or(u32::MAX)),
+            duration_until_reset: counter.and_then(|c| c.expires_in()).map(|d| {
+                envoy_types::pb::google::protobuf::Duration {
+                    seconds: i64::try_from(d.as_secs()).unwrap_or(0),
+                    nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+                }
+            }),
+            ..Default::default()
+        };
+        let statuses = vec![status; request.descriptors.len()];
         Ok(tonic::Response::new(RateLimitResponse {
             overall_code: overall as i32,
             statuses,
@@ -115,13 +122,25 @@ pub struct RlsServer {
 }
 
 impl RlsServer {
-    /// Starts a service for `domain` allowing `max` hits per minute per distinct descriptor.
-    pub fn start(domain: &str, max: u64) -> RlsServer {
+    /// Starts a service for `domain` allowing `max` hits per minute per value of `key` in the
+    /// first descriptor, counting in `redis`.
+    pub fn start(redis: &Redis, domain: &str, key: &str, max: u64) -> RlsServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("tokio runtime for the rate limit service");
+        let url = redis.url();
+        let storage = runtime
+            .block_on(AsyncRedisStorage::new(&url))
+            .unwrap_or_else(|e| panic!("Limitador cannot use Redis at {url}: {e}"));
+        let limiter = AsyncRateLimiter::new_with_storage(Box::new(storage));
+        let variable = format!("descriptors[0].{key}");
+        let variable: limitador::limit::Expression = variable
+            .as_str()
+            .try_into()
+            .unwrap_or_else(|e| panic!("CEL {variable}: {e:?}"));
+        limiter.add_limit(Limit::new(domain, max, 60, Vec::new(), vec![variable]));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("binding the rate limit service");
@@ -130,10 +149,7 @@ impl RlsServer {
         let delay = Arc::new(Mutex::new(Duration::ZERO));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let service = Service {
-            domain: domain.to_string(),
-            max,
-            window: Duration::from_secs(60),
-            windows: Arc::new(Mutex::new(HashMap::new())),
+            limiter,
             calls: Arc::clone(&calls),
             delay: Arc::clone(&delay),
             requests: Arc::clone(&requests),

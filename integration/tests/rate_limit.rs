@@ -10,7 +10,7 @@ use std::time::Duration;
 use meshgate_integration::bootstrap::{
     bootstrap_with_clusters, cluster, filter, grpc_cluster, routed_listener, wasm_filter,
 };
-use meshgate_integration::{Echo, Envoy, RlsServer, http_client, ports};
+use meshgate_integration::{Echo, Envoy, Redis, RlsServer, http_client, ports};
 use meshgate_jwt::mint::{self, SigningKey};
 use serde_json::{Value, json};
 
@@ -351,7 +351,8 @@ fn start_global(config: &Value, upstream: &Echo, rls_port: u16) -> Envoy {
 
 #[test]
 fn global_limits_are_counted_by_the_rate_limit_service() {
-    let rls = RlsServer::start("meshgate", 3);
+    let redis = Redis::start();
+    let rls = RlsServer::start(&redis, "meshgate", "user", 3);
     let upstream = Echo::start();
     let envoy = start_global(&global_config(json!({})), &upstream, rls.port());
     let client = http_client();
@@ -442,7 +443,8 @@ fn rate_limit_service_down_fails_open_or_closed_as_configured() {
 
 #[test]
 fn slow_rate_limit_service_times_out() {
-    let rls = RlsServer::start("meshgate", 100);
+    let redis = Redis::start();
+    let rls = RlsServer::start(&redis, "meshgate", "user", 100);
     rls.set_delay(Duration::from_millis(800));
     let upstream = Echo::start();
     let envoy = start_global(

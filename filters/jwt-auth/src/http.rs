@@ -32,7 +32,7 @@ impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let Ok(mut state) = self.state.try_borrow_mut() else {
             // Re-entrancy cannot happen on one thread; refuse rather than skip the check.
-            self.send_http_response(500, vec![], Some(b"jwt-auth: busy"));
+            meshgate_wasm_host::send_reply(500, &[], b"jwt-auth: busy");
             return Action::Pause;
         };
         match respond::run(&mut state, self.id, host::now_ms()) {

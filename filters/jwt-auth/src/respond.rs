@@ -12,7 +12,7 @@ use std::time::Duration;
 use meshgate_jwt::output::Mutations;
 use meshgate_jwt::{Authenticator, Denial, Outcome, Status};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MapType};
+use proxy_wasm::types::LogLevel;
 
 use crate::host;
 use crate::metrics::Metrics;
@@ -115,9 +115,7 @@ pub fn resume_waiters(state: &mut State, now_ms: u64) {
             &format!("jwt-auth: request {id} resumed: {applied:?}"),
         );
         match applied {
-            Applied::Continue => {
-                let _ = hostcalls::resume_http_request();
-            }
+            Applied::Continue => meshgate_wasm_host::resume_request(),
             Applied::Replied => {}
             Applied::Paused if now_ms >= waiter.deadline_ms => {
                 state.waiting.remove(&id);
@@ -152,10 +150,10 @@ fn denial_for(status: Status) -> Denial {
 
 fn apply(mutations: &Mutations) {
     for name in &mutations.remove_headers {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+        meshgate_wasm_host::set_request_header(name, None);
     }
     for (name, value) in &mutations.set_headers {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+        meshgate_wasm_host::set_request_header(name, Some(value));
     }
     for (name, json) in &mutations.publish {
         let key = format!("{PUBLISH_PREFIX}{name}");
@@ -164,12 +162,12 @@ fn apply(mutations: &Mutations) {
 }
 
 fn reply(denial: &Denial) {
-    let _ = hostcalls::send_http_response(
+    meshgate_wasm_host::send_reply(
         denial.http_status,
-        vec![
+        &[
             ("www-authenticate", denial.www_authenticate.as_str()),
             ("content-type", "text/plain"),
         ],
-        Some(denial.body.as_bytes()),
+        denial.body.as_bytes(),
     );
 }

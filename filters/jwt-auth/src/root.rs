@@ -16,7 +16,7 @@ use meshgate_jwt::jwks::KeySet;
 use meshgate_jwt::provider::Keys;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 use serde_json::json;
 
 use crate::crypto::EnvoyVerifier;
@@ -177,11 +177,8 @@ impl Context for Root {
         let Some(p) = state.calls.remove(&token) else {
             return;
         };
-        let status = self
-            .get_http_call_response_header(":status")
-            .unwrap_or_default();
-        let body = self
-            .get_http_call_response_body(0, body_size)
+        let status = meshgate_wasm_host::call_response_header(":status").unwrap_or_default();
+        let body = meshgate_wasm_host::buffer(BufferType::HttpCallResponseBody, body_size)
             .unwrap_or_default();
         let body = String::from_utf8_lossy(&body).into_owned();
         let parsed = match status.as_str() {
@@ -234,7 +231,8 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let config = self.get_plugin_configuration().unwrap_or_default();
+        let config = meshgate_wasm_host::buffer(BufferType::PluginConfiguration, usize::MAX)
+            .unwrap_or_default();
         let mut auth = match Authenticator::from_json(&config) {
             Ok(auth) => auth,
             Err(e) => {

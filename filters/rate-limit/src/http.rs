@@ -5,8 +5,9 @@ use std::rc::Rc;
 
 use meshgate_ratelimit::limiter::Decision;
 use meshgate_ratelimit::{headers, rls};
+use meshgate_wasm_host as wasm_host;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, LogLevel};
+use proxy_wasm::types::{Action, BufferType, LogLevel};
 
 use crate::host::{self, HostRequest, HostStore};
 use crate::root::Shared;
@@ -57,7 +58,7 @@ impl Http {
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         let body = format!("rate limited by {name}\n");
-        self.send_http_response(limiter.status, reply, Some(body.as_bytes()));
+        wasm_host::send_reply(limiter.status, &reply, body.as_bytes());
     }
 
     /// Lets the request through, keeping the headers its response should carry.
@@ -87,10 +88,10 @@ impl Http {
             .as_ref()
             .is_some_and(|g| g.failure_mode_deny);
         if deny {
-            self.send_http_response(
+            wasm_host::send_reply(
                 500,
-                vec![("content-type", "text/plain")],
-                Some(b"rate limit service unavailable\n"),
+                &[("content-type", "text/plain")],
+                b"rate limit service unavailable\n",
             );
         } else {
             self.admit(local, Vec::new());
@@ -105,7 +106,7 @@ impl Context for Http {
             return;
         };
         let answer = if status_code == 0 {
-            self.get_grpc_call_response_body(0, response_size)
+            wasm_host::buffer(BufferType::GrpcReceiveBuffer, response_size)
                 .ok_or_else(|| "empty answer".to_string())
                 .and_then(|b| rls::decode_response(&b).map_err(|e| e.to_string()))
         } else {
@@ -115,7 +116,7 @@ impl Context for Http {
             Ok(answer) => answer,
             Err(why) => {
                 if self.service_failed(&pending.local, &why) {
-                    self.resume_http_request();
+                    wasm_host::resume_request();
                 }
                 return;
             }
@@ -150,10 +151,10 @@ impl Context for Http {
             return;
         }
         for h in &answer.request_headers_to_add {
-            self.set_http_request_header(&h.key, Some(&h.value));
+            wasm_host::set_request_header(&h.key, Some(&h.value));
         }
         self.admit(&decision, response_headers);
-        self.resume_http_request();
+        wasm_host::resume_request();
     }
 }
 
@@ -182,7 +183,7 @@ impl HttpContext for Http {
             return Action::Pause;
         }
         if !shadow.is_empty() {
-            self.set_http_request_header(SHADOW_HEADER, Some(&shadow.join(",")));
+            wasm_host::set_request_header(SHADOW_HEADER, Some(&shadow.join(",")));
         }
         let Some(global) = &limiter.global else {
             self.admit(&decision, Vec::new());
@@ -242,7 +243,7 @@ impl HttpContext for Http {
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         for (name, value) in std::mem::take(&mut self.response_headers) {
-            self.set_http_response_header(&name, Some(&value));
+            wasm_host::set_response_header(&name, &value);
         }
         Action::Continue
     }

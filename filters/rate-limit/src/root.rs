@@ -8,7 +8,7 @@ use meshgate_ratelimit::Limiter;
 use meshgate_ratelimit::rls::OverLimitCache;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
 use crate::http::Http;
 use crate::metrics::Metrics;
@@ -44,7 +44,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let config = self.get_plugin_configuration().unwrap_or_default();
+        let config = meshgate_wasm_host::buffer(BufferType::PluginConfiguration, usize::MAX)
+            .unwrap_or_default();
         let limiter = match Limiter::from_json(&config, &config_id(&config)) {
             Ok(limiter) => limiter,
             Err(e) => {

@@ -66,3 +66,66 @@ pub fn install_panic_hook(filter: &'static str) {
         log(LogLevel::Critical, &format!("{filter}: panic: {info}"));
     }));
 }
+
+// The proxy-wasm SDK's trait methods unwrap every hostcall result, so a host that refuses a call
+// (a header value it will not take, a stream that is gone) would abort the VM. The filters call
+// these instead: a refused call is logged and skipped.
+
+fn report<T>(what: &str, result: Result<T, proxy_wasm::types::Status>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(status) => {
+            log(
+                LogLevel::Warn,
+                &format!("{what}: host refused ({status:?})"),
+            );
+            None
+        }
+    }
+}
+
+/// Answers the current request locally.
+pub fn send_reply(status: u32, headers: &[(&str, &str)], body: &[u8]) {
+    report(
+        "send_http_response",
+        hostcalls::send_http_response(status, headers.to_vec(), Some(body)),
+    );
+}
+
+/// Sets (or, with `None`, removes) a header of the current request.
+pub fn set_request_header(name: &str, value: Option<&str>) {
+    report(
+        "set request header",
+        hostcalls::set_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, name, value),
+    );
+}
+
+/// Sets a header of the current response.
+pub fn set_response_header(name: &str, value: &str) {
+    report(
+        "set response header",
+        hostcalls::set_map_value(
+            proxy_wasm::types::MapType::HttpResponseHeaders,
+            name,
+            Some(value),
+        ),
+    );
+}
+
+/// Lets a paused request continue.
+pub fn resume_request() {
+    report("resume_http_request", hostcalls::resume_http_request());
+}
+
+/// Up to `size` bytes of a host buffer (a call's response body, the plugin configuration).
+pub fn buffer(kind: proxy_wasm::types::BufferType, size: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(kind, 0, size).ok().flatten()
+}
+
+/// A header of an HTTP call's response, as text.
+pub fn call_response_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(proxy_wasm::types::MapType::HttpCallResponseHeaders, name)
+        .ok()
+        .flatten()
+        .map(text)
+}
