@@ -40,6 +40,18 @@ fn start(listeners: Vec<Value>, upstream: &Echo) -> Envoy {
     .start()
 }
 
+/// An Envoy (4 workers) whose listener "wasm" runs the rate-limit filter with `config`.
+fn start_one(config: &Value, upstream: &Echo) -> Envoy {
+    start(
+        vec![routed_listener(
+            "wasm",
+            vec![rate_limit(config)],
+            "upstream",
+        )],
+        upstream,
+    )
+}
+
 /// Sends `per_thread` requests from each of `threads` threads, a new connection each, and
 /// returns the statuses.
 fn burst(url: &str, threads: usize, per_thread: usize, headers: &[(&str, &str)]) -> Vec<u16> {
@@ -120,14 +132,7 @@ fn headers_on_allowed_and_limited_responses_and_refill() {
         "token_bucket": {"max_tokens": 2, "tokens_per_fill": 2, "fill_interval": "2s"},
         "legacy_headers": true
     });
-    let envoy = start(
-        vec![routed_listener(
-            "wasm",
-            vec![rate_limit(&config)],
-            "upstream",
-        )],
-        &upstream,
-    );
+    let envoy = start_one(&config, &upstream);
     let client = http_client();
     let get = || client.get(envoy.url("wasm")).send().unwrap();
     // Align to a fresh window: wait until the bucket has refilled if a previous fill is near.
@@ -175,14 +180,7 @@ fn per_key_buckets_and_shadow_mode() {
              "token_bucket": {"max_tokens": 1, "fill_interval": "3600s"}}
         ]
     });
-    let envoy = start(
-        vec![routed_listener(
-            "wasm",
-            vec![rate_limit(&config)],
-            "upstream",
-        )],
-        &upstream,
-    );
+    let envoy = start_one(&config, &upstream);
     let url = envoy.url("wasm");
     let alice = burst(&url, 4, 3, &[("x-user", "alice")]);
     assert_eq!(count(&alice, 200), 3, "{alice:?}");
@@ -215,14 +213,7 @@ fn flooding_new_keys_does_not_reset_a_limit() {
                          "entries": [{"request_header": {"header_name": "x-client", "descriptor_key": "c"}}],
                          "token_bucket": {"max_tokens": 2, "fill_interval": "3600s"}}]
     });
-    let envoy = start(
-        vec![routed_listener(
-            "wasm",
-            vec![rate_limit(&config)],
-            "upstream",
-        )],
-        &upstream,
-    );
+    let envoy = start_one(&config, &upstream);
     let url = envoy.url("wasm");
     let victim = burst(&url, 1, 3, &[("x-client", "victim")]);
     assert_eq!(victim, [200, 200, 429]);
