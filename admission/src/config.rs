@@ -1,0 +1,474 @@
+//! The webhook's YAML configuration (`meshgate serve --config FILE`).
+//!
+//! Field names are camelCase, as in Kubernetes objects, and unknown fields are refused so a typo
+//! never silently disables a check. Errors name the path of the bad field, e.g.
+//! `policies[2].mode: unknown variant `block``.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Wasm RuntimeClass names checked when the configuration names none.
+pub const DEFAULT_RUNTIME_CLASSES: [&str; 7] = [
+    "wasmtime", "wasmedge", "spin", "wasmer", "wws", "lunatic", "slight",
+];
+
+/// An error while reading or checking the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML does not match the schema; `field` is the path of the offending field.
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        /// The file (or `<inline>`).
+        file: String,
+        /// Path of the bad field, e.g. `policies[2].mode`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTPS server listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Serving certificate.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// RuntimeClass names whose pods are checked; every other pod is admitted without evaluation.
+    #[serde(default = "default_runtime_classes")]
+    pub runtime_classes: BTreeSet<String>,
+    /// What an internal error (policy failure, deadline) means for the review.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    /// Resource bounds.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Log format and level.
+    #[serde(default)]
+    pub logging: Logging,
+    /// The policies, evaluated in order.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first). With `keyFile`; when both are absent a development
+    /// CA and certificate for `localhost`/`127.0.0.1` are generated into `stateDir`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// Where generated development certificates live (`ca.crt`, `tls.crt`, `tls.key`).
+    /// Default: `meshgate-dev-tls` in the system temp directory.
+    pub state_dir: Option<PathBuf>,
+    /// How often the files are checked for changes (cert-manager rotates them in place).
+    #[serde(default = "default_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            state_dir: None,
+            reload_interval: default_reload_interval(),
+        }
+    }
+}
+
+/// Kubernetes' spelling: `Fail` denies on internal errors (fail closed), `Ignore` admits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum FailurePolicy {
+    /// Deny when a check cannot be completed.
+    #[default]
+    Fail,
+    /// Admit (with a warning) when a check cannot be completed.
+    Ignore,
+}
+
+/// Resource bounds of the server and of each evaluation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body (the API server sends at most 3 MiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Deadline of a whole review; keep it below the webhook's `timeoutSeconds`.
+    #[serde(default = "default_review_timeout", with = "humantime_serde")]
+    pub review_timeout: Duration,
+    /// Default bound of one policy evaluation.
+    #[serde(default = "default_policy_timeout", with = "humantime_serde")]
+    pub policy_timeout: Duration,
+    /// Reviews evaluated at once; further reviews wait (within their deadline). 0 = CPU count.
+    #[serde(default)]
+    pub max_concurrent_reviews: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body_bytes(),
+            review_timeout: default_review_timeout(),
+            policy_timeout: default_policy_timeout(),
+            max_concurrent_reviews: 0,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Logging {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `meshgate_admission=debug`; `RUST_LOG` wins.
+    pub level: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How a policy's findings affect the review.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Violations deny the request.
+    #[default]
+    Enforce,
+    /// Violations are returned as warnings; the request is admitted.
+    Warn,
+    /// Violations are only logged and counted.
+    DryRun,
+}
+
+impl Mode {
+    /// The name used in config files, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Warn => "warn",
+            Mode::DryRun => "dry-run",
+        }
+    }
+}
+
+/// One policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Unique name, used in messages, logs and metrics.
+    pub name: String,
+    /// A conftest/OPA-style Rego policy.
+    pub rego: Option<RegoSource>,
+    /// A Gatekeeper ConstraintTemplate and Constraint.
+    pub gatekeeper: Option<GatekeeperSource>,
+    /// `enforce` (default), `warn` or `dry-run`. For Gatekeeper policies the Constraint's
+    /// `enforcementAction` is used when this is absent.
+    pub mode: Option<Mode>,
+    /// Parameters: `data.parameters` for Rego policies (Gatekeeper: the Constraint's
+    /// `spec.parameters` unless given here).
+    pub parameters: Option<serde_json::Value>,
+    /// Namespaces the policy applies to.
+    #[serde(default)]
+    pub namespaces: NamespaceSelector,
+    /// Overrides the server's `failurePolicy` for this policy.
+    pub failure_policy: Option<FailurePolicy>,
+    /// Overrides `limits.policyTimeout` for this policy.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+/// Rego files of a conftest/OPA-style policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegoSource {
+    /// `.rego` files or directories (every `.rego` file in it except `*_test.rego`).
+    pub files: Vec<PathBuf>,
+    /// The package holding `deny`/`violation`/`warn`; default: the first file's package.
+    pub package: Option<String>,
+    /// Parse as Rego v0 (pre-1.0 syntax). Default: v1.
+    #[serde(default)]
+    pub rego_v0: bool,
+}
+
+/// A Gatekeeper policy: ConstraintTemplate and Constraint YAML files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatekeeperSource {
+    /// The ConstraintTemplate YAML.
+    pub template: PathBuf,
+    /// The Constraint YAML (its kind is the template's CRD kind).
+    pub constraint: PathBuf,
+}
+
+/// Which namespaces a policy applies to: globs such as `team-*`. An empty `include` means all.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceSelector {
+    /// Namespaces the policy applies to (all when empty).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Namespaces it never applies to; wins over `include`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+
+fn default_runtime_classes() -> BTreeSet<String> {
+    DEFAULT_RUNTIME_CLASSES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_body_bytes() -> usize {
+    3 * 1024 * 1024
+}
+
+fn default_review_timeout() -> Duration {
+    Duration::from_secs(4)
+}
+
+fn default_policy_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file; relative paths inside it are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Parses and checks configuration text; `file` names it in errors, `base` resolves
+    /// relative paths.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        let config: Config = parse_yaml(text, file)?;
+        config.finish(file, base)
+    }
+
+    /// Like [`Config::parse`], from an already parsed document (case files embed a config).
+    pub fn from_json(
+        doc: serde_json::Value,
+        file: &str,
+        base: &Path,
+    ) -> Result<Config, ConfigError> {
+        let config: Config =
+            serde_path_to_error::deserialize(doc).map_err(|e| path_error(file, e))?;
+        config.finish(file, base)
+    }
+
+    fn finish(mut self, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        self.check(file)?;
+        self.resolve_paths(base);
+        Ok(self)
+    }
+
+    fn check(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: &str| ConfigError::Invalid {
+            file: file.to_string(),
+            field,
+            message: message.to_string(),
+        };
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(invalid(
+                "tls".into(),
+                "certFile and keyFile must be given together",
+            ));
+        }
+        if self.limits.review_timeout.is_zero() {
+            return Err(invalid(
+                "limits.reviewTimeout".into(),
+                "must be greater than zero",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, policy) in self.policies.iter().enumerate() {
+            let at = |field: &str| format!("policies[{i}]{field}");
+            if policy.name.is_empty() {
+                return Err(invalid(at(".name"), "must not be empty"));
+            }
+            if !names.insert(policy.name.as_str()) {
+                return Err(invalid(at(".name"), "duplicate policy name"));
+            }
+            let sources =
+                usize::from(policy.rego.is_some()) + usize::from(policy.gatekeeper.is_some());
+            if sources != 1 {
+                return Err(invalid(
+                    at(""),
+                    "exactly one of rego, gatekeeper must be set",
+                ));
+            }
+            if let Some(rego) = &policy.rego
+                && rego.files.is_empty()
+            {
+                return Err(invalid(at(".rego.files"), "must list at least one file"));
+            }
+            for (j, pattern) in policy
+                .namespaces
+                .include
+                .iter()
+                .chain(&policy.namespaces.exclude)
+                .enumerate()
+            {
+                if glob::Pattern::new(pattern).is_err() {
+                    return Err(invalid(at(&format!(".namespaces[{j}]")), "invalid glob"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for p in [
+            &mut self.tls.cert_file,
+            &mut self.tls.key_file,
+            &mut self.tls.state_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(p);
+        }
+        for policy in &mut self.policies {
+            if let Some(rego) = &mut policy.rego {
+                rego.files.iter_mut().for_each(resolve);
+            }
+            if let Some(gk) = &mut policy.gatekeeper {
+                resolve(&mut gk.template);
+                resolve(&mut gk.constraint);
+            }
+        }
+    }
+}
+
+/// Deserializes YAML, reporting the path of the field that failed.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ConfigError> {
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| path_error(file, e))
+}
+
+fn path_error<E: std::fmt::Display>(file: &str, e: serde_path_to_error::Error<E>) -> ConfigError {
+    let field = e.path().to_string();
+    ConfigError::Invalid {
+        file: file.to_string(),
+        field: if field == "." { "(root)".into() } else { field },
+        message: e.into_inner().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.yaml", Path::new("/etc/meshgate"))
+    }
+
+    #[test]
+    fn defaults_cover_every_wasm_runtime() {
+        let config = parse("{}").unwrap();
+        assert_eq!(config.listen.port(), 8443);
+        assert!(config.runtime_classes.contains("spin"));
+        assert_eq!(config.runtime_classes.len(), 7);
+        assert_eq!(config.failure_policy, FailurePolicy::Fail);
+        assert_eq!(config.limits.max_body_bytes, 3 * 1024 * 1024);
+    }
+
+    #[test]
+    fn bad_field_is_reported_with_its_path() {
+        let text = r#"
+policies:
+  - name: a
+    rego: {files: [a.rego]}
+  - name: b
+    rego: {files: [b.rego]}
+  - name: c
+    rego: {files: [c.rego]}
+    mode: block
+"#;
+        let err = parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains("policies[2].mode: unknown variant `block`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_missing_sources_are_refused() {
+        let err = parse("listen: 127.0.0.1:1\nlisten_addr: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `listen_addr`"), "{err}");
+        let err = parse("policies: [{name: a}]").unwrap_err().to_string();
+        assert!(
+            err.contains("policies[0]: exactly one of rego, gatekeeper"),
+            "{err}"
+        );
+        let err = parse("policies: [{name: a, rego: {files: [x]}}, {name: a, rego: {files: [y]}}]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("policies[1].name: duplicate"), "{err}");
+        let err = parse("tls: {certFile: a.pem}").unwrap_err().to_string();
+        assert!(err.contains("certFile and keyFile"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_file() {
+        let config =
+            parse("policies: [{name: a, rego: {files: [p/a.rego]}, timeout: 250ms}]").unwrap();
+        let policy = &config.policies[0];
+        assert_eq!(
+            policy.rego.as_ref().unwrap().files[0],
+            PathBuf::from("/etc/meshgate/p/a.rego")
+        );
+        assert_eq!(policy.timeout, Some(Duration::from_millis(250)));
+    }
+}

@@ -1,0 +1,119 @@
+//! The `meshgate` command: `meshgate serve` runs the admission webhook, `meshgate policy test`
+//! runs policy unit tests and case files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use meshgate_admission::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "meshgate",
+    version,
+    about = "meshgate: Wasm admission gate for Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the validating admission webhook over HTTPS.
+    Serve {
+        /// The YAML configuration (see admission/README.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides the configuration's `listen` address.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Work with policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run Rego unit tests (`test_*` rules in `*_test.rego`) and YAML case files
+    /// (`cases.yaml`, `*.cases.yaml`) found under the given paths.
+    Test {
+        /// Directories (searched recursively) or files. Default: the current directory.
+        paths: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, listen } => serve(&config, listen),
+        Command::Policy {
+            command: PolicyCommand::Test { paths },
+        } => {
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from(".")]
+            } else {
+                paths
+            };
+            let report = meshgate_admission::testing::run(&paths);
+            print!("{}", report.render());
+            if report.failed() == 0 && !report.results.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                if report.results.is_empty() {
+                    eprintln!("no tests found");
+                }
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> ExitCode {
+    let mut config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("meshgate: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(meshgate_admission::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "meshgate serve failed");
+            eprintln!("meshgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(config.logging.level.as_deref().unwrap_or("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.logging.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,246 @@
+//! The review pipeline: select the pods that run on Wasm RuntimeClasses, run every policy that
+//! applies, and combine the findings into one verdict.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+
+use crate::config::{Config, FailurePolicy, Mode, NamespaceSelector, PolicyConfig};
+use crate::metrics::Metrics;
+use crate::policy::{self, Evaluate, Input, LoadError, PolicyError};
+use crate::workload;
+
+/// One policy ready to run.
+pub struct LoadedPolicy {
+    name: String,
+    mode: Mode,
+    failure_policy: FailurePolicy,
+    include: Vec<glob::Pattern>,
+    exclude: Vec<glob::Pattern>,
+    engine: Box<dyn Evaluate>,
+}
+
+impl LoadedPolicy {
+    /// Loads a policy entry; `server_failure_policy` and `default_timeout` apply when the
+    /// entry does not set its own.
+    pub fn load(
+        config: &PolicyConfig,
+        server_failure_policy: FailurePolicy,
+        default_timeout: Duration,
+    ) -> Result<Self, LoadError> {
+        let engine = policy::load(config, default_timeout)?;
+        let globs = |patterns: &[String]| -> Result<Vec<glob::Pattern>, LoadError> {
+            patterns
+                .iter()
+                .map(|p| glob::Pattern::new(p).map_err(|e| LoadError::new(&config.name, e)))
+                .collect()
+        };
+        let NamespaceSelector { include, exclude } = &config.namespaces;
+        Ok(Self {
+            name: config.name.clone(),
+            mode: config.mode.unwrap_or_else(|| engine.default_mode()),
+            failure_policy: config.failure_policy.unwrap_or(server_failure_policy),
+            include: globs(include)?,
+            exclude: globs(exclude)?,
+            engine,
+        })
+    }
+
+    /// The policy's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn applies_to(&self, namespace: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| p.matches(namespace)))
+            && !self.exclude.iter().any(|p| p.matches(namespace))
+    }
+}
+
+/// The answer to one review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether the request is admitted.
+    pub allowed: bool,
+    /// The denial message: every failed check, each prefixed with its policy.
+    pub message: Option<String>,
+    /// Warnings returned to the client (warn-mode findings, ignored failures).
+    pub warnings: Vec<String>,
+    /// Set when no policy ran because the request is out of scope; says why.
+    pub skipped: Option<String>,
+}
+
+impl Verdict {
+    fn skip(reason: String) -> Self {
+        Self {
+            allowed: true,
+            message: None,
+            warnings: Vec::new(),
+            skipped: Some(reason),
+        }
+    }
+
+    /// The decision label used in logs and metrics.
+    pub fn decision(&self) -> &'static str {
+        match (self.allowed, &self.skipped) {
+            (false, _) => "denied",
+            (true, Some(_)) => "skipped",
+            (true, None) => "allowed",
+        }
+    }
+}
+
+/// Selection and policies, built once from the configuration.
+pub struct Pipeline {
+    runtime_classes: BTreeSet<String>,
+    policies: Vec<LoadedPolicy>,
+    metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    /// Loads every policy of the configuration.
+    pub fn load(config: &Config, metrics: Arc<Metrics>) -> Result<Self, LoadError> {
+        let policies = config
+            .policies
+            .iter()
+            .map(|p| LoadedPolicy::load(p, config.failure_policy, config.limits.policy_timeout))
+            .collect::<Result<_, _>>()?;
+        Ok(Self::new(config.runtime_classes.clone(), policies, metrics))
+    }
+
+    /// A pipeline over already loaded policies.
+    pub fn new(
+        runtime_classes: BTreeSet<String>,
+        policies: Vec<LoadedPolicy>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            runtime_classes,
+            policies,
+            metrics,
+        }
+    }
+
+    /// The loaded policies, in evaluation order.
+    pub fn policies(&self) -> &[LoadedPolicy] {
+        &self.policies
+    }
+
+    /// Judges an AdmissionReview `request` object.
+    pub fn review(&self, mut request: Json) -> Verdict {
+        let operation = request["operation"].as_str().unwrap_or("");
+        if operation != "CREATE" && operation != "UPDATE" {
+            return Verdict::skip(format!("operation {operation} is not checked"));
+        }
+        let kind = request["kind"]["kind"].as_str().unwrap_or("").to_string();
+        let namespace = request["namespace"].as_str().unwrap_or("").to_string();
+        let Some(pod) = workload::pod_of(&kind, &request["object"], &namespace) else {
+            return Verdict::skip(format!("{kind} carries no pod"));
+        };
+        match workload::runtime_class(&pod) {
+            Some(class) if self.runtime_classes.contains(class) => {}
+            Some(class) => {
+                return Verdict::skip(format!("runtimeClassName {class} is not a Wasm runtime"));
+            }
+            None => return Verdict::skip("no runtimeClassName".into()),
+        }
+        let name = request["name"]
+            .as_str()
+            .or_else(|| {
+                request
+                    .pointer("/object/metadata/name")
+                    .and_then(Json::as_str)
+            })
+            .or_else(|| {
+                request
+                    .pointer("/object/metadata/generateName")
+                    .and_then(Json::as_str)
+            })
+            .unwrap_or("")
+            .to_string();
+        if kind != "Pod" {
+            // Policies judge the Pod the workload makes (Gatekeeper's expansion semantics).
+            let old_pod = workload::pod_of(&kind, &request["oldObject"], &namespace);
+            request["object"] = pod;
+            request["oldObject"] = old_pod.unwrap_or(Json::Null);
+            request["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
+        }
+        let input = Input::new(request);
+        self.judge(&input, &format!("{kind} {namespace}/{name}"), &namespace)
+    }
+
+    fn judge(&self, input: &Input, subject: &str, namespace: &str) -> Verdict {
+        let mut violations = Vec::new();
+        let mut warnings = Vec::new();
+        for policy in &self.policies {
+            if !policy.applies_to(namespace) || !policy.engine.matches(input) {
+                continue;
+            }
+            let started = Instant::now();
+            let result = policy.engine.evaluate(input);
+            let seconds = started.elapsed().as_secs_f64();
+            let tag = |m: &String| format!("[{}] {m}", policy.name);
+            match result {
+                Ok(findings) => {
+                    let outcome = if !findings.violations.is_empty() {
+                        "violation"
+                    } else if !findings.warnings.is_empty() {
+                        "warning"
+                    } else {
+                        "pass"
+                    };
+                    self.metrics.policy(&policy.name, outcome, seconds);
+                    match policy.mode {
+                        Mode::Enforce => {
+                            violations.extend(findings.violations.iter().map(tag));
+                            warnings.extend(findings.warnings.iter().map(tag));
+                        }
+                        Mode::Warn => {
+                            warnings.extend(
+                                findings
+                                    .violations
+                                    .iter()
+                                    .chain(&findings.warnings)
+                                    .map(tag),
+                            );
+                        }
+                        Mode::DryRun => {
+                            for m in findings.violations.iter().chain(&findings.warnings) {
+                                tracing::info!(policy = %policy.name, subject, finding = %m, "dry-run finding");
+                            }
+                        }
+                    }
+                }
+                Err(err) => {
+                    self.metrics.policy(&policy.name, "error", seconds);
+                    tracing::warn!(policy = %policy.name, subject, error = %err, "policy failed");
+                    self.failed(policy, &err, &mut violations, &mut warnings);
+                }
+            }
+        }
+        let allowed = violations.is_empty();
+        Verdict {
+            allowed,
+            message: (!allowed).then(|| format!("{subject}: {}", violations.join("; "))),
+            warnings,
+            skipped: None,
+        }
+    }
+
+    fn failed(
+        &self,
+        policy: &LoadedPolicy,
+        err: &PolicyError,
+        violations: &mut Vec<String>,
+        warnings: &mut Vec<String>,
+    ) {
+        let message = format!("[{}] policy error: {err}", policy.name);
+        match (policy.mode, policy.failure_policy) {
+            (Mode::DryRun, _) => {}
+            (Mode::Enforce, FailurePolicy::Fail) => violations.push(message),
+            _ => warnings.push(format!("{message} (ignored)")),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Policies: what they are given, what they answer, and how they fail.
+//!
+//! Every engine (Rego in the conftest or Gatekeeper style, and the engines that plug in later)
+//! implements [`Evaluate`]: given the review's request it returns [`Findings`], or a
+//! [`PolicyError`] that the pipeline turns into a deny or an allow per the failure policy.
+
+mod gatekeeper;
+mod rego;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub use gatekeeper::GatekeeperPolicy;
+pub use rego::RegoPolicy;
+
+use crate::config::{Mode, PolicyConfig};
+
+/// The request a policy judges: the AdmissionReview `request`, with workloads expanded to the
+/// Pod their template makes.
+pub struct Input {
+    json: serde_json::Value,
+    rego: OnceLock<regorus::Value>,
+}
+
+impl Input {
+    /// Wraps a request object.
+    pub fn new(json: serde_json::Value) -> Self {
+        Self {
+            json,
+            rego: OnceLock::new(),
+        }
+    }
+
+    /// The request as JSON.
+    pub fn json(&self) -> &serde_json::Value {
+        &self.json
+    }
+
+    /// The request as a Rego value, converted once and shared by every Rego policy.
+    pub fn rego(&self) -> &regorus::Value {
+        self.rego
+            .get_or_init(|| regorus::Value::from(self.json.clone()))
+    }
+}
+
+/// What one policy found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// Messages of the checks that failed (`deny`, `violation`).
+    pub violations: Vec<String>,
+    /// Advisory messages (`warn`).
+    pub warnings: Vec<String>,
+}
+
+/// Why a policy could not give an answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    /// The evaluation ran past its time bound.
+    #[error("evaluation exceeded its time limit of {0:?}")]
+    Timeout(Duration),
+    /// The engine reported an error (a builtin failed, a conflict, ...).
+    #[error("evaluation failed: {0}")]
+    Eval(String),
+    /// The policy answered something that is not a verdict.
+    #[error("invalid result: {0}")]
+    InvalidResult(String),
+}
+
+/// Why a policy could not be loaded; reported at startup.
+#[derive(Debug, thiserror::Error)]
+#[error("policy {policy}: {message}")]
+pub struct LoadError {
+    /// The policy's name.
+    pub policy: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl LoadError {
+    pub(crate) fn new(policy: &str, message: impl std::fmt::Display) -> Self {
+        Self {
+            policy: policy.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A loaded policy engine.
+pub trait Evaluate: Send + Sync {
+    /// Judges one request. Must be bounded in time by the policy's own limit.
+    fn evaluate(&self, input: &Input) -> Result<Findings, PolicyError>;
+
+    /// The mode the policy itself asks for (a Gatekeeper Constraint's `enforcementAction`),
+    /// used when the configuration gives none.
+    fn default_mode(&self) -> Mode {
+        Mode::Enforce
+    }
+
+    /// Whether the policy applies to this request beyond the namespace selector (a Gatekeeper
+    /// Constraint's `spec.match`).
+    fn matches(&self, _input: &Input) -> bool {
+        true
+    }
+}
+
+/// Loads the engine a policy entry names.
+pub fn load(
+    config: &PolicyConfig,
+    default_timeout: Duration,
+) -> Result<Box<dyn Evaluate>, LoadError> {
+    let timeout = config.timeout.unwrap_or(default_timeout);
+    if let Some(source) = &config.rego {
+        let parameters = config
+            .parameters
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}));
+        return Ok(Box::new(RegoPolicy::load(
+            &config.name,
+            source,
+            &parameters,
+            timeout,
+        )?));
+    }
+    if let Some(source) = &config.gatekeeper {
+        return Ok(Box::new(GatekeeperPolicy::load(
+            &config.name,
+            source,
+            config.parameters.as_ref(),
+            timeout,
+        )?));
+    }
+    Err(LoadError::new(&config.name, "no policy source given"))
+}
+
+/// Reads the messages out of a `deny`/`warn`/`violation` result: a set (or array) of strings,
+/// or of objects with a `msg` field.
+pub(crate) fn messages(rule: &str, value: &regorus::Value) -> Result<Vec<String>, PolicyError> {
+    if *value == regorus::Value::Undefined {
+        return Ok(Vec::new());
+    }
+    let json =
+        serde_json::to_value(value).map_err(|e| PolicyError::InvalidResult(e.to_string()))?;
+    let items = match json {
+        serde_json::Value::Array(items) => items,
+        other => {
+            return Err(PolicyError::InvalidResult(format!(
+                "{rule} must be a set of messages, got {other}"
+            )));
+        }
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            serde_json::Value::String(s) => Ok(s),
+            serde_json::Value::Object(mut o) => match o.remove("msg") {
+                Some(serde_json::Value::String(s)) => Ok(s),
+                _ => Err(PolicyError::InvalidResult(format!(
+                    "{rule} entries must be strings or objects with a string `msg`"
+                ))),
+            },
+            other => Err(PolicyError::InvalidResult(format!(
+                "{rule} entries must be strings or objects with a string `msg`, got {other}"
+            ))),
+        })
+        .collect()
+}
+
+/// Turns a regorus error into a [`PolicyError`], recognising its time limit.
+pub(crate) fn eval_error(err: anyhow::Error, timeout: Duration) -> PolicyError {
+    let text = format!("{err:#}");
+    if text.contains("time limit") || text.contains("TimeLimitExceeded") {
+        PolicyError::Timeout(timeout)
+    } else {
+        PolicyError::Eval(text)
+    }
+}
+
+/// The execution bound regorus checks cooperatively while it evaluates.
+pub(crate) fn timer(timeout: Duration) -> regorus::utils::limits::ExecutionTimerConfig {
+    regorus::utils::limits::ExecutionTimerConfig {
+        limit: timeout,
+        // Elapsed time is read every 64 work units: cheap, and still milliseconds-precise.
+        check_interval: std::num::NonZeroU32::new(64).unwrap_or(std::num::NonZeroU32::MIN),
+    }
+}

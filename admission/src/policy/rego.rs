@@ -1,0 +1,244 @@
+//! conftest/OPA-style Rego policies: a package with `deny` (or `violation`) and optional `warn`
+//! sets of messages; `input` is the AdmissionReview request, `data.parameters` the policy's
+//! parameters.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Evaluate, Findings, Input, LoadError, PolicyError, eval_error, messages, timer};
+use crate::config::RegoSource;
+
+/// Rules read for violations and for warnings, in the order they are evaluated.
+const DENY_RULES: [&str; 2] = ["deny", "violation"];
+const WARN_RULE: &str = "warn";
+
+/// A loaded conftest/OPA-style policy: one prepared engine, cloned for each evaluation so
+/// evaluations share the parsed and compiled policy but no state.
+pub struct RegoPolicy {
+    engine: regorus::Engine,
+    /// Fully qualified rules, e.g. `data.meshgate.privileged.deny`.
+    deny_rules: Vec<String>,
+    warn_rule: Option<String>,
+    timeout: Duration,
+}
+
+impl RegoPolicy {
+    /// Parses the files, checks that the package declares `deny`, `violation` or `warn`, and
+    /// prepares the engine.
+    pub fn load(
+        name: &str,
+        source: &RegoSource,
+        parameters: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<Self, LoadError> {
+        let files = rego_files(&source.files).map_err(|e| LoadError::new(name, e))?;
+        let mut engine = regorus::Engine::new();
+        engine.set_rego_v0(source.rego_v0);
+        let mut packages = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| LoadError::new(name, format!("{}: {e}", file.display())))?;
+            let path = file.display().to_string();
+            let package = engine
+                .add_policy(path.clone(), text)
+                .map_err(|e| LoadError::new(name, format!("{e:#}")))?;
+            packages.push((path, qualified(&package)));
+        }
+        let package = match &source.package {
+            Some(p) => qualified(p),
+            None => packages
+                .first()
+                .map(|(_, p)| p.clone())
+                .ok_or_else(|| LoadError::new(name, "no .rego files found"))?,
+        };
+        let declares = |rule: &str| -> Result<bool, LoadError> {
+            for (path, p) in &packages {
+                if *p == package
+                    && engine
+                        .has_declared_rule_rooted_at(path, rule)
+                        .map_err(|e| LoadError::new(name, format!("{e:#}")))?
+                {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        let mut deny_rules = Vec::new();
+        for rule in DENY_RULES {
+            if declares(rule)? {
+                deny_rules.push(format!("{package}.{rule}"));
+            }
+        }
+        let warn_rule = declares(WARN_RULE)?.then(|| format!("{package}.{WARN_RULE}"));
+        if deny_rules.is_empty() && warn_rule.is_none() {
+            return Err(LoadError::new(
+                name,
+                format!("package {package} declares no deny, violation or warn rule"),
+            ));
+        }
+        engine
+            .add_data(regorus::Value::from(
+                serde_json::json!({ "parameters": parameters }),
+            ))
+            .map_err(|e| LoadError::new(name, format!("parameters: {e:#}")))?;
+        engine.set_execution_timer_config(timer(timeout));
+        let policy = Self {
+            engine,
+            deny_rules,
+            warn_rule,
+            timeout,
+        };
+        policy.warm_up();
+        Ok(policy)
+    }
+
+    /// Evaluates once so the engine's preparation (scheduling, compilation) happens here and
+    /// is shared by every clone, not repeated per review.
+    fn warm_up(&self) {
+        let _ = self.evaluate(&Input::new(serde_json::json!({})));
+    }
+
+    fn run(&self, input: &Input) -> Result<Findings, PolicyError> {
+        let mut engine = self.engine.clone();
+        engine.set_input(input.rego().clone());
+        let mut findings = Findings::default();
+        for rule in &self.deny_rules {
+            let value = engine
+                .eval_rule(rule.clone())
+                .map_err(|e| eval_error(e, self.timeout))?;
+            findings.violations.extend(messages(rule, &value)?);
+        }
+        if let Some(rule) = &self.warn_rule {
+            let value = engine
+                .eval_rule(rule.clone())
+                .map_err(|e| eval_error(e, self.timeout))?;
+            findings.warnings.extend(messages(rule, &value)?);
+        }
+        Ok(findings)
+    }
+}
+
+impl Evaluate for RegoPolicy {
+    fn evaluate(&self, input: &Input) -> Result<Findings, PolicyError> {
+        // The engine's own timer bounds the work; a panic inside regorus (a bug there) must
+        // not take the server down, so it becomes an error of this policy.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(input)))
+            .unwrap_or_else(|_| Err(PolicyError::Eval("the Rego engine panicked".into())))
+    }
+}
+
+/// `data.`-qualified package name.
+fn qualified(package: &str) -> String {
+    if package.starts_with("data.") {
+        package.to_string()
+    } else {
+        format!("data.{package}")
+    }
+}
+
+/// Expands directories to their `.rego` files (tests excluded), sorted for a stable order.
+pub(crate) fn rego_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| is_policy_file(p))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            return Err(format!("{}: no such file or directory", path.display()));
+        }
+    }
+    Ok(files)
+}
+
+fn is_policy_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.ends_with(".rego") && !name.ends_with("_test.rego")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str, parameters: serde_json::Value) -> Result<RegoPolicy, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.rego");
+        std::fs::write(&file, text).unwrap();
+        let source = RegoSource {
+            files: vec![file],
+            package: None,
+            rego_v0: false,
+        };
+        RegoPolicy::load("p", &source, &parameters, Duration::from_millis(200))
+    }
+
+    #[test]
+    fn deny_and_warn_messages_with_parameters() {
+        let p = policy(
+            r#"package t
+deny contains msg if { input.object.x > data.parameters.max; msg := sprintf("x=%v over %v", [input.object.x, data.parameters.max]) }
+warn contains {"msg": "x is odd"} if { input.object.x % 2 == 1 }
+"#,
+            serde_json::json!({"max": 2}),
+        )
+        .unwrap();
+        let findings = p
+            .evaluate(&Input::new(serde_json::json!({"object": {"x": 3}})))
+            .unwrap();
+        assert_eq!(findings.violations, vec!["x=3 over 2"]);
+        assert_eq!(findings.warnings, vec!["x is odd"]);
+        let findings = p
+            .evaluate(&Input::new(serde_json::json!({"object": {"x": 2}})))
+            .unwrap();
+        assert_eq!(findings, Findings::default());
+    }
+
+    #[test]
+    fn a_package_without_verdict_rules_is_refused() {
+        let err = policy("package t\nallow := true\n", serde_json::json!({}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("declares no deny, violation or warn rule"),
+            "{err}"
+        );
+        let err = policy("package t\ndeny contains x if {", serde_json::json!({}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with("policy p: "), "{err}");
+    }
+
+    #[test]
+    fn a_runaway_policy_is_stopped_by_its_time_limit() {
+        let p = policy(
+            r#"package t
+deny contains "slow" if {
+    some a in numbers.range(1, 100000)
+    some b in numbers.range(1, 100000)
+    a * b == -1
+}
+"#,
+            serde_json::json!({}),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let err = p.evaluate(&Input::new(serde_json::json!({}))).unwrap_err();
+        assert!(matches!(err, PolicyError::Timeout(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_result_that_is_not_a_message_set_is_an_error() {
+        let p = policy("package t\ndeny := 5\n", serde_json::json!({})).unwrap();
+        let err = p.evaluate(&Input::new(serde_json::json!({}))).unwrap_err();
+        assert!(matches!(err, PolicyError::InvalidResult(_)), "{err}");
+    }
+}

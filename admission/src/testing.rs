@@ -1,0 +1,467 @@
+//! `meshgate policy test`: Rego unit tests and YAML case files.
+//!
+//! - **Rego unit tests**, as `opa test` runs them: in every directory holding `*_test.rego`
+//!   files, all `.rego` files are loaded together and each rule named `test_*` in a test file
+//!   must evaluate to `true` (tests use `with input as` and `with data.x as`).
+//! - **Case files** (`cases.yaml` or `*.cases.yaml`): a `policies` list with the server
+//!   configuration's schema (plus optional `runtimeClasses`), and `cases`, each a Kubernetes
+//!   object (or a whole AdmissionReview file) with the expected outcome. Cases go through the
+//!   same pipeline as the server, selection included.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, Verdict};
+
+/// Bound of one Rego unit test.
+const TEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One test's result.
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    /// The file the test comes from.
+    pub file: PathBuf,
+    /// The test: `data.pkg.test_x`, or a case's name.
+    pub name: String,
+    /// Why it failed; `None` when it passed.
+    pub failure: Option<String>,
+    /// How long it ran.
+    pub duration: Duration,
+}
+
+/// Every result of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Results in discovery order.
+    pub results: Vec<TestResult>,
+}
+
+impl Report {
+    /// Number of passed tests.
+    pub fn passed(&self) -> usize {
+        self.results.iter().filter(|r| r.failure.is_none()).count()
+    }
+
+    /// Number of failed tests.
+    pub fn failed(&self) -> usize {
+        self.results.len() - self.passed()
+    }
+
+    /// `opa test`-like text: a line per test, the failure's detail under a FAIL, then
+    /// `N passed, M failed`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for r in &self.results {
+            let status = if r.failure.is_some() { "FAIL" } else { "PASS" };
+            out.push_str(&format!(
+                "{status} {}: {} ({:.1} ms)\n",
+                r.file.display(),
+                r.name,
+                r.duration.as_secs_f64() * 1e3
+            ));
+            if let Some(failure) = &r.failure {
+                for line in failure.lines() {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+        out.push_str(&format!(
+            "{} passed, {} failed\n",
+            self.passed(),
+            self.failed()
+        ));
+        out
+    }
+}
+
+/// Discovers and runs every test under `paths` (directories are searched recursively; files
+/// are taken as they are).
+pub fn run(paths: &[PathBuf]) -> Report {
+    let mut report = Report::default();
+    let mut rego_dirs = Vec::new();
+    let mut case_files = Vec::new();
+    for path in paths {
+        discover(path, &mut rego_dirs, &mut case_files, &mut report);
+    }
+    rego_dirs.dedup();
+    for dir in rego_dirs {
+        run_rego_tests(&dir, &mut report);
+    }
+    for file in case_files {
+        run_case_file(&file, &mut report);
+    }
+    report
+}
+
+fn is_case_file(name: &str) -> bool {
+    ["cases.yaml", "cases.yml"].contains(&name)
+        || name.ends_with(".cases.yaml")
+        || name.ends_with(".cases.yml")
+}
+
+fn discover(
+    path: &Path,
+    rego_dirs: &mut Vec<PathBuf>,
+    case_files: &mut Vec<PathBuf>,
+    report: &mut Report,
+) {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if path.is_file() {
+        if name.ends_with("_test.rego") {
+            rego_dirs.push(path.parent().unwrap_or(Path::new(".")).to_path_buf());
+        } else if is_case_file(name) {
+            case_files.push(path.to_path_buf());
+        }
+        return;
+    }
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) => {
+            report.results.push(TestResult {
+                file: path.to_path_buf(),
+                name: "(discovery)".into(),
+                failure: Some(e.to_string()),
+                duration: Duration::ZERO,
+            });
+            return;
+        }
+    };
+    entries.sort();
+    let mut has_rego_tests = false;
+    for entry in &entries {
+        let entry_name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if entry.is_dir() {
+            continue;
+        }
+        if entry_name.ends_with("_test.rego") {
+            has_rego_tests = true;
+        } else if is_case_file(entry_name) {
+            case_files.push(entry.clone());
+        }
+    }
+    if has_rego_tests {
+        rego_dirs.push(path.to_path_buf());
+    }
+    for entry in entries.iter().filter(|e| e.is_dir()) {
+        discover(entry, rego_dirs, case_files, report);
+    }
+}
+
+/// Loads a directory's `.rego` files into one engine; Rego v1 first, v0 if v1 does not parse.
+fn load_rego_dir(dir: &Path) -> Result<(regorus::Engine, Vec<(PathBuf, String)>), String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rego"))
+        .collect();
+    files.sort();
+    let mut last_error = String::new();
+    for v0 in [false, true] {
+        let mut engine = regorus::Engine::new();
+        engine.set_rego_v0(v0);
+        engine.set_execution_timer_config(crate::policy::timer(TEST_TIMEOUT));
+        let mut packages = Vec::new();
+        let mut ok = true;
+        for file in &files {
+            let loaded = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!(e))
+                .and_then(|text| engine.add_policy(file.display().to_string(), text));
+            match loaded {
+                Ok(package) => packages.push((file.clone(), package)),
+                Err(e) => {
+                    if !v0 {
+                        last_error = format!("{}: {e:#}", file.display());
+                    }
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            return Ok((engine, packages));
+        }
+    }
+    Err(last_error)
+}
+
+/// Names of the `test_*` rules a file defines (rule heads start at the line's beginning).
+fn test_rules(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("test_"))
+        .map(|l| {
+            l.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .collect();
+    // A test may have several bodies (incremental definition); it is one test.
+    let mut seen = std::collections::BTreeSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
+fn run_rego_tests(dir: &Path, report: &mut Report) {
+    let (engine, packages) = match load_rego_dir(dir) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            report.results.push(TestResult {
+                file: dir.to_path_buf(),
+                name: "(load)".into(),
+                failure: Some(e),
+                duration: Duration::ZERO,
+            });
+            return;
+        }
+    };
+    for (file, package) in &packages {
+        if !file.to_string_lossy().ends_with("_test.rego") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let package = package.strip_prefix("data.").unwrap_or(package);
+        for rule in test_rules(&text) {
+            let name = format!("data.{package}.{rule}");
+            let started = Instant::now();
+            let mut engine = engine.clone();
+            let failure = match engine.eval_rule(name.clone()) {
+                Ok(regorus::Value::Bool(true)) => None,
+                Ok(regorus::Value::Undefined) => {
+                    Some("the test rule is undefined (a condition failed)".into())
+                }
+                Ok(other) => Some(format!("the test rule is {other}, not true")),
+                Err(e) => Some(format!("error: {e:#}")),
+            };
+            report.results.push(TestResult {
+                file: file.clone(),
+                name,
+                failure,
+                duration: started.elapsed(),
+            });
+        }
+    }
+}
+
+/// What a case expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Expect {
+    Allowed,
+    Denied,
+    Warned,
+}
+
+impl Expect {
+    fn as_str(self) -> &'static str {
+        match self {
+            Expect::Allowed => "allowed",
+            Expect::Denied => "denied",
+            Expect::Warned => "warned",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Case {
+    name: String,
+    /// The object under review (a Pod, a Deployment, ...).
+    object: Option<Json>,
+    /// The previous object; makes the operation UPDATE unless `operation` says otherwise.
+    old_object: Option<Json>,
+    operation: Option<String>,
+    /// Default: the object's namespace, else `default`.
+    namespace: Option<String>,
+    user_info: Option<Json>,
+    /// A whole AdmissionReview (JSON or YAML file, relative to the case file) instead of
+    /// `object`.
+    review: Option<PathBuf>,
+    expect: Expect,
+    /// Substrings that must appear in the denial message (denied) or the warnings (warned).
+    #[serde(default)]
+    messages: Vec<String>,
+}
+
+fn run_case_file(file: &Path, report: &mut Report) {
+    let started = Instant::now();
+    let fail = |report: &mut Report, message: String| {
+        report.results.push(TestResult {
+            file: file.to_path_buf(),
+            name: "(load)".into(),
+            failure: Some(message),
+            duration: started.elapsed(),
+        });
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return fail(report, e.to_string()),
+    };
+    let base = file.parent().unwrap_or(Path::new("."));
+    let (config, cases) = match parse_case_file(&text, file, base) {
+        Ok(parsed) => parsed,
+        Err(e) => return fail(report, e.to_string()),
+    };
+    let pipeline = match Pipeline::load(&config, Arc::new(Metrics::new())) {
+        Ok(p) => p,
+        Err(e) => return fail(report, e.to_string()),
+    };
+    for (i, case) in cases.iter().enumerate() {
+        let started = Instant::now();
+        let failure = match case_request(case, i, base) {
+            Ok(request) => check(case, &pipeline.review(request)),
+            Err(e) => Some(e),
+        };
+        report.results.push(TestResult {
+            file: file.to_path_buf(),
+            name: case.name.clone(),
+            failure,
+            duration: started.elapsed(),
+        });
+    }
+}
+
+fn parse_case_file(
+    text: &str,
+    file: &Path,
+    base: &Path,
+) -> Result<(Config, Vec<Case>), ConfigError> {
+    let name = file.display().to_string();
+    let mut doc: Json = crate::config::parse_yaml(text, &name)?;
+    let cases = doc
+        .as_object_mut()
+        .and_then(|o| o.remove("cases"))
+        .unwrap_or(Json::Array(Vec::new()));
+    let cases: Vec<Case> =
+        serde_path_to_error::deserialize(cases).map_err(|e| ConfigError::Invalid {
+            file: name.clone(),
+            field: match e.path().to_string().as_str() {
+                "." => "cases".to_string(),
+                path => format!("cases{path}"),
+            },
+            message: e.into_inner().to_string(),
+        })?;
+    let config = Config::from_json(doc, &name, base)?;
+    Ok((config, cases))
+}
+
+/// Builds the AdmissionReview `request` a case describes.
+fn case_request(case: &Case, index: usize, base: &Path) -> Result<Json, String> {
+    if let Some(path) = &case.review {
+        let path = base.join(path);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let review: Json =
+            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        return match review.get("request") {
+            Some(request) => Ok(request.clone()),
+            None => Err(format!(
+                "{}: no `request` in the AdmissionReview",
+                path.display()
+            )),
+        };
+    }
+    let object = case
+        .object
+        .clone()
+        .ok_or_else(|| "a case needs `object` or `review`".to_string())?;
+    let kind = object["kind"].as_str().unwrap_or("").to_string();
+    let (group, version) = match object["apiVersion"]
+        .as_str()
+        .unwrap_or("v1")
+        .split_once('/')
+    {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (
+            String::new(),
+            object["apiVersion"].as_str().unwrap_or("v1").to_string(),
+        ),
+    };
+    let namespace = case
+        .namespace
+        .clone()
+        .or_else(|| {
+            object
+                .pointer("/metadata/namespace")
+                .and_then(Json::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "default".into());
+    let operation = case.operation.clone().unwrap_or_else(|| {
+        if case.old_object.is_some() {
+            "UPDATE"
+        } else {
+            "CREATE"
+        }
+        .into()
+    });
+    Ok(json!({
+        "uid": format!("case-{index}"),
+        "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())},
+        "name": object.pointer("/metadata/name").cloned().unwrap_or(json!("")),
+        "namespace": namespace,
+        "operation": operation,
+        "userInfo": case.user_info.clone().unwrap_or_else(|| json!({"username": "meshgate-policy-test"})),
+        "object": object,
+        "oldObject": case.old_object.clone().unwrap_or(Json::Null),
+        "dryRun": false,
+    }))
+}
+
+fn check(case: &Case, verdict: &Verdict) -> Option<String> {
+    let got = if !verdict.allowed {
+        Expect::Denied
+    } else if !verdict.warnings.is_empty() {
+        Expect::Warned
+    } else {
+        Expect::Allowed
+    };
+    let said = match got {
+        Expect::Denied => verdict.message.clone().unwrap_or_default(),
+        Expect::Warned => verdict.warnings.join("\n"),
+        Expect::Allowed => verdict
+            .skipped
+            .clone()
+            .map(|s| format!("skipped: {s}"))
+            .unwrap_or_default(),
+    };
+    if got != case.expect {
+        return Some(format!(
+            "expected {}, got {}{}",
+            case.expect.as_str(),
+            got.as_str(),
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(": {said}")
+            }
+        ));
+    }
+    let missing: Vec<&String> = case
+        .messages
+        .iter()
+        .filter(|m| !said.contains(m.as_str()))
+        .collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!("message {missing:?} not found in: {said}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_rules_are_found_once_each() {
+        let text = "package x\ntest_a if { true }\ntest_a if { false }\n  test_indented := 1\ntest_b := true\nhelper if { true }\n";
+        assert_eq!(test_rules(text), vec!["test_a", "test_b"]);
+    }
+}

@@ -1,0 +1,87 @@
+//! Pods and the workloads that make them: which Pod a request is about.
+//!
+//! A Deployment (or ReplicaSet, StatefulSet, DaemonSet, Job, CronJob, ReplicationController)
+//! is judged through the Pod its template makes, as Gatekeeper's expansion does, so a bad
+//! Deployment is refused at `kubectl apply` rather than when its ReplicaSet fails to create
+//! pods.
+
+use serde_json::{Value as Json, json};
+
+/// Kinds whose pods are judged, with the path of their pod template (empty for `Pod`).
+const POD_TEMPLATES: [(&str, &[&str]); 8] = [
+    ("Pod", &[]),
+    ("Deployment", &["spec", "template"]),
+    ("ReplicaSet", &["spec", "template"]),
+    ("StatefulSet", &["spec", "template"]),
+    ("DaemonSet", &["spec", "template"]),
+    ("Job", &["spec", "template"]),
+    ("ReplicationController", &["spec", "template"]),
+    ("CronJob", &["spec", "jobTemplate", "spec", "template"]),
+];
+
+/// Whether requests of this kind carry a pod.
+pub fn is_pod_kind(kind: &str) -> bool {
+    POD_TEMPLATES.iter().any(|(k, _)| *k == kind)
+}
+
+/// The Pod an object of `kind` makes: the object itself for a Pod, otherwise a Pod built from
+/// its template (metadata from the template, namespace and name from the workload).
+/// `None` when the kind makes no pods or the object has no template.
+pub fn pod_of(kind: &str, object: &Json, namespace: &str) -> Option<Json> {
+    let (_, path) = POD_TEMPLATES.iter().find(|(k, _)| *k == kind)?;
+    if path.is_empty() {
+        return object.is_object().then(|| object.clone());
+    }
+    let template = path.iter().try_fold(object, |v, key| v.get(key))?;
+    let mut metadata = template
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(m) = metadata.as_object_mut() {
+        m.entry("namespace").or_insert_with(|| json!(namespace));
+        if let Some(name) = object.pointer("/metadata/name") {
+            m.entry("name").or_insert_with(|| name.clone());
+        }
+    }
+    Some(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+    }))
+}
+
+/// The pod's RuntimeClass, if it names one.
+pub fn runtime_class(pod: &Json) -> Option<&str> {
+    pod.pointer("/spec/runtimeClassName").and_then(Json::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cronjob_template_becomes_a_pod() {
+        let cronjob = json!({
+            "kind": "CronJob",
+            "metadata": {"name": "nightly"},
+            "spec": {"jobTemplate": {"spec": {"template": {
+                "metadata": {"labels": {"app": "n"}},
+                "spec": {"runtimeClassName": "spin", "containers": [{"name": "c", "image": "i"}]}
+            }}}}
+        });
+        let pod = pod_of("CronJob", &cronjob, "batch").unwrap();
+        assert_eq!(pod["kind"], "Pod");
+        assert_eq!(pod["metadata"]["name"], "nightly");
+        assert_eq!(pod["metadata"]["namespace"], "batch");
+        assert_eq!(pod["metadata"]["labels"]["app"], "n");
+        assert_eq!(runtime_class(&pod), Some("spin"));
+    }
+
+    #[test]
+    fn kinds_without_pods_are_not_expanded() {
+        assert!(pod_of("Service", &json!({"spec": {}}), "d").is_none());
+        assert!(pod_of("Deployment", &json!({"spec": {}}), "d").is_none());
+        assert!(!is_pod_kind("ConfigMap"));
+    }
+}
