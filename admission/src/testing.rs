@@ -80,114 +80,90 @@ impl Report {
     }
 }
 
-/// Discovers and runs every test under `paths` (directories are searched recursively; files
-/// are taken as they are).
+/// Discovers and runs every test under `paths`. As with `opa test`, all `.rego` files under
+/// one path argument are loaded together (so tests can import shared libraries), and every
+/// `test_*` rule of a `*_test.rego` file is run; case files are run one by one.
 pub fn run(paths: &[PathBuf]) -> Report {
     let mut report = Report::default();
-    let mut rego_dirs = Vec::new();
-    let mut case_files = Vec::new();
     for path in paths {
-        discover(path, &mut rego_dirs, &mut case_files, &mut report);
-    }
-    rego_dirs.dedup();
-    for dir in rego_dirs {
-        run_rego_tests(&dir, &mut report);
-    }
-    for file in case_files {
-        run_case_file(&file, &mut report);
+        let mut rego_files = Vec::new();
+        let mut case_files = Vec::new();
+        if let Err(e) = discover(path, &mut rego_files, &mut case_files) {
+            report.results.push(TestResult {
+                file: path.clone(),
+                name: "(discovery)".into(),
+                failure: Some(e),
+                duration: Duration::ZERO,
+            });
+            continue;
+        }
+        if rego_files.iter().any(|f| is_rego_test(f)) {
+            run_rego_tests(path, &rego_files, &mut report);
+        }
+        for file in case_files {
+            run_case_file(&file, &mut report);
+        }
     }
     report
 }
 
-fn is_case_file(name: &str) -> bool {
+fn file_name(path: &Path) -> &str {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or("")
+}
+
+fn is_rego_test(path: &Path) -> bool {
+    file_name(path).ends_with("_test.rego")
+}
+
+fn is_case_file(path: &Path) -> bool {
+    let name = file_name(path);
     ["cases.yaml", "cases.yml"].contains(&name)
         || name.ends_with(".cases.yaml")
         || name.ends_with(".cases.yml")
 }
 
-fn discover(
-    path: &Path,
-    rego_dirs: &mut Vec<PathBuf>,
-    case_files: &mut Vec<PathBuf>,
-    report: &mut Report,
-) {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+/// Collects `.rego` and case files under `path`, sorted.
+fn discover(path: &Path, rego: &mut Vec<PathBuf>, cases: &mut Vec<PathBuf>) -> Result<(), String> {
     if path.is_file() {
-        if name.ends_with("_test.rego") {
-            rego_dirs.push(path.parent().unwrap_or(Path::new(".")).to_path_buf());
-        } else if is_case_file(name) {
-            case_files.push(path.to_path_buf());
+        if file_name(path).ends_with(".rego") {
+            rego.push(path.to_path_buf());
+        } else if is_case_file(path) {
+            cases.push(path.to_path_buf());
         }
-        return;
+        return Ok(());
     }
-    let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
-        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        Err(e) => {
-            report.results.push(TestResult {
-                file: path.to_path_buf(),
-                name: "(discovery)".into(),
-                failure: Some(e.to_string()),
-                duration: Duration::ZERO,
-            });
-            return;
-        }
-    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     entries.sort();
-    let mut has_rego_tests = false;
-    for entry in &entries {
-        let entry_name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if entry.is_dir() {
-            continue;
-        }
-        if entry_name.ends_with("_test.rego") {
-            has_rego_tests = true;
-        } else if is_case_file(entry_name) {
-            case_files.push(entry.clone());
-        }
+    for entry in entries {
+        discover(&entry, rego, cases)?;
     }
-    if has_rego_tests {
-        rego_dirs.push(path.to_path_buf());
-    }
-    for entry in entries.iter().filter(|e| e.is_dir()) {
-        discover(entry, rego_dirs, case_files, report);
-    }
+    Ok(())
 }
 
-/// Loads a directory's `.rego` files into one engine; Rego v1 first, v0 if v1 does not parse.
-fn load_rego_dir(dir: &Path) -> Result<(regorus::Engine, Vec<(PathBuf, String)>), String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "rego"))
-        .collect();
-    files.sort();
-    let mut last_error = String::new();
-    for v0 in [false, true] {
-        let mut engine = regorus::Engine::new();
-        engine.set_rego_v0(v0);
-        engine.set_execution_timer_config(crate::policy::timer(TEST_TIMEOUT));
-        let mut packages = Vec::new();
-        let mut ok = true;
-        for file in &files {
-            let loaded = std::fs::read_to_string(file)
-                .map_err(|e| anyhow::anyhow!(e))
-                .and_then(|text| engine.add_policy(file.display().to_string(), text));
-            match loaded {
-                Ok(package) => packages.push((file.clone(), package)),
-                Err(e) => {
-                    if !v0 {
-                        last_error = format!("{}: {e:#}", file.display());
-                    }
-                    ok = false;
-                    break;
-                }
+/// Loads Rego files into one engine, each as Rego v1 or, if that does not parse, v0.
+fn load_rego(files: &[PathBuf]) -> Result<(regorus::Engine, Vec<(PathBuf, String)>), String> {
+    let mut engine = regorus::Engine::new();
+    engine.set_execution_timer_config(crate::policy::timer(TEST_TIMEOUT));
+    let mut packages = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let name = file.display().to_string();
+        engine.set_rego_v0(false);
+        let package = match engine.add_policy(name.clone(), text.clone()) {
+            Ok(package) => package,
+            Err(v1_error) => {
+                engine.set_rego_v0(true);
+                engine
+                    .add_policy(name.clone(), text)
+                    .map_err(|_| format!("{name}: {v1_error:#}"))?
             }
-        }
-        if ok {
-            return Ok((engine, packages));
-        }
+        };
+        packages.push((file.clone(), package));
     }
-    Err(last_error)
+    Ok((engine, packages))
 }
 
 /// Names of the `test_*` rules a file defines (rule heads start at the line's beginning).
@@ -207,12 +183,12 @@ fn test_rules(text: &str) -> Vec<String> {
     names
 }
 
-fn run_rego_tests(dir: &Path, report: &mut Report) {
-    let (engine, packages) = match load_rego_dir(dir) {
+fn run_rego_tests(root: &Path, files: &[PathBuf], report: &mut Report) {
+    let (engine, packages) = match load_rego(files) {
         Ok(loaded) => loaded,
         Err(e) => {
             report.results.push(TestResult {
-                file: dir.to_path_buf(),
+                file: root.to_path_buf(),
                 name: "(load)".into(),
                 failure: Some(e),
                 duration: Duration::ZERO,
@@ -221,7 +197,7 @@ fn run_rego_tests(dir: &Path, report: &mut Report) {
         }
     };
     for (file, package) in &packages {
-        if !file.to_string_lossy().ends_with("_test.rego") {
+        if !is_rego_test(file) {
             continue;
         }
         let text = std::fs::read_to_string(file).unwrap_or_default();
