@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, Limited};
@@ -199,7 +199,7 @@ fn bad_request(app: &App, message: String) -> Response {
     (StatusCode::BAD_REQUEST, message + "\n").into_response()
 }
 
-async fn validate(State(app): State<Arc<App>>, body: Body) -> Response {
+async fn validate(State(app): State<Arc<App>>, version: Version, body: Body) -> Response {
     let started = Instant::now();
     let bytes = match Limited::new(body, app.max_body_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),

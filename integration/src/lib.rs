@@ -9,6 +9,7 @@
 //! - [`Redis`] — Debian's `redis-server` on a free port.
 //! - [`RlsServer`] — a rate limit service speaking Envoy's protocol (gRPC, Envoy's own protos),
 //!   counting with Limitador on Redis.
+//! - [`Webhook`] — the real `meshgate serve` process over TLS, with a client trusting its CA.
 //!
 //! Every failure to start panics with the component's log tail, so a red test says why.
 
@@ -27,6 +28,7 @@ pub mod process;
 pub mod redis;
 pub mod registry;
 pub mod rls;
+pub mod webhook;
 
 pub use echo::Echo;
 pub use envoy::{Envoy, EnvoyBuilder};
@@ -35,6 +37,7 @@ pub use process::Process;
 pub use redis::Redis;
 pub use registry::Registry;
 pub use rls::RlsServer;
+pub use webhook::Webhook;
 
 /// A blocking HTTP client that ignores proxy settings from the environment: tests only ever talk
 /// to loopback, and an inherited `HTTP_PROXY` would silently route them elsewhere.

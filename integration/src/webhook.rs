@@ -1,0 +1,219 @@
+//! The real `meshgate serve` process over TLS, with a client that trusts its CA.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use crate::paths;
+use crate::ports::free_port;
+use crate::process::Process;
+
+/// A running webhook. Dropping it stops the process.
+pub struct Webhook {
+    process: Process,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// The CA the client trusts (the development CA unless the config names certificate files).
+    pub ca: PathBuf,
+    client: reqwest::blocking::Client,
+    dir: tempfile::TempDir,
+}
+
+/// Builds the `meshgate` binary's path: `MESHGATE_BIN`, else `target/debug/meshgate`.
+pub fn meshgate_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MESHGATE_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths::repo_root().join("target"));
+    let path = target.join("debug/meshgate");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p meshgate-admission` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// An HTTPS client that trusts only `ca`.
+pub fn client_trusting(ca: &Path) -> reqwest::blocking::Client {
+    let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("CA certificate")])
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("building an HTTPS client")
+}
+
+impl Webhook {
+    /// Starts `meshgate serve` with `config` (YAML; `{{repo}}` becomes the repository root,
+    /// `{{dir}}` a temporary directory the webhook owns). The listen address is a free port;
+    /// with no certificate files configured, the development CA goes to `{{dir}}/tls`.
+    /// Waits for `/readyz`.
+    pub fn start(config: &str) -> Webhook {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = config
+            .replace("{{repo}}", &paths::repo_root().display().to_string())
+            .replace("{{dir}}", &dir.path().display().to_string());
+        let with_tls = if text.contains("\ntls:") || text.starts_with("tls:") {
+            text
+        } else {
+            format!("{text}\ntls:\n  stateDir: {}/tls\n", dir.path().display())
+        };
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, &with_tls).expect("writing the config");
+        Self::start_file(&config_path, dir, &dir_ca(&with_tls))
+    }
+
+    /// Starts `meshgate serve --config path` on a free port; `ca` is the CA to trust.
+    pub fn start_file(config_path: &Path, dir: tempfile::TempDir, ca: &Path) -> Webhook {
+        let port = free_port();
+        let mut command = Command::new(meshgate_binary());
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(config_path)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info");
+        let mut process =
+            Process::spawn("meshgate serve", command, &dir.path().join("meshgate.log"));
+        let url = format!("https://127.0.0.1:{port}");
+        // The CA appears once the server has generated it.
+        process
+            .wait_until(Duration::from_secs(30), || ca.is_file())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client = client_trusting(ca);
+        process
+            .wait_until(Duration::from_secs(60), || {
+                client
+                    .get(format!("{url}/readyz"))
+                    .send()
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        Webhook {
+            process,
+            url,
+            ca: ca.to_path_buf(),
+            client,
+            dir,
+        }
+    }
+
+    /// The client that trusts the webhook's CA.
+    pub fn client(&self) -> &reqwest::blocking::Client {
+        &self.client
+    }
+
+    /// The webhook's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Posts a body to `/validate`; returns the status and body text.
+    pub fn post(&self, body: impl Into<reqwest::blocking::Body>) -> (u16, String) {
+        let response = self
+            .client
+            .post(format!("{}/validate", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap_or_else(|e| panic!("POST /validate: {e}\nlog:\n{}", self.process.log_tail(20)));
+        let status = response.status().as_u16();
+        (status, response.text().unwrap_or_default())
+    }
+
+    /// Posts an AdmissionReview wrapping `request`; returns its `response`, checking that the
+    /// answer is an admission.k8s.io/v1 AdmissionReview echoing the uid.
+    pub fn review(&self, request: &Json) -> Json {
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": request,
+        });
+        let (status, body) = self.post(review.to_string());
+        assert_eq!(status, 200, "{body}");
+        let answer: Json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1", "{body}");
+        assert_eq!(answer["kind"], "AdmissionReview", "{body}");
+        assert_eq!(answer["response"]["uid"], request["uid"], "{body}");
+        answer["response"].clone()
+    }
+
+    /// GETs a path; returns status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
+        (
+            response.status().as_u16(),
+            response.text().unwrap_or_default(),
+        )
+    }
+
+    /// The process log.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.process.exited().is_none()
+    }
+}
+
+/// The CA file a config's server will present: `tls.caFile`-less configs with certificate
+/// files are handled by the caller through [`Webhook::start_file`].
+fn dir_ca(config: &str) -> PathBuf {
+    let state_dir = config
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("stateDir:")
+                .map(|s| s.trim().to_string())
+        })
+        .expect("the config names tls.stateDir (Webhook::start adds it when tls is absent)");
+    PathBuf::from(state_dir).join("ca.crt")
+}
+
+/// An AdmissionReview `request` for `object` (a Pod or a workload), as the API server sends it.
+pub fn request(uid: &str, operation: &str, object: &Json, old_object: Option<&Json>) -> Json {
+    let kind = object["kind"].as_str().unwrap_or("");
+    let (group, version) = match object["apiVersion"]
+        .as_str()
+        .unwrap_or("v1")
+        .split_once('/')
+    {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (
+            String::new(),
+            object["apiVersion"].as_str().unwrap_or("v1").to_string(),
+        ),
+    };
+    let gvk = serde_json::json!({"group": group, "version": version, "kind": kind});
+    let resource = format!("{}s", kind.to_lowercase());
+    let gvr = serde_json::json!({"group": group, "version": version, "resource": resource});
+    serde_json::json!({
+        "uid": uid,
+        "kind": gvk,
+        "resource": gvr,
+        "requestKind": gvk,
+        "requestResource": gvr,
+        "name": object["metadata"]["name"],
+        "namespace": object["metadata"]["namespace"],
+        "operation": operation,
+        "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+        "object": object,
+        "oldObject": old_object.cloned().unwrap_or(Json::Null),
+        "dryRun": false,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+    })
+}
