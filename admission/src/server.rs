@@ -212,7 +212,15 @@ async fn validate(State(app): State<Arc<App>>, version: Version, body: Body) -> 
             } else {
                 format!("could not read the request body: {e}")
             };
-            return bad_request(&app, message);
+            let mut response = bad_request(&app, message);
+            if version < Version::HTTP_2 {
+                // The rest of the body is never read, so this HTTP/1 connection cannot carry
+                // another request: tell the client instead of letting it reuse a dead socket.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return response;
         }
     };
     let mut review: Json = match serde_json::from_slice(&bytes) {

@@ -66,12 +66,12 @@ impl Webhook {
         };
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, &with_tls).expect("writing the config");
-        Self::start_file(&config_path, dir, &dir_ca(&with_tls))
+        Self::start_file(&config_path, dir, &dir_ca(&with_tls), free_port())
     }
 
-    /// Starts `meshgate serve --config path` on a free port; `ca` is the CA to trust.
-    pub fn start_file(config_path: &Path, dir: tempfile::TempDir, ca: &Path) -> Webhook {
-        let port = free_port();
+    /// Starts `meshgate serve --config path --listen 127.0.0.1:port`; `ca` is the CA to
+    /// trust, `dir` receives the log.
+    pub fn start_file(config_path: &Path, dir: tempfile::TempDir, ca: &Path, port: u16) -> Webhook {
         let mut command = Command::new(meshgate_binary());
         command
             .arg("serve")
@@ -215,5 +215,33 @@ pub fn request(uid: &str, operation: &str, object: &Json, old_object: Option<&Js
         "oldObject": old_object.cloned().unwrap_or(Json::Null),
         "dryRun": false,
         "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+    })
+}
+
+/// A whole AdmissionReview creating a Pod on wasmtime in namespace `demo`: one container with
+/// limits and a pinned image from ghcr.io, privileged or not. Used by `make run` and
+/// `make bench`.
+pub fn sample_review(uid: &str, privileged: bool, runtime_class: Option<&str>) -> Json {
+    let mut spec = serde_json::json!({
+        "containers": [{
+            "name": "app",
+            "image": "ghcr.io/meshgate/hello@sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}},
+            "securityContext": {"privileged": privileged, "allowPrivilegeEscalation": false},
+        }],
+    });
+    if let Some(class) = runtime_class {
+        spec["runtimeClassName"] = serde_json::json!(class);
+    }
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hello", "namespace": "demo", "labels": {"app": "hello"}},
+        "spec": spec,
+    });
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": request(uid, "CREATE", &pod, None),
     })
 }

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meshgate_integration::Webhook;
+use meshgate_integration::ports::free_port;
 use meshgate_integration::webhook::{client_trusting, meshgate_binary, request};
 use serde_json::{Value as Json, json};
 
@@ -378,7 +379,7 @@ fn serving_certificate_is_reloaded_when_its_files_change() {
         ),
     )
     .unwrap();
-    let webhook = Webhook::start_file(&config, dir, &a.ca);
+    let webhook = Webhook::start_file(&config, dir, &a.ca, free_port());
     let trusts_a = client_trusting(&a.ca);
     let trusts_b = client_trusting(&b.ca);
     let healthz = format!("{}/healthz", webhook.url);
@@ -418,7 +419,12 @@ fn the_dev_configuration_runs_with_no_other_input() {
     let repo = meshgate_integration::paths::repo_root();
     let dir = tempfile::tempdir().unwrap();
     let ca = repo.join(".state/admission-tls/ca.crt");
-    let webhook = Webhook::start_file(&repo.join("admission/examples/dev.yaml"), dir, &ca);
+    let webhook = Webhook::start_file(
+        &repo.join("admission/examples/dev.yaml"),
+        dir,
+        &ca,
+        free_port(),
+    );
     let bad = pod(
         "web",
         Some("wasmtime"),

@@ -1,18 +1,23 @@
 //! `make run`: the meshgate demo stack on 127.0.0.1, until Ctrl-C.
 //!
 //! Envoy (with `envoy/demo.yaml`: jwt-auth then rate-limit in front of an upstream), a demo upstream
-//! that echoes what reaches it, and a JWKS endpoint serving a development key generated now.
+//! that echoes what reaches it, a JWKS endpoint serving a development key generated now, and the
+//! admission webhook (`meshgate serve` with `admission/examples/dev.yaml`) over TLS.
 //! It checks the stack answers as it should, then prints the commands to try it.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use meshgate_integration::{Echo, Envoy, JwksServer, envoy::template_file, http_client};
+use meshgate_integration::webhook::sample_review;
+use meshgate_integration::{
+    Echo, Envoy, JwksServer, Webhook, envoy::template_file, http_client, paths,
+};
 use meshgate_jwt::mint::{self, SigningKey};
 use serde_json::json;
 
 const LISTENER: &str = "http://127.0.0.1:10000";
 const ISSUER: &str = "https://meshgate.local/demo";
+const WEBHOOK_PORT: u16 = 8443;
 
 fn main() -> Result<()> {
     let key = SigningKey::es256("demo-key");
@@ -24,6 +29,33 @@ fn main() -> Result<()> {
         .try_start()
         .map_err(anyhow::Error::msg)
         .context("starting Envoy with envoy/demo.yaml (ports 10000-10002 and 9901 must be free)")?;
+
+    let repo = paths::repo_root();
+    let webhook = Webhook::start_file(
+        &repo.join("admission/examples/dev.yaml"),
+        tempfile::tempdir()?,
+        &repo.join(".state/admission-tls/ca.crt"),
+        WEBHOOK_PORT,
+    );
+    let reviews = repo.join(".state/demo");
+    std::fs::create_dir_all(&reviews)?;
+    let privileged = reviews.join("privileged-pod.json");
+    let allowed = reviews.join("wasm-pod.json");
+    std::fs::write(
+        &privileged,
+        sample_review("demo-1", true, Some("wasmtime")).to_string(),
+    )?;
+    std::fs::write(
+        &allowed,
+        sample_review("demo-2", false, Some("wasmtime")).to_string(),
+    )?;
+    let denied_answer =
+        webhook.review(&sample_review("self-check-1", true, Some("wasmtime"))["request"]);
+    let allowed_answer =
+        webhook.review(&sample_review("self-check-2", false, Some("wasmtime"))["request"]);
+    if denied_answer["allowed"] != false || allowed_answer["allowed"] != true {
+        bail!("the webhook does not answer as expected: {denied_answer} / {allowed_answer}");
+    }
 
     let token_for = |sub: &str| {
         key.sign(&json!({
@@ -64,9 +96,21 @@ fn main() -> Result<()> {
          \n                                                 # 200; the upstream sees x-user, x-groups, x-jwt-payload\
          \n                                                 # the same 11 times in a minute: the 11th is 429\
          \n  curl -s http://127.0.0.1:9901/stats | grep wasmcustom\n\
-         \nSelf-check: no token → {without_status}, dev token → {with_status}.",
+         \n  Admission webhook {webhook_url}   meshgate serve with admission/examples/dev.yaml\
+         \n\n  curl --cacert {ca} \\\
+         \n       -H 'Content-Type: application/json' --data @{privileged} {webhook_url}/validate\
+         \n                                                 # allowed: false, [privileged] container \"app\" ... is privileged\
+         \n  curl --cacert {ca} \\\
+         \n       -H 'Content-Type: application/json' --data @{allowed} {webhook_url}/validate\
+         \n                                                 # allowed: true\
+         \n  curl --cacert {ca} {webhook_url}/metrics\n\
+         \nSelf-check: no token → {without_status}, dev token → {with_status}; privileged Wasm pod denied, clean one allowed.",
         upstream.port(),
         jwks.url(),
+        webhook_url = webhook.url,
+        ca = webhook.ca.display(),
+        privileged = privileged.display(),
+        allowed = allowed.display(),
     );
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -75,8 +119,9 @@ fn main() -> Result<()> {
     runtime.block_on(async {
         let _ = tokio::signal::ctrl_c().await;
     });
-    println!("\nstopping: Envoy, upstream, JWKS");
+    println!("\nstopping: Envoy, upstream, JWKS, webhook");
     drop(envoy);
+    drop(webhook);
     std::thread::sleep(Duration::from_millis(100));
     Ok(())
 }
