@@ -18,13 +18,13 @@ FIXTURES       := passthrough
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup filters build run test test-unit test-integration bench lint fmt clean
+.PHONY: help setup filters build run test meshgate policy-test bench lint fmt clean
 
 help:
 	@echo "make run    - build everything and run the demo stack on 127.0.0.1 (Ctrl-C stops it)"
 	@echo "make test   - set up, build, lint and run every test"
 	@echo "make bench  - run the benchmarks and rewrite BENCHMARKS.md"
-	@echo "make setup | filters | build | lint | fmt | clean"
+	@echo "make setup | filters | build | meshgate | policy-test | lint | fmt | clean"
 
 ## setup: idempotent; each step checks before it installs, so a second run takes a second.
 setup:
@@ -69,12 +69,22 @@ run: build
 	cargo run --quiet -p meshgate-integration --bin meshgate-demo
 
 ## test: everything CI checks. Native unit tests and integration tests share one cargo run so each
-## crate is compiled once.
-test: setup filters lint
+## crate is compiled once. The integration tests start the `meshgate` binary, built first.
+test: setup filters lint meshgate policy-test
 	cargo test --workspace --no-fail-fast
 
+## meshgate: the webhook and CLI (dev profile, as the tests use it).
+meshgate:
+	cargo build -p meshgate-admission --bin meshgate
+
+## policy-test: the policy library's Rego unit tests and case files.
+policy-test: meshgate
+	target/debug/meshgate policy test policies
+
 bench: filters
-	cargo run --quiet -p meshgate-integration --bin meshgate-bench -- --output BENCHMARKS.md
+	cargo build --release -p meshgate-admission --bin meshgate
+	MESHGATE_BIN=target/release/meshgate \
+	  cargo run --quiet -p meshgate-integration --bin meshgate-bench -- --output BENCHMARKS.md
 
 lint:
 	cargo fmt --all --check

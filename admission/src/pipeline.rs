@@ -53,6 +53,11 @@ impl LoadedPolicy {
         &self.name
     }
 
+    /// The engine that runs it (`rego-vm`, `rego-interpreter`, ...).
+    pub fn engine(&self) -> &'static str {
+        self.engine.engine()
+    }
+
     fn applies_to(&self, namespace: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|p| p.matches(namespace)))
             && !self.exclude.iter().any(|p| p.matches(namespace))

@@ -78,7 +78,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let pipeline = Pipeline::load(&config, app.metrics.clone())?;
-            let names: Vec<&str> = pipeline.policies().iter().map(|p| p.name()).collect();
+            let names: Vec<String> = pipeline
+                .policies()
+                .iter()
+                .map(|p| format!("{} ({})", p.name(), p.engine()))
+                .collect();
             tracing::info!(policies = ?names, millis = started.elapsed().as_millis() as u64, "policies loaded; ready");
             let _ = app.pipeline.set(Arc::new(pipeline));
             Ok::<_, anyhow::Error>(())

@@ -22,6 +22,7 @@ pub mod echo;
 pub mod envoy;
 pub mod jwks;
 pub mod jwt;
+pub mod load;
 pub mod paths;
 pub mod ports;
 pub mod process;

@@ -11,17 +11,16 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
-use super::{Evaluate, Findings, Input, LoadError, PolicyError, eval_error, messages, timer};
+use super::evaluator::Evaluator;
+use super::{Evaluate, Findings, Input, LoadError, PolicyError, messages};
 use crate::config::{GatekeeperSource, Mode};
 
 /// A loaded ConstraintTemplate + Constraint.
 pub struct GatekeeperPolicy {
-    engine: regorus::Engine,
-    rule: String,
+    evaluator: Evaluator,
     parameters: regorus::Value,
     mode: Mode,
     matcher: Match,
-    timeout: Duration,
 }
 
 impl GatekeeperPolicy {
@@ -76,10 +75,6 @@ impl GatekeeperPolicy {
                 .add_policy(format!("{}#libs[{i}]", source.template.display()), lib)
                 .map_err(|e| err(format!("{}: libs[{i}]: {e:#}", source.template.display())))?;
         }
-        engine
-            .add_data(regorus::Value::from(serde_json::json!({ "inventory": {} })))
-            .map_err(|e| err(format!("{e:#}")))?;
-        engine.set_execution_timer_config(timer(timeout));
 
         let spec = &constraint["spec"];
         let mode = match spec["enforcementAction"].as_str().unwrap_or("deny") {
@@ -107,17 +102,19 @@ impl GatekeeperPolicy {
             .strip_prefix("data.")
             .unwrap_or(&package)
             .to_string();
-        let policy = Self {
+        let evaluator = Evaluator::new(
             engine,
-            rule: format!("data.{package}.violation"),
+            vec![format!("data.{package}.violation")],
+            serde_json::json!({ "inventory": {} }),
+            timeout,
+        )
+        .map_err(err)?;
+        Ok(Self {
+            evaluator,
             parameters: regorus::Value::from(parameters),
             mode,
             matcher,
-            timeout,
-        };
-        // Prepares the engine once (see RegoPolicy::warm_up); the answer does not matter.
-        let _ = policy.evaluate(&Input::new(serde_json::json!({})));
-        Ok(policy)
+        })
     }
 
     fn run(&self, input: &Input) -> Result<Findings, PolicyError> {
@@ -127,22 +124,25 @@ impl GatekeeperPolicy {
             .map_err(|e| PolicyError::Eval(e.to_string()))?;
         object.insert(regorus::Value::from("review"), input.rego().clone());
         object.insert(regorus::Value::from("parameters"), self.parameters.clone());
-        let mut engine = self.engine.clone();
-        engine.set_input(gk_input);
-        let value = engine
-            .eval_rule(self.rule.clone())
-            .map_err(|e| eval_error(e, self.timeout))?;
+        let values = self.evaluator.eval(gk_input)?;
+        let violations = match values.first() {
+            Some(value) => messages("violation", value)?,
+            None => Vec::new(),
+        };
         Ok(Findings {
-            violations: messages("violation", &value)?,
+            violations,
             warnings: Vec::new(),
         })
     }
 }
 
 impl Evaluate for GatekeeperPolicy {
+    fn engine(&self) -> &'static str {
+        self.evaluator.backend().as_str()
+    }
+
     fn evaluate(&self, input: &Input) -> Result<Findings, PolicyError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(input)))
-            .unwrap_or_else(|_| Err(PolicyError::Eval("the Rego engine panicked".into())))
+        self.run(input)
     }
 
     fn default_mode(&self) -> Mode {

@@ -5,21 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Evaluate, Findings, Input, LoadError, PolicyError, eval_error, messages, timer};
+use super::evaluator::{Backend, Evaluator};
+use super::{Evaluate, Findings, Input, LoadError, PolicyError, messages};
 use crate::config::RegoSource;
 
 /// Rules read for violations and for warnings, in the order they are evaluated.
 const DENY_RULES: [&str; 2] = ["deny", "violation"];
 const WARN_RULE: &str = "warn";
 
-/// A loaded conftest/OPA-style policy: one prepared engine, cloned for each evaluation so
-/// evaluations share the parsed and compiled policy but no state.
+/// A loaded conftest/OPA-style policy: compiled once, evaluated per request with no state
+/// shared between requests.
 pub struct RegoPolicy {
-    engine: regorus::Engine,
-    /// Fully qualified rules, e.g. `data.meshgate.privileged.deny`.
-    deny_rules: Vec<String>,
-    warn_rule: Option<String>,
-    timeout: Duration,
+    evaluator: Evaluator,
+    /// How many of the evaluator's rules (the first ones) give violations; the rest warnings.
+    deny_rules: usize,
 }
 
 impl RegoPolicy {
@@ -76,54 +75,42 @@ impl RegoPolicy {
                 format!("package {package} declares no deny, violation or warn rule"),
             ));
         }
-        engine
-            .add_data(regorus::Value::from(
-                serde_json::json!({ "parameters": parameters }),
-            ))
-            .map_err(|e| LoadError::new(name, format!("parameters: {e:#}")))?;
-        engine.set_execution_timer_config(timer(timeout));
-        let policy = Self {
+        let count = deny_rules.len();
+        let evaluator = Evaluator::new(
             engine,
-            deny_rules,
-            warn_rule,
+            deny_rules.into_iter().chain(warn_rule).collect(),
+            serde_json::json!({ "parameters": parameters }),
             timeout,
-        };
-        policy.warm_up();
-        Ok(policy)
+        )
+        .map_err(|e| LoadError::new(name, format!("parameters: {e}")))?;
+        Ok(Self {
+            evaluator,
+            deny_rules: count,
+        })
     }
 
-    /// Evaluates once so the engine's preparation (scheduling, compilation) happens here and
-    /// is shared by every clone, not repeated per review.
-    fn warm_up(&self) {
-        let _ = self.evaluate(&Input::new(serde_json::json!({})));
-    }
-
-    fn run(&self, input: &Input) -> Result<Findings, PolicyError> {
-        let mut engine = self.engine.clone();
-        engine.set_input(input.rego().clone());
-        let mut findings = Findings::default();
-        for rule in &self.deny_rules {
-            let value = engine
-                .eval_rule(rule.clone())
-                .map_err(|e| eval_error(e, self.timeout))?;
-            findings.violations.extend(messages(rule, &value)?);
-        }
-        if let Some(rule) = &self.warn_rule {
-            let value = engine
-                .eval_rule(rule.clone())
-                .map_err(|e| eval_error(e, self.timeout))?;
-            findings.warnings.extend(messages(rule, &value)?);
-        }
-        Ok(findings)
+    /// The regorus engine the policy runs on.
+    pub fn backend(&self) -> Backend {
+        self.evaluator.backend()
     }
 }
 
 impl Evaluate for RegoPolicy {
+    fn engine(&self) -> &'static str {
+        self.evaluator.backend().as_str()
+    }
+
     fn evaluate(&self, input: &Input) -> Result<Findings, PolicyError> {
-        // The engine's own timer bounds the work; a panic inside regorus (a bug there) must
-        // not take the server down, so it becomes an error of this policy.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(input)))
-            .unwrap_or_else(|_| Err(PolicyError::Eval("the Rego engine panicked".into())))
+        let values = self.evaluator.eval(input.rego().clone())?;
+        let mut findings = Findings::default();
+        for (i, value) in values.iter().enumerate() {
+            if i < self.deny_rules {
+                findings.violations.extend(messages("deny", value)?);
+            } else {
+                findings.warnings.extend(messages("warn", value)?);
+            }
+        }
+        Ok(findings)
     }
 }
 

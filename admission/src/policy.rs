@@ -4,12 +4,14 @@
 //! implements [`Evaluate`]: given the review's request it returns [`Findings`], or a
 //! [`PolicyError`] that the pipeline turns into a deny or an allow per the failure policy.
 
+mod evaluator;
 mod gatekeeper;
 mod rego;
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use evaluator::Backend;
 pub use gatekeeper::GatekeeperPolicy;
 pub use rego::RegoPolicy;
 
@@ -95,6 +97,9 @@ pub trait Evaluate: Send + Sync {
     fn default_mode(&self) -> Mode {
         Mode::Enforce
     }
+
+    /// Which engine runs the policy, for logs: `rego-vm`, `rego-interpreter`, ...
+    fn engine(&self) -> &'static str;
 
     /// Whether the policy applies to this request beyond the namespace selector (a Gatekeeper
     /// Constraint's `spec.match`).

@@ -4,6 +4,8 @@
 //! response, so each row pays the same costs but its filters. Rows are run one after another
 //! with the same wrk settings; ratios compare rows of the same run only.
 
+mod admission;
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,7 +19,7 @@ use meshgate_jwt::mint::{self, SigningKey};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
-struct Args {
+pub(crate) struct Args {
     /// Seconds of load per row and round.
     #[arg(long, default_value_t = 3)]
     duration: u32,
@@ -34,7 +36,8 @@ struct Args {
     /// Markdown file to write.
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
-    /// Run only the rows whose name contains this (the floor rows always run).
+    /// Run only the rows whose name contains this (the floor rows always run); `admission`
+    /// runs only the webhook rows.
     #[arg(long)]
     only: Option<String>,
 }
@@ -49,7 +52,7 @@ struct Row {
     base: Option<String>,
 }
 
-fn wrk(
+pub(crate) fn wrk(
     url: &str,
     args: &Args,
     headers: &[String],
@@ -382,7 +385,10 @@ fn main() -> Result<()> {
         })
         .collect();
 
-    let markdown = render(&args, &rows);
+    let mut markdown = render(&args, &rows);
+    if args.only.as_deref().is_none_or(|o| "admission".contains(o)) {
+        markdown.push_str(&admission::run(&args)?);
+    }
     std::fs::write(&args.output, &markdown)?;
     println!("{markdown}");
     Ok(())

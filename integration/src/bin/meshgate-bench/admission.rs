@@ -1,0 +1,163 @@
+//! The admission webhook under load: the real `meshgate serve` with the dev configuration
+//! (six starter Rego policies) over TLS.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use meshgate_admission::config::Config;
+use meshgate_admission::metrics::Metrics;
+use meshgate_admission::pipeline::Pipeline;
+use meshgate_integration::load::{LoadResult, fixed_rate};
+use meshgate_integration::ports::free_port;
+use meshgate_integration::webhook::sample_review;
+use meshgate_integration::{Webhook, paths};
+
+use crate::{Args, wrk};
+
+/// Fixed rates of the latency rows (reviews per second).
+const RATES: [u32; 2] = [1000, 3000];
+
+/// Runs every admission row and returns its Markdown section.
+pub fn run(args: &Args) -> Result<String> {
+    let repo = paths::repo_root();
+    let config_path = repo.join("admission/examples/dev.yaml");
+    let webhook = Webhook::start_file(
+        &config_path,
+        tempfile::tempdir()?,
+        &repo.join(".state/admission-tls/ca.crt"),
+        free_port(),
+    );
+    let work = tempfile::tempdir()?;
+    let bodies = [
+        (
+            "Wasm pod, privileged → denied (6 policies run)",
+            sample_review("bench", true, Some("wasmtime")),
+        ),
+        (
+            "Wasm pod, clean → allowed (6 policies run)",
+            sample_review("bench", false, Some("wasmtime")),
+        ),
+        (
+            "non-Wasm pod → allowed without evaluation",
+            sample_review("bench", true, None),
+        ),
+    ];
+    let mut scripts = Vec::new();
+    for (i, (_, review)) in bodies.iter().enumerate() {
+        let body = work.path().join(format!("review-{i}.json"));
+        std::fs::write(&body, review.to_string())?;
+        let script = work.path().join(format!("post-{i}.lua"));
+        std::fs::write(
+            &script,
+            format!(
+                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+                 local f = io.open(\"{}\", \"r\")\nwrk.body = f:read(\"*a\")\nf:close()\n",
+                body.display()
+            ),
+        )?;
+        scripts.push(script);
+    }
+    let url = format!("{}/validate", webhook.url);
+
+    // Saturation: wrk, keep-alive, as many reviews as the webhook answers.
+    let mut saturation: Vec<Vec<(f64, f64, u64)>> = vec![Vec::new(); bodies.len()];
+    for round in 1..=args.rounds {
+        for (i, (name, _)) in bodies.iter().enumerate() {
+            eprintln!("bench: admission round {round}/{}: {name}", args.rounds);
+            saturation[i].push(wrk(&url, args, &[], Some(&scripts[i]))?);
+        }
+    }
+
+    // Fixed rates: open-loop load, the denied review (every policy runs, the longest answer).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let pem = std::fs::read(&webhook.ca)?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem)?])
+        .build()?;
+    let body = bytes::Bytes::from(bodies[0].1.to_string());
+    let mut fixed: Vec<(u32, LoadResult)> = Vec::new();
+    for rate in RATES {
+        eprintln!("bench: admission at {rate} reviews/s");
+        // A short warm-up opens the connections the run then reuses.
+        runtime.block_on(fixed_rate(
+            client.clone(),
+            &url,
+            body.clone(),
+            rate,
+            Duration::from_secs(1),
+        ));
+        let result = runtime.block_on(fixed_rate(
+            client.clone(),
+            &url,
+            body.clone(),
+            rate,
+            Duration::from_secs(u64::from(args.duration) * 2),
+        ));
+        fixed.push((rate, result));
+    }
+    drop(webhook);
+
+    // In process, no HTTP: what the pipeline itself costs per review.
+    let config = Config::load(&config_path).context("loading admission/examples/dev.yaml")?;
+    let pipeline = Pipeline::load(&config, Arc::new(Metrics::new()))?;
+    let request = bodies[0].1["request"].clone();
+    let mut times = Vec::new();
+    for _ in 0..3000 {
+        let started = Instant::now();
+        let verdict = pipeline.review(request.clone());
+        times.push(started.elapsed());
+        assert!(!verdict.allowed);
+    }
+    times.sort();
+    let us = |q: f64| {
+        times[((times.len() as f64 * q) as usize).min(times.len() - 1)].as_secs_f64() * 1e6
+    };
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n## Admission webhook\n\n`meshgate serve` with `admission/examples/dev.yaml` (six starter \
+         Rego policies, regorus), TLS on 127.0.0.1, logging every decision. The load generator \
+         shares the machine's {} cores with the webhook.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = writeln!(
+        md,
+        "Saturation: `wrk -t1 -c{} -d{}s` posting one AdmissionReview over keep-alive TLS, median \
+         of {} rounds.\n\n| review | reviews/s | p99 ms | non-2xx |\n|---|---:|---:|---:|",
+        args.connections, args.duration, args.rounds
+    );
+    for ((name, _), mut runs) in bodies.iter().zip(saturation) {
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (rps, p99, _) = runs[runs.len() / 2];
+        let non_2xx: u64 = runs.iter().map(|r| r.2).sum();
+        let _ = writeln!(md, "| {name} | {rps:.0} | {p99:.2} | {non_2xx} |");
+    }
+    let _ = writeln!(
+        md,
+        "\nFixed rate, open loop (latency from each request's scheduled send time; \
+         `meshgate_integration::load`), the denied review, {} s per rate:\n\n\
+         | rate | answered/s | p50 ms | p99 ms | max ms | failed |\n|---:|---:|---:|---:|---:|---:|",
+        args.duration * 2
+    );
+    for (rate, r) in &fixed {
+        let _ = writeln!(
+            md,
+            "| {rate}/s | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            r.achieved_rps, r.p50_ms, r.p99_ms, r.max_ms, r.failed
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nIn process (no HTTP, no TLS): `Pipeline::review` of the denied review, 3000 times: \
+         p50 {:.0} µs, p99 {:.0} µs.",
+        us(0.5),
+        us(0.99)
+    );
+    Ok(md)
+}
