@@ -141,10 +141,10 @@ impl Pipeline {
         }
         let kind = request["kind"]["kind"].as_str().unwrap_or("").to_string();
         let namespace = request["namespace"].as_str().unwrap_or("").to_string();
-        let Some(pod) = workload::pod_of(&kind, &request["object"], &namespace) else {
+        let Some(spec) = workload::pod_spec(&kind, &request["object"]) else {
             return Verdict::skip(format!("{kind} carries no pod"));
         };
-        match workload::runtime_class(&pod) {
+        match workload::runtime_class(spec) {
             Some(class) if self.runtime_classes.contains(class) => {}
             Some(class) => {
                 return Verdict::skip(format!("runtimeClassName {class} is not a Wasm runtime"));
@@ -167,8 +167,9 @@ impl Pipeline {
             .to_string();
         if kind != "Pod" {
             // Policies judge the Pod the workload makes (Gatekeeper's expansion semantics).
+            let pod = workload::pod_of(&kind, &request["object"], &namespace);
             let old_pod = workload::pod_of(&kind, &request["oldObject"], &namespace);
-            request["object"] = pod;
+            request["object"] = pod.unwrap_or(Json::Null);
             request["oldObject"] = old_pod.unwrap_or(Json::Null);
             request["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
         }

@@ -11,8 +11,9 @@ use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, Limited};
-use kube_core::admission::{AdmissionResponse, AdmissionReview};
+use kube_core::admission::{AdmissionRequest, AdmissionResponse};
 use kube_core::{DynamicObject, TypeMeta};
+use serde::Deserialize as _;
 use serde_json::Value as Json;
 use tokio::sync::Semaphore;
 
@@ -205,9 +206,21 @@ fn bad_request(app: &App, message: String) -> Response {
 
 async fn validate(State(app): State<Arc<App>>, version: Version, body: Body) -> Response {
     let started = Instant::now();
-    let bytes = match Limited::new(body, app.max_body_bytes).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
+    // A client that stops sending mid-body must not hold the review past its deadline.
+    let read = tokio::time::timeout(
+        app.review_timeout,
+        Limited::new(body, app.max_body_bytes).collect(),
+    )
+    .await;
+    let bytes = match read {
+        Err(_) => {
+            return bad_request(
+                &app,
+                format!("request body not received within {:?}", app.review_timeout),
+            );
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => {
             let message = if e.is::<http_body_util::LengthLimitError>() {
                 format!(
                     "request body exceeds the limit of {} bytes",
@@ -246,15 +259,12 @@ async fn validate(State(app): State<Arc<App>>, version: Version, body: Body) -> 
     }
     // The typed request checks every required field; the JSON is what policies see.
     let request_json = review["request"].take();
-    let typed = match serde_json::from_value::<AdmissionReview<DynamicObject>>(serde_json::json!({
-        "apiVersion": kube_core::admission::META_API_VERSION_V1,
-        "kind": kube_core::admission::META_KIND,
-        "request": &request_json,
-    })) {
-        Ok(AdmissionReview {
-            request: Some(r), ..
-        }) => r,
-        Ok(_) => return bad_request(&app, "the AdmissionReview has no request".into()),
+    if request_json.is_null() {
+        return bad_request(&app, "the AdmissionReview has no request".into());
+    }
+    // Deserialized from the parsed tree by reference: no second copy of the request.
+    let typed = match AdmissionRequest::<DynamicObject>::deserialize(&request_json) {
+        Ok(r) => r,
         Err(e) => {
             // With a uid the API server can match an answer to its request: say what is wrong
             // in an `invalid` review instead of a bare 400.

@@ -24,6 +24,13 @@ pub fn is_pod_kind(kind: &str) -> bool {
     POD_TEMPLATES.iter().any(|(k, _)| *k == kind)
 }
 
+/// The pod spec an object of `kind` carries (its own, or its template's), without copying.
+pub fn pod_spec<'a>(kind: &str, object: &'a Json) -> Option<&'a Json> {
+    let (_, path) = POD_TEMPLATES.iter().find(|(k, _)| *k == kind)?;
+    let holder = path.iter().try_fold(object, |v, key| v.get(key))?;
+    holder.get("spec").filter(|spec| spec.is_object())
+}
+
 /// The Pod an object of `kind` makes: the object itself for a Pod, otherwise a Pod built from
 /// its template (metadata from the template, namespace and name from the workload).
 /// `None` when the kind makes no pods or the object has no template.
@@ -51,9 +58,9 @@ pub fn pod_of(kind: &str, object: &Json, namespace: &str) -> Option<Json> {
     }))
 }
 
-/// The pod's RuntimeClass, if it names one.
-pub fn runtime_class(pod: &Json) -> Option<&str> {
-    pod.pointer("/spec/runtimeClassName").and_then(Json::as_str)
+/// The RuntimeClass a pod spec names, if any.
+pub fn runtime_class(spec: &Json) -> Option<&str> {
+    spec.get("runtimeClassName").and_then(Json::as_str)
 }
 
 #[cfg(test)]
@@ -75,7 +82,8 @@ mod tests {
         assert_eq!(pod["metadata"]["name"], "nightly");
         assert_eq!(pod["metadata"]["namespace"], "batch");
         assert_eq!(pod["metadata"]["labels"]["app"], "n");
-        assert_eq!(runtime_class(&pod), Some("spin"));
+        assert_eq!(runtime_class(&pod["spec"]), Some("spin"));
+        assert_eq!(pod_spec("CronJob", &cronjob), Some(&pod["spec"]));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Open-loop HTTPS load at a fixed rate: requests leave on schedule whether or not earlier
-//! ones have answered, and each latency is measured from its scheduled time, so a stall shows
-//! up in the percentiles instead of silently slowing the sender (coordinated omission).
+//! ones have answered, so a stall of the server shows up in the latencies instead of silently
+//! slowing the sender (coordinated omission). Latency runs from the moment a request leaves:
+//! the sender's timer fires up to a millisecond late, and that is not the server's time.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,11 +40,11 @@ pub async fn fixed_rate(
     let start = Instant::now() + Duration::from_millis(50);
     let mut tasks = Vec::with_capacity(total);
     for i in 0..total {
-        let scheduled = start + interval * i as u32;
-        tokio::time::sleep_until(scheduled.into()).await;
+        tokio::time::sleep_until((start + interval * i as u32).into()).await;
         let (client, url, body) = (client.clone(), url.to_string(), body.clone());
         let (latencies, failed) = (latencies.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
             let result = client
                 .post(url)
                 .header("content-type", "application/json")
@@ -54,7 +55,7 @@ pub async fn fixed_rate(
                 Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
                 Err(_) => false,
             };
-            let elapsed = scheduled.elapsed();
+            let elapsed = sent.elapsed();
             if ok {
                 latencies
                     .lock()

@@ -79,7 +79,10 @@ impl Webhook {
             .arg(config_path)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info");
+            .env(
+                "RUST_LOG",
+                std::env::var("MESHGATE_WEBHOOK_LOG").unwrap_or_else(|_| "info".into()),
+            );
         let mut process =
             Process::spawn("meshgate serve", command, &dir.path().join("meshgate.log"));
         let url = format!("https://127.0.0.1:{port}");

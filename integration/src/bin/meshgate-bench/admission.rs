@@ -82,23 +82,31 @@ pub fn run(args: &Args) -> Result<String> {
     let body = bytes::Bytes::from(bodies[0].1.to_string());
     let mut fixed: Vec<(u32, LoadResult)> = Vec::new();
     for rate in RATES {
-        eprintln!("bench: admission at {rate} reviews/s");
-        // A short warm-up opens the connections the run then reuses.
-        runtime.block_on(fixed_rate(
-            client.clone(),
-            &url,
-            body.clone(),
-            rate,
-            Duration::from_secs(1),
-        ));
-        let result = runtime.block_on(fixed_rate(
-            client.clone(),
-            &url,
-            body.clone(),
-            rate,
-            Duration::from_secs(u64::from(args.duration) * 2),
-        ));
-        fixed.push((rate, result));
+        let mut runs = Vec::new();
+        for round in 1..=args.rounds {
+            eprintln!(
+                "bench: admission round {round}/{}: {rate} reviews/s",
+                args.rounds
+            );
+            // A short warm-up opens the connections the run then reuses.
+            runtime.block_on(fixed_rate(
+                client.clone(),
+                &url,
+                body.clone(),
+                rate,
+                Duration::from_secs(1),
+            ));
+            runs.push(runtime.block_on(fixed_rate(
+                client.clone(),
+                &url,
+                body.clone(),
+                rate,
+                Duration::from_secs(u64::from(args.duration) * 2),
+            )));
+        }
+        // The round with the median p99.
+        runs.sort_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+        fixed.push((rate, runs.swap_remove(runs.len() / 2)));
     }
     drop(webhook);
 
@@ -140,10 +148,12 @@ pub fn run(args: &Args) -> Result<String> {
     }
     let _ = writeln!(
         md,
-        "\nFixed rate, open loop (latency from each request's scheduled send time; \
-         `meshgate_integration::load`), the denied review, {} s per rate:\n\n\
+        "\nFixed rate, open loop (requests leave on schedule whatever the answers; \
+         `meshgate_integration::load`), the denied review, {} s per rate and round, the round \
+         with the median p99 of {}:\n\n\
          | rate | answered/s | p50 ms | p99 ms | max ms | failed |\n|---:|---:|---:|---:|---:|---:|",
-        args.duration * 2
+        args.duration * 2,
+        args.rounds
     );
     for (rate, r) in &fixed {
         let _ = writeln!(
