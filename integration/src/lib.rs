@@ -18,6 +18,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod bootstrap;
+pub mod devkey;
 pub mod echo;
 pub mod envoy;
 pub mod jwks;

@@ -64,9 +64,30 @@ impl SigningKey {
 
     /// A fresh P-256 key (ES256).
     pub fn es256(kid: &str) -> Self {
+        Self::es256_from(kid, p256::SecretKey::random(&mut rand::rngs::OsRng))
+    }
+
+    /// A P-256 key (ES256) from a PKCS#8 PEM, as [`SigningKey::es256_pem`] writes it.
+    pub fn es256_from_pem(kid: &str, pem: &str) -> Result<Self, String> {
+        use p256::pkcs8::DecodePrivateKey as _;
+        let key = p256::SecretKey::from_pkcs8_pem(pem).map_err(|e| e.to_string())?;
+        Ok(Self::es256_from(kid, key))
+    }
+
+    /// A fresh P-256 key and its PKCS#8 PEM, to keep a development key across runs.
+    pub fn es256_pem(kid: &str) -> (Self, String) {
+        use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
+        let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("PKCS#8 PEM")
+            .to_string();
+        (Self::es256_from(kid, key), pem)
+    }
+
+    fn es256_from(kid: &str, key: p256::SecretKey) -> Self {
         use p256::elliptic_curve::sec1::ToEncodedPoint as _;
         use p256::pkcs8::EncodePrivateKey as _;
-        let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let point = key.public_key().to_encoded_point(false);
         let jwk = json!({
             "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",

@@ -8,21 +8,19 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use meshgate_integration::devkey::{self, DevKey};
 use meshgate_integration::webhook::sample_review;
 use meshgate_integration::{
     Echo, Envoy, JwksServer, Webhook, envoy::template_file, http_client, paths,
 };
-use meshgate_jwt::mint::{self, SigningKey};
-use serde_json::json;
 
 const LISTENER: &str = "http://127.0.0.1:10000";
-const ISSUER: &str = "https://meshgate.local/demo";
 const WEBHOOK_PORT: u16 = 8443;
 
 fn main() -> Result<()> {
-    let key = SigningKey::es256("demo-key");
+    let key = DevKey::load_or_create(&devkey::default_dir()).map_err(anyhow::Error::msg)?;
     let upstream = Echo::start_on(10001);
-    let jwks = JwksServer::start_on(10002, &mint::jwks(&[&key]));
+    let jwks = JwksServer::start_on(10002, &key.jwks());
     let envoy = Envoy::builder(template_file("envoy/demo.yaml"))
         .admin_port(9901)
         .component_log_level(None)
@@ -57,22 +55,14 @@ fn main() -> Result<()> {
         bail!("the webhook does not answer as expected: {denied_answer} / {allowed_answer}");
     }
 
-    let token_for = |sub: &str| {
-        key.sign(&json!({
-            "iss": ISSUER,
-            "aud": "demo-api",
-            "sub": sub,
-            "groups": ["developers"],
-            "exp": mint::now() + 12 * 3600,
-            "iat": mint::now(),
-        }))
-    };
+    // A self-check subject of its own per run, so the printed token starts with a full
+    // rate-limit bucket.
+    let token_for = |sub: &str| key.token(sub, 12 * 3600);
     let token = token_for("dev-user");
     let client = http_client();
     let without = client.get(format!("{LISTENER}/hello")).send()?;
     let with = client
         .get(format!("{LISTENER}/hello"))
-        // Its own subject, so the printed token starts with a full rate-limit bucket.
         .bearer_auth(token_for("self-check"))
         .send()?;
     let (without_status, with_status) = (without.status().as_u16(), with.status().as_u16());

@@ -1,0 +1,48 @@
+//! Development keys and tokens for the demo configs: `meshgate-dev keys` creates the key in
+//! `.state/dev/` (and the JWKS the docker-compose JWKS server serves), `meshgate-dev token
+//! --sub alice` prints a token for it.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use meshgate_integration::devkey::{self, DevKey};
+
+#[derive(Parser)]
+struct Args {
+    /// Where the key lives.
+    #[arg(long, global = true)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the key if missing and write its JWKS; print where.
+    Keys,
+    /// Print a token signed by the key.
+    Token {
+        /// The token's subject.
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 12 * 3600)]
+        ttl: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let dir = args.dir.unwrap_or_else(devkey::default_dir);
+    let key = DevKey::load_or_create(&dir).map_err(anyhow::Error::msg)?;
+    match args.command {
+        Command::Keys => println!(
+            "key:  {}\njwks: {}",
+            key.dir().join("dev-key.pem").display(),
+            key.dir().join("jwks/.well-known/jwks.json").display()
+        ),
+        Command::Token { sub, ttl } => println!("{}", key.token(&sub, ttl)),
+    }
+    Ok(())
+}

@@ -1,0 +1,581 @@
+//! The Kubernetes manifests under `istio/`, checked as an API server would without one:
+//! built-in kinds against Kubernetes' own schemas (PyPI `kubernetes-validate`, strict),
+//! cert-manager objects against their CRDs' OpenAPI schemas (`../shared/crds`), the webhook's
+//! ConfigMap by the real `meshgate serve`, and the references between the objects.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use meshgate_integration::Webhook;
+use meshgate_integration::paths::repo_root;
+use meshgate_integration::ports::free_port;
+use meshgate_integration::webhook::sample_review;
+use serde_json::{Value as Json, json};
+
+/// Kubernetes version the manifests target: the first with `matchConditions` GA.
+const KUBERNETES: &str = "1.30.0";
+
+/// `../shared` beside the repository, or `MESHGATE_SHARED`.
+fn shared() -> PathBuf {
+    std::env::var_os("MESHGATE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"))
+}
+
+/// Every document of every YAML file under `dir`, with its file.
+fn documents(dir: &Path) -> Vec<(PathBuf, Json)> {
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            out.extend(documents(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let value: Json = serde::Deserialize::deserialize(doc)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                if !value.is_null() {
+                    out.push((path.clone(), value));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn find<'a>(docs: &'a [(PathBuf, Json)], kind: &str, name: &str) -> &'a Json {
+    docs.iter()
+        .map(|(_, d)| d)
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} under istio/"))
+}
+
+fn is_built_in(doc: &Json) -> bool {
+    let api_version = doc["apiVersion"].as_str().unwrap_or("");
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    group.is_empty()
+        || group.ends_with(".k8s.io")
+        || ["apps", "batch", "policy", "autoscaling"].contains(&group)
+}
+
+#[test]
+fn built_in_kinds_validate_strictly() {
+    let validator = repo_root().join(".venv/bin/kubernetes-validate");
+    assert!(
+        validator.is_file(),
+        "{} missing: run `make setup`",
+        validator.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, (path, doc)) in documents(&repo_root().join("istio"))
+        .into_iter()
+        .enumerate()
+    {
+        if doc["kind"] == "Kustomization" || !is_built_in(&doc) {
+            continue;
+        }
+        let file = dir.path().join(format!(
+            "{i}-{}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&file, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        files.push(file);
+    }
+    assert!(
+        files.len() >= 10,
+        "expected the webhook's objects and the RuntimeClasses, found {}",
+        files.len()
+    );
+    let run = |files: &[PathBuf]| {
+        Command::new(&validator)
+            .args(["--strict", "--quiet", "-k", KUBERNETES])
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let out = run(&files);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The check can fail: a misspelt field is caught.
+    let broken = dir.path().join("broken.yaml");
+    let service = std::fs::read_to_string(repo_root().join("istio/webhook/service.yaml")).unwrap();
+    std::fs::write(&broken, service.replace("selector:", "selectr:")).unwrap();
+    let out = run(&[broken]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("'selectr' was unexpected"));
+}
+
+/// A CRD version's schema as JSON Schema, strict: objects that list their properties accept no
+/// others (the API server would prune them silently; a typo should fail here instead).
+fn crd_schema(crd_file: &Path, kind: &str, version: &str) -> Json {
+    let text =
+        std::fs::read_to_string(crd_file).unwrap_or_else(|e| panic!("{}: {e}", crd_file.display()));
+    let crd = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| <Json as serde::Deserialize>::deserialize(d).unwrap())
+        .find(|d| d["kind"] == "CustomResourceDefinition" && d["spec"]["names"]["kind"] == kind)
+        .unwrap_or_else(|| panic!("no CRD for {kind} in {}", crd_file.display()));
+    let mut schema = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == version)
+        .unwrap_or_else(|| panic!("{kind} has no version {version}"))["schema"]["openAPIV3Schema"]
+        .clone();
+    fn strict(schema: &mut Json) {
+        if let Some(object) = schema.as_object_mut() {
+            if object.contains_key("properties")
+                && !object.contains_key("additionalProperties")
+                && object.get("x-kubernetes-preserve-unknown-fields") != Some(&json!(true))
+            {
+                object.insert("additionalProperties".into(), json!(false));
+            }
+            for value in object.values_mut() {
+                strict(value);
+            }
+        } else if let Some(array) = schema.as_array_mut() {
+            array.iter_mut().for_each(strict);
+        }
+    }
+    strict(&mut schema);
+    // apiVersion, kind and metadata are the API server's, not in every CRD schema.
+    if let Some(properties) = schema["properties"].as_object_mut() {
+        for field in ["apiVersion", "kind", "metadata"] {
+            properties.entry(field).or_insert(json!({}));
+        }
+    }
+    schema
+}
+
+fn schema_errors(schema: &Json, doc: &Json) -> Vec<String> {
+    let validator = jsonschema::validator_for(schema).unwrap();
+    validator
+        .iter_errors(doc)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn cert_manager_objects_validate_against_their_crds() {
+    let crds = shared().join("crds");
+    let docs = documents(&repo_root().join("istio"));
+    let mut checked = 0;
+    for (path, doc) in &docs {
+        let (file, version) = match (doc["apiVersion"].as_str(), doc["kind"].as_str()) {
+            (Some("cert-manager.io/v1"), Some("Certificate")) => {
+                ("cert-manager.io_certificates.yaml", "v1")
+            }
+            (Some("cert-manager.io/v1"), Some("Issuer")) => ("cert-manager.io_issuers.yaml", "v1"),
+            (Some("cert-manager.io/v1"), Some("ClusterIssuer")) => {
+                ("cert-manager.io_clusterissuers.yaml", "v1")
+            }
+            _ => continue,
+        };
+        let schema = crd_schema(&crds.join(file), doc["kind"].as_str().unwrap(), version);
+        let errors = schema_errors(&schema, doc);
+        assert!(
+            errors.is_empty(),
+            "{}: {} {}: {errors:#?}",
+            path.display(),
+            doc["kind"],
+            doc["metadata"]["name"]
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "expected an Issuer and a Certificate");
+
+    // The check can fail: a misspelt field of the Certificate is caught.
+    let mut certificate = find(&docs, "Certificate", "meshgate-webhook").clone();
+    certificate["spec"]["dnsName"] = json!(["x"]);
+    let schema = crd_schema(
+        &crds.join("cert-manager.io_certificates.yaml"),
+        "Certificate",
+        "v1",
+    );
+    assert!(!schema_errors(&schema, &certificate).is_empty());
+}
+
+#[test]
+fn webhook_objects_reference_each_other_consistently() {
+    let docs = documents(&repo_root().join("istio/webhook"));
+    let deployment = find(&docs, "Deployment", "meshgate-webhook");
+    let service = find(&docs, "Service", "meshgate-webhook");
+    let certificate = find(&docs, "Certificate", "meshgate-webhook");
+    let webhook = find(&docs, "ValidatingWebhookConfiguration", "meshgate-webhook");
+    let configmap = find(&docs, "ConfigMap", "meshgate-webhook");
+    let config: Json =
+        serde_yaml::from_str(configmap["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+
+    // Service → pods, webhook → Service.
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    let client = &webhook["webhooks"][0]["clientConfig"]["service"];
+    assert_eq!(client["name"], service["metadata"]["name"]);
+    assert_eq!(client["namespace"], service["metadata"]["namespace"]);
+    assert_eq!(client["port"], service["spec"]["ports"][0]["port"]);
+    assert_eq!(client["path"], "/validate");
+    // The container listens where the config says.
+    assert_eq!(
+        config["listen"],
+        format!(
+            "0.0.0.0:{}",
+            pod["containers"][0]["ports"][0]["containerPort"]
+        )
+    );
+    // cert-manager: the Secret the pod mounts, the CA injected into the webhook, the DNS name
+    // the API server dials.
+    let tls_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .unwrap();
+    assert_eq!(
+        tls_volume["secret"]["secretName"],
+        certificate["spec"]["secretName"]
+    );
+    assert_eq!(
+        webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!(
+            "{}/{}",
+            certificate["metadata"]["namespace"].as_str().unwrap(),
+            certificate["metadata"]["name"].as_str().unwrap()
+        )
+    );
+    let dns = format!(
+        "{}.{}.svc",
+        service["metadata"]["name"].as_str().unwrap(),
+        service["metadata"]["namespace"].as_str().unwrap()
+    );
+    assert!(
+        certificate["spec"]["dnsNames"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(dns))
+    );
+    // The API server gives up after timeoutSeconds; the webhook answers (fail closed) before.
+    let review_timeout =
+        humantime::parse_duration(config["limits"]["reviewTimeout"].as_str().unwrap()).unwrap();
+    assert!(review_timeout.as_secs() < webhook["webhooks"][0]["timeoutSeconds"].as_u64().unwrap());
+    // matchConditions select exactly the configured RuntimeClasses.
+    let expression = webhook["webhooks"][0]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap();
+    for class in config["runtimeClasses"].as_array().unwrap() {
+        assert_eq!(
+            expression
+                .matches(&format!("'{}'", class.as_str().unwrap()))
+                .count(),
+            3,
+            "{class} in every branch"
+        );
+    }
+    // kustomization.yaml lists every manifest of the directory.
+    let kustomization = find_kustomization(&repo_root().join("istio/webhook"));
+    let mut listed: Vec<String> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    let mut present: Vec<String> = std::fs::read_dir(repo_root().join("istio/webhook"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    present.sort();
+    assert_eq!(listed, present);
+}
+
+fn find_kustomization(dir: &Path) -> Json {
+    serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap()).unwrap()
+}
+
+/// The ConfigMap's configuration runs in the real webhook, with the paths the container has
+/// (`/usr/share/meshgate/policies`, `/etc/meshgate/tls`) pointed at this checkout.
+#[test]
+fn the_configmap_configuration_is_accepted_by_meshgate_serve() {
+    let docs = documents(&repo_root().join("istio/webhook"));
+    let configmap = find(&docs, "ConfigMap", "meshgate-webhook");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = meshgate_admission::tls::dev_certificate(&dir.path().join("tls")).unwrap();
+    let config = configmap["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .replace(
+            "/usr/share/meshgate/policies",
+            &repo_root().join("policies").display().to_string(),
+        )
+        .replace(
+            "/etc/meshgate/tls",
+            &dir.path().join("tls").display().to_string(),
+        );
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let ca = certs.ca.clone();
+    let webhook = Webhook::start_file(&path, dir, &ca, free_port());
+    let r = webhook.review(&sample_review("cm-1", true, Some("spin"))["request"]);
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[privileged]"),
+        "{r}"
+    );
+    // logging.format: json — each decision is one JSON object.
+    let line = webhook
+        .log()
+        .lines()
+        .find(|l| l.contains("cm-1"))
+        .unwrap()
+        .to_string();
+    let entry: Json = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(entry["decision"], "denied", "{line}");
+}
+
+/// `{{sha256:NAME}}` → the checksum of `dist/NAME.wasm`, as `make istio` renders it.
+fn render_checksums(text: &str) -> String {
+    use sha2::Digest as _;
+    let mut out = text.to_string();
+    for name in ["jwt-auth", "rate-limit"] {
+        let bytes = std::fs::read(meshgate_integration::paths::wasm(name)).unwrap();
+        let sum: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        out = out.replace(&format!("{{{{sha256:{name}}}}}"), &sum);
+    }
+    out
+}
+
+fn filter_manifests() -> Vec<(PathBuf, Json)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    for (path, _) in documents(&repo_root().join("istio/filters"))
+        .iter()
+        .filter(|(p, _)| p.extension().is_some())
+    {
+        if out.iter().any(|(p, _): &(PathBuf, Json)| p == path) {
+            continue;
+        }
+        let rendered = render_checksums(&std::fs::read_to_string(path).unwrap());
+        std::fs::write(dir.path().join("x.yaml"), rendered).unwrap();
+        for (_, doc) in documents(dir.path()) {
+            out.push((path.clone(), doc));
+        }
+    }
+    out
+}
+
+#[test]
+fn istio_objects_validate_against_their_crds() {
+    let crds = shared().join("crds/istio-crds.yaml");
+    let docs = filter_manifests();
+    let mut kinds = std::collections::BTreeSet::new();
+    for (path, doc) in &docs {
+        let (kind, version) = (
+            doc["kind"].as_str().unwrap(),
+            doc["apiVersion"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap(),
+        );
+        let schema = crd_schema(&crds, kind, version);
+        let errors = schema_errors(&schema, doc);
+        assert!(
+            errors.is_empty(),
+            "{}: {kind} {}: {errors:#?}",
+            path.display(),
+            doc["metadata"]["name"]
+        );
+        kinds.insert(kind.to_string());
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["EnvoyFilter", "WasmPlugin"]
+    );
+    // Checksums were rendered and look like checksums.
+    let envoyfilter = docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "EnvoyFilter")
+        .unwrap();
+    assert!(!envoyfilter.1.to_string().contains("{{"));
+
+    // The check can fail: an unknown phase is refused by the WasmPlugin schema.
+    let mut plugin = docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "WasmPlugin")
+        .unwrap()
+        .1
+        .clone();
+    plugin["spec"]["phase"] = json!("AUTHENTICATE");
+    assert!(!schema_errors(&crd_schema(&crds, "WasmPlugin", "v1alpha1"), &plugin).is_empty());
+}
+
+/// Serves files from `dist/` over HTTP, as a download server for `vm_config.code.remote`.
+fn serve_dist() -> (u16, std::thread::JoinHandle<()>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let port = server.server_addr().to_ip().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        for request in server.incoming_requests() {
+            let name = request.url().rsplit('/').next().unwrap_or("").to_string();
+            let path = meshgate_integration::paths::dist_dir().join(&name);
+            let _ = match std::fs::read(&path) {
+                Ok(bytes) => request.respond(tiny_http::Response::from_data(bytes)),
+                Err(_) => request.respond(tiny_http::Response::empty(404)),
+            };
+        }
+    });
+    (port, handle)
+}
+
+/// A cluster named as Istio names outbound clusters, pointing at a local port.
+fn outbound(name: &str, port: u16) -> Json {
+    meshgate_integration::bootstrap::cluster(name, port)
+}
+
+#[test]
+fn wasmplugin_configs_are_accepted_by_the_filters_in_envoy() {
+    use meshgate_integration::bootstrap::{bootstrap_with_clusters, direct_listener, wasm_filter};
+    let key = meshgate_jwt::mint::SigningKey::es256("k");
+    let jwks = meshgate_integration::JwksServer::start(&meshgate_jwt::mint::jwks(&[&key]));
+    let docs = filter_manifests();
+    let plugins: Vec<&Json> = docs
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| d["kind"] == "WasmPlugin")
+        .collect();
+    assert_eq!(plugins.len(), 3);
+    let listeners = plugins
+        .iter()
+        .map(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap();
+            let module = p["spec"]["url"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap();
+            let config = p["spec"]["pluginConfig"].to_string();
+            direct_listener(
+                name,
+                vec![wasm_filter(
+                    &format!("{module}.wasm"),
+                    p["spec"]["pluginName"].as_str().unwrap(),
+                    &config,
+                )],
+            )
+        })
+        .collect();
+    let envoy = meshgate_integration::Envoy::builder(bootstrap_with_clusters(
+        listeners,
+        vec![outbound("outbound|443||auth.example.com", jwks.port())],
+    ))
+    .start();
+    let client = meshgate_integration::http_client();
+    // jwt-auth with each WasmPlugin's config: no token → 401, /healthz exempt where configured.
+    let r = client
+        .get(format!("{}/api", envoy.url("meshgate-jwt-auth")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401, "{}", envoy.log_tail(20));
+    let r = client
+        .get(format!("{}/healthz", envoy.url("meshgate-jwt-auth")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .get(format!("{}/api", envoy.url("meshgate-jwt-auth-gateway")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // rate-limit: requests without a subject have no descriptor and pass.
+    let r = client.get(envoy.url("meshgate-rate-limit")).send().unwrap();
+    assert_eq!(r.status(), 200, "{}", envoy.log_tail(20));
+}
+
+/// The EnvoyFilter's patches as a proxy applies them: both filters before the router, modules
+/// downloaded over HTTP and checked against the rendered sha256.
+#[test]
+fn envoyfilter_patches_run_in_envoy_with_remote_modules() {
+    use meshgate_integration::bootstrap::{bootstrap_with_clusters, direct_listener};
+    let key = meshgate_jwt::mint::SigningKey::es256("k");
+    let jwks = meshgate_integration::JwksServer::start(&meshgate_jwt::mint::jwks(&[&key]));
+    let (files, _server) = serve_dist();
+    let docs = filter_manifests();
+    let envoyfilter = &docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "EnvoyFilter")
+        .unwrap()
+        .1;
+    let filters: Vec<Json> = envoyfilter["spec"]["configPatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|patch| {
+            assert_eq!(patch["patch"]["operation"], "INSERT_BEFORE");
+            assert_eq!(
+                patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+                "envoy.filters.http.router"
+            );
+            let mut value = patch["patch"]["value"].clone();
+            let remote =
+                &mut value["typed_config"]["config"]["vm_config"]["code"]["remote"]["http_uri"];
+            let module = remote["uri"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string();
+            remote["uri"] = json!(format!("http://127.0.0.1:{files}/{module}"));
+            value
+        })
+        .collect();
+    let envoy = meshgate_integration::Envoy::builder(bootstrap_with_clusters(
+        vec![direct_listener("gateway", filters)],
+        vec![
+            outbound("outbound|443||downloads.example.com", files),
+            outbound("outbound|443||auth.example.com", jwks.port()),
+        ],
+    ))
+    .start();
+    let client = meshgate_integration::http_client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // The modules arrive asynchronously; until then Envoy's listener is not serving.
+    let status = loop {
+        match client.get(envoy.url("gateway")).send() {
+            Ok(r) => break r.status(),
+            Err(e) if std::time::Instant::now() > deadline => panic!("{e}: {}", envoy.log_tail(30)),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    };
+    assert_eq!(status, 401, "{}", envoy.log_tail(30));
+    let token = key.sign(&json!({"iss": "https://auth.example.com", "sub": "alice", "exp": meshgate_jwt::mint::now() + 600}));
+    let r = client
+        .get(envoy.url("gateway"))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", envoy.log_tail(30));
+}
