@@ -346,18 +346,6 @@ fn case_request(case: &Case, index: usize, base: &Path) -> Result<Json, String> 
         .object
         .clone()
         .ok_or_else(|| "a case needs `object` or `review`".to_string())?;
-    let kind = object["kind"].as_str().unwrap_or("").to_string();
-    let (group, version) = match object["apiVersion"]
-        .as_str()
-        .unwrap_or("v1")
-        .split_once('/')
-    {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (
-            String::new(),
-            object["apiVersion"].as_str().unwrap_or("v1").to_string(),
-        ),
-    };
     let namespace = case
         .namespace
         .clone()
@@ -376,18 +364,53 @@ fn case_request(case: &Case, index: usize, base: &Path) -> Result<Json, String> 
         }
         .into()
     });
-    Ok(json!({
-        "uid": format!("case-{index}"),
-        "kind": {"group": group, "version": version, "kind": kind},
-        "resource": {"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())},
+    let mut request = admission_request(
+        &format!("case-{index}"),
+        &operation,
+        &object,
+        case.old_object.as_ref(),
+    );
+    request["namespace"] = json!(namespace);
+    if let Some(user) = &case.user_info {
+        request["userInfo"] = user.clone();
+    }
+    Ok(request)
+}
+
+/// An AdmissionReview `request` for `object` (a Pod, a Deployment, ...) as the API server
+/// sends it: kind and resource from the object, its namespace and name, the previous object for
+/// an UPDATE. Used by case files and by tests that talk to the webhook.
+pub fn admission_request(
+    uid: &str,
+    operation: &str,
+    object: &Json,
+    old_object: Option<&Json>,
+) -> Json {
+    let kind = object["kind"].as_str().unwrap_or("");
+    let api_version = object["apiVersion"].as_str().unwrap_or("v1");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = json!({"group": group, "version": version, "kind": kind});
+    let gvr = json!({"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())});
+    let options_kind = if operation == "UPDATE" {
+        "UpdateOptions"
+    } else {
+        "CreateOptions"
+    };
+    json!({
+        "uid": uid,
+        "kind": gvk,
+        "resource": gvr,
+        "requestKind": gvk,
+        "requestResource": gvr,
         "name": object.pointer("/metadata/name").cloned().unwrap_or(json!("")),
-        "namespace": namespace,
+        "namespace": object.pointer("/metadata/namespace").cloned().unwrap_or(json!("default")),
         "operation": operation,
-        "userInfo": case.user_info.clone().unwrap_or_else(|| json!({"username": "meshgate-policy-test"})),
+        "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
         "object": object,
-        "oldObject": case.old_object.clone().unwrap_or(Json::Null),
+        "oldObject": old_object.cloned().unwrap_or(Json::Null),
         "dryRun": false,
-    }))
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},
+    })
 }
 
 fn check(case: &Case, verdict: &Verdict) -> Option<String> {

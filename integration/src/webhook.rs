@@ -188,38 +188,7 @@ fn dir_ca(config: &str) -> PathBuf {
 }
 
 /// An AdmissionReview `request` for `object` (a Pod or a workload), as the API server sends it.
-pub fn request(uid: &str, operation: &str, object: &Json, old_object: Option<&Json>) -> Json {
-    let kind = object["kind"].as_str().unwrap_or("");
-    let (group, version) = match object["apiVersion"]
-        .as_str()
-        .unwrap_or("v1")
-        .split_once('/')
-    {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (
-            String::new(),
-            object["apiVersion"].as_str().unwrap_or("v1").to_string(),
-        ),
-    };
-    let gvk = serde_json::json!({"group": group, "version": version, "kind": kind});
-    let resource = format!("{}s", kind.to_lowercase());
-    let gvr = serde_json::json!({"group": group, "version": version, "resource": resource});
-    serde_json::json!({
-        "uid": uid,
-        "kind": gvk,
-        "resource": gvr,
-        "requestKind": gvk,
-        "requestResource": gvr,
-        "name": object["metadata"]["name"],
-        "namespace": object["metadata"]["namespace"],
-        "operation": operation,
-        "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
-        "object": object,
-        "oldObject": old_object.cloned().unwrap_or(Json::Null),
-        "dryRun": false,
-        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-    })
-}
+pub use meshgate_admission::testing::admission_request as request;
 
 /// A whole AdmissionReview creating a Pod on wasmtime in namespace `demo`: one container with
 /// limits and a pinned image from ghcr.io, privileged or not. Used by `make run` and

@@ -178,28 +178,24 @@ fn docker_compose_is_valid_and_agrees_with_the_configs() {
     // The ports the services listen on are the ones the configs use.
     let demo = std::fs::read_to_string(envoy_dir.join("demo.yaml")).unwrap();
     let global = std::fs::read_to_string(envoy_dir.join("global-ratelimit.yaml")).unwrap();
-    assert!(
-        demo.contains(&format!(
+    assert!(demo.contains(&format!(
             "port_value: {} ",
             services["upstream"]["environment"]["HTTP_PORT"]
                 .as_str()
                 .unwrap()
-        ))
-    );
+        )));
     assert!(
         services["jwks"]["command"]
             .to_string()
             .contains("\"10002\"")
     );
     assert!(demo.contains("http://127.0.0.1:10002/.well-known/jwks.json"));
-    assert!(
-        global.contains(&format!(
+    assert!(global.contains(&format!(
             "port_value: {} ",
             services["ratelimit"]["environment"]["GRPC_PORT"]
                 .as_str()
                 .unwrap()
-        ))
-    );
+        )));
     // The rate limit service's domain and key are the ones the filter sends.
     let rl: serde_json::Value = serde_yaml::from_str(
         &std::fs::read_to_string(envoy_dir.join("ratelimit-config.yaml")).unwrap(),
