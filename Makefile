@@ -72,17 +72,10 @@ filters: setup
 dev-keys:
 	cargo run --quiet -p meshgate-integration --bin meshgate-dev -- keys
 
-## istio: the Istio filter manifests with the checksums of the modules in dist/ → dist/istio/.
+## istio: istio/filters/ → dist/istio/ with the modules' checksums; with REGISTRY=host:port the
+## filters are pushed there in Istio's OCI layout and the WasmPlugins pinned to their digests.
 istio: filters
-	@mkdir -p dist/istio
-	@for f in istio/filters/*.yaml; do \
-	  out=dist/istio/$$(basename $$f); cp $$f $$out; \
-	  for m in $(FILTERS); do \
-	    sum=$$(sha256sum dist/$$m.wasm | cut -d' ' -f1); \
-	    sed -i "s/{{sha256:$$m}}/$$sum/g" $$out; \
-	  done; \
-	  echo "istio: $$out"; \
-	done
+	cargo run --quiet -p meshgate-integration --bin meshgate-dev -- istio $(if $(REGISTRY),--registry $(REGISTRY))
 
 build: filters
 	cargo build --workspace --all-targets

@@ -9,7 +9,9 @@
 //! - [`server`]: HTTPS, AdmissionReview in and out, health and metrics.
 //! - [`tls`]: serving certificates, reloaded when they change.
 //! - [`testing`]: policy unit tests and YAML case files.
+//! - [`artifact`]: Wasm modules as OCI artifacts (`meshgate push`).
 
+pub mod artifact;
 pub mod config;
 pub mod metrics;
 pub mod pipeline;

@@ -29,6 +29,16 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Push a Wasm module to an OCI registry; prints the manifest digest.
+    Push {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// Where to: `registry/repository:tag`.
+        reference: String,
+        /// Manifest layout: `oci` (CNCF TAG Runtime, for Wasm runtimes) or `istio` (WasmPlugin).
+        #[arg(long, value_enum, default_value = "oci")]
+        format: meshgate_admission::artifact::Format,
+    },
     /// Work with policies.
     Policy {
         #[command(subcommand)]
@@ -50,6 +60,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, listen } => serve(&config, listen),
+        Command::Push {
+            file,
+            reference,
+            format,
+        } => push(&file, &reference, format),
         Command::Policy {
             command: PolicyCommand::Test { paths },
         } => {
@@ -99,6 +114,50 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> ExitCo
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "meshgate serve failed");
             eprintln!("meshgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn push(
+    file: &std::path::Path,
+    reference: &str,
+    format: meshgate_admission::artifact::Format,
+) -> ExitCode {
+    let wasm = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("meshgate: {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // Credentials for registries that need them; anonymous otherwise.
+    let auth = match (
+        std::env::var("MESHGATE_REGISTRY_USERNAME"),
+        std::env::var("MESHGATE_REGISTRY_PASSWORD"),
+    ) {
+        (Ok(user), Ok(password)) => oci_client::secrets::RegistryAuth::Basic(user, password),
+        _ => oci_client::secrets::RegistryAuth::Anonymous,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(meshgate_admission::artifact::push(
+        wasm, reference, format, &auth,
+    )) {
+        Ok(digest) => {
+            println!("{digest}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("meshgate: push failed: {e}");
             ExitCode::FAILURE
         }
     }

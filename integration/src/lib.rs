@@ -21,6 +21,7 @@ pub mod bootstrap;
 pub mod devkey;
 pub mod echo;
 pub mod envoy;
+pub mod istio;
 pub mod jwks;
 pub mod jwt;
 pub mod load;

@@ -348,38 +348,17 @@ fn the_configmap_configuration_is_accepted_by_meshgate_serve() {
     assert_eq!(entry["decision"], "denied", "{line}");
 }
 
-/// `{{sha256:NAME}}` → the checksum of `dist/NAME.wasm`, as `make istio` renders it.
-fn render_checksums(text: &str) -> String {
-    use sha2::Digest as _;
-    let mut out = text.to_string();
-    for name in ["jwt-auth", "rate-limit"] {
-        let bytes = std::fs::read(meshgate_integration::paths::wasm(name)).unwrap();
-        let sum: String = sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        out = out.replace(&format!("{{{{sha256:{name}}}}}"), &sum);
-    }
-    out
+/// The filter manifests as `make istio` renders them (optionally pushing to `registry`).
+fn rendered(registry: Option<&str>) -> (tempfile::TempDir, Vec<(PathBuf, Json)>) {
+    let out = tempfile::tempdir().unwrap();
+    meshgate_integration::istio::render(&repo_root().join("istio/filters"), out.path(), registry)
+        .unwrap();
+    let docs = documents(out.path());
+    (out, docs)
 }
 
 fn filter_manifests() -> Vec<(PathBuf, Json)> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = Vec::new();
-    for (path, _) in documents(&repo_root().join("istio/filters"))
-        .iter()
-        .filter(|(p, _)| p.extension().is_some())
-    {
-        if out.iter().any(|(p, _): &(PathBuf, Json)| p == path) {
-            continue;
-        }
-        let rendered = render_checksums(&std::fs::read_to_string(path).unwrap());
-        std::fs::write(dir.path().join("x.yaml"), rendered).unwrap();
-        for (_, doc) in documents(dir.path()) {
-            out.push((path.clone(), doc));
-        }
-    }
-    out
+    rendered(None).1
 }
 
 #[test]
@@ -578,4 +557,59 @@ fn envoyfilter_patches_run_in_envoy_with_remote_modules() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200, "{}", envoy.log_tail(30));
+}
+
+/// `make istio REGISTRY=...`: the filters pushed in Istio's OCI layout to a real registry, the
+/// WasmPlugins pointed at them and pinned to the digests the registry serves.
+#[test]
+fn wasmplugins_are_pinned_to_the_pushed_artifacts() {
+    let registry = meshgate_integration::Registry::start();
+    let (_out, docs) = rendered(Some(&registry.host()));
+    let crds = shared().join("crds/istio-crds.yaml");
+    let schema = crd_schema(&crds, "WasmPlugin", "v1alpha1");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = meshgate_admission::artifact::client(&[registry.host()]);
+    let plugins: Vec<&Json> = docs
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| d["kind"] == "WasmPlugin")
+        .collect();
+    assert_eq!(plugins.len(), 3);
+    for plugin in plugins {
+        let url = plugin["spec"]["url"].as_str().unwrap();
+        let reference = url.strip_prefix("oci://").unwrap();
+        assert!(reference.starts_with(&registry.host()), "{url}");
+        let sha256 = plugin["spec"]["sha256"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{url} is not pinned"));
+        assert!(
+            schema_errors(&schema, plugin).is_empty(),
+            "{:?}",
+            schema_errors(&schema, plugin)
+        );
+        let image = runtime
+            .block_on(client.pull(
+                &reference.parse().unwrap(),
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                vec![meshgate_admission::artifact::ISTIO_LAYER],
+            ))
+            .unwrap();
+        assert_eq!(image.digest.unwrap(), format!("sha256:{sha256}"));
+        let module = reference
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap();
+        assert_eq!(
+            image.layers[0].data.as_ref(),
+            std::fs::read(meshgate_integration::paths::wasm(module))
+                .unwrap()
+                .as_slice()
+        );
+    }
 }

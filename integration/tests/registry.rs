@@ -67,3 +67,68 @@ async fn pushes_and_pulls_an_oci_wasm_artifact() {
             .contains("GET /v2/meshgate/passthrough/manifests/v1")
     );
 }
+
+/// `meshgate push` in both layouts, read back with an independent OCI client.
+#[test]
+fn meshgate_push_writes_the_wasm_artifact_layouts() {
+    let registry = Registry::start();
+    let wasm = paths::dist_dir().join("test/passthrough.wasm");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..Default::default()
+    });
+    for (format, config_type, layer_type) in [
+        (
+            "oci",
+            "application/vnd.wasm.config.v0+json",
+            "application/wasm",
+        ),
+        (
+            "istio",
+            "application/vnd.module.wasm.config.v1+json",
+            "application/vnd.module.wasm.content.layer.v1+wasm",
+        ),
+    ] {
+        let reference = format!("{}/meshgate/passthrough:{format}", registry.host());
+        let out = std::process::Command::new(meshgate_integration::webhook::meshgate_binary())
+            .args([
+                "push",
+                wasm.to_str().unwrap(),
+                &reference,
+                "--format",
+                format,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let digest = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let parsed: Reference = reference.parse().unwrap();
+        let (manifest, served_digest) = runtime
+            .block_on(client.pull_image_manifest(&parsed, &RegistryAuth::Anonymous))
+            .unwrap();
+        assert_eq!(digest, served_digest);
+        assert_eq!(manifest.config.media_type, config_type);
+        assert_eq!(manifest.layers.len(), 1);
+        assert_eq!(manifest.layers[0].media_type, layer_type);
+    }
+    // Not Wasm: refused before any upload.
+    let out = std::process::Command::new(meshgate_integration::webhook::meshgate_binary())
+        .args([
+            "push",
+            "Cargo.toml",
+            &format!("{}/meshgate/x:1", registry.host()),
+        ])
+        .current_dir(paths::repo_root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly binary"));
+}
