@@ -32,15 +32,11 @@ fn start(file: &str, upstream: &Echo, jwks: &JwksServer, extra: &[(u16, u16)]) -
     builder.start()
 }
 
-#[test]
-fn demo_yaml_answers_401_200_then_429() {
-    let key = SigningKey::es256("demo-key");
-    let upstream = Echo::start();
-    let jwks = JwksServer::start(&mint::jwks(&[&key]));
-    let envoy = start("demo.yaml", &upstream, &jwks, &[]);
+/// 401 without a token, 10 × 200 with one (the upstream sees the subject), then 429 with the
+/// RateLimit headers; another subject has a bucket of its own.
+fn assert_transcript(envoy: &Envoy, token_for: impl Fn(&str) -> String) {
     let client = http_client();
     let url = format!("{}/hello", envoy.url("listener"));
-
     let anonymous = client.get(&url).send().unwrap();
     assert_eq!(anonymous.status(), 401, "{}", envoy.log_tail(20));
     assert_eq!(anonymous.text().unwrap(), "Jwt is missing");
@@ -53,7 +49,7 @@ fn demo_yaml_answers_401_200_then_429() {
         200
     );
 
-    let alice = token(&key, "alice");
+    let alice = token_for("alice");
     for i in 0..10 {
         let ok = client.get(&url).bearer_auth(&alice).send().unwrap();
         assert_eq!(ok.status(), 200, "request {i}: {}", envoy.log_tail(20));
@@ -69,16 +65,46 @@ fn demo_yaml_answers_401_200_then_429() {
             .starts_with("\"per_user\";r=0;t=")
     );
     assert!(limited.headers().contains_key("retry-after"));
-    // Another user has a bucket of their own.
     assert_eq!(
         client
             .get(&url)
-            .bearer_auth(token(&key, "bob"))
+            .bearer_auth(token_for("bob"))
             .send()
             .unwrap()
             .status(),
         200
     );
+}
+
+#[test]
+fn demo_yaml_answers_401_200_then_429() {
+    let key = SigningKey::es256("demo-key");
+    let upstream = Echo::start();
+    let jwks = JwksServer::start(&mint::jwks(&[&key]));
+    let envoy = start("demo.yaml", &upstream, &jwks, &[]);
+    assert_transcript(&envoy, |sub| token(&key, sub));
+}
+
+/// local.yaml trusts the committed demonstration key inline; tokens come from that key as
+/// `meshgate-dev --dir envoy/dev token` mints them.
+#[test]
+fn local_yaml_answers_401_200_then_429_with_the_inline_jwks() {
+    let repo = meshgate_integration::paths::repo_root();
+    let key =
+        meshgate_integration::devkey::DevKey::load_or_create(&repo.join("envoy/dev")).unwrap();
+    let config = std::fs::read_to_string(repo.join("envoy/local.yaml")).unwrap();
+    assert!(
+        config.contains(&serde_json::to_string(&key.jwks()).unwrap()),
+        "local.yaml inlines envoy/dev's JWKS"
+    );
+    let upstream = Echo::start();
+    let envoy = Envoy::builder(template_file("envoy/local.yaml"))
+        .admin_port(9901)
+        .remap_port(9901, "admin")
+        .remap_port(10000, "listener")
+        .remap_port_to(10001, upstream.port())
+        .start();
+    assert_transcript(&envoy, |sub| key.token(sub, 600));
 }
 
 #[test]
