@@ -85,6 +85,7 @@ fn main() -> Result<()> {
          \n  curl -i -H 'Authorization: Bearer {token}' {LISTENER}/hello\
          \n                                                 # 200; the upstream sees x-user, x-groups, x-jwt-payload\
          \n                                                 # the same 11 times in a minute: the 11th is 429\
+         \n  target/debug/meshgate-dev token --sub alice      # more tokens for the same dev key (.state/dev)\
          \n  curl -s http://127.0.0.1:9901/stats | grep wasmcustom\n\
          \n  Admission webhook {webhook_url}   meshgate serve with admission/examples/dev.yaml\
          \n\n  curl --cacert {ca} \\\
