@@ -99,15 +99,8 @@ fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> ExitCo
         config.listen = listen;
     }
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("meshgate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(meshgate_admission::server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,15 +132,8 @@ fn push(
         (Ok(user), Ok(password)) => oci_client::secrets::RegistryAuth::Basic(user, password),
         _ => oci_client::secrets::RegistryAuth::Anonymous,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("meshgate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(meshgate_admission::artifact::push(
         wasm, reference, format, &auth,
@@ -161,6 +147,15 @@ fn push(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds a runtime, saying why on stderr when it cannot.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("meshgate: cannot start the runtime: {e}"))
+        .ok()
 }
 
 fn init_logging(config: &Config) {

@@ -46,6 +46,19 @@ fn pod(name: &str, runtime: Option<&str>, containers: Json) -> Json {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "apps"}, "spec": spec})
 }
 
+/// A pod of one privileged container.
+fn privileged_pod(name: &str, runtime: Option<&str>, container_name: &str, image: &str) -> Json {
+    pod(
+        name,
+        runtime,
+        json!([container(
+            container_name,
+            image,
+            json!({"privileged": true})
+        )]),
+    )
+}
+
 fn message(response: &Json) -> &str {
     response["status"]["message"].as_str().unwrap_or("")
 }
@@ -56,11 +69,7 @@ fn pods_on_wasm_runtimes_are_judged_and_other_pods_pass() {
     let pinned = format!("ghcr.io/acme/web@{DIGEST}");
 
     // wasmtime, privileged: denied, naming the container and image.
-    let bad = pod(
-        "web",
-        Some("wasmtime"),
-        json!([container("app", &pinned, json!({"privileged": true}))]),
-    );
+    let bad = privileged_pod("web", Some("wasmtime"), "app", &pinned);
     let r = webhook.review(&request("uid-1", "CREATE", &bad, None));
     assert_eq!(r["allowed"], false, "{r}");
     assert_eq!(r["status"]["code"], 403);
@@ -107,27 +116,11 @@ fn pods_on_wasm_runtimes_are_judged_and_other_pods_pass() {
     }
 
     // A privileged pod without a Wasm RuntimeClass is not evaluated at all.
-    let native = pod(
-        "agent",
-        None,
-        json!([container(
-            "agent",
-            "quay.io/evil/x:1",
-            json!({"privileged": true})
-        )]),
-    );
+    let native = privileged_pod("agent", None, "agent", "quay.io/evil/x:1");
     let r = webhook.review(&request("uid-4", "CREATE", &native, None));
     assert_eq!(r["allowed"], true, "{r}");
     assert!(r.get("warnings").is_none_or(Json::is_null), "{r}");
-    let runc = pod(
-        "agent",
-        Some("runc"),
-        json!([container(
-            "agent",
-            "quay.io/evil/x:1",
-            json!({"privileged": true})
-        )]),
-    );
+    let runc = privileged_pod("agent", Some("runc"), "agent", "quay.io/evil/x:1");
     assert_eq!(
         webhook.review(&request("uid-5", "CREATE", &runc, None))["allowed"],
         true
@@ -273,15 +266,7 @@ fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     // Still serving, still judging.
     assert!(webhook.running());
     assert_eq!(webhook.get("/healthz").0, 200);
-    let bad = pod(
-        "web",
-        Some("wasmtime"),
-        json!([container(
-            "app",
-            "ghcr.io/acme/web:1",
-            json!({"privileged": true})
-        )]),
-    );
+    let bad = privileged_pod("web", Some("wasmtime"), "app", "ghcr.io/acme/web:1");
     assert_eq!(
         webhook.review(&request("after", "CREATE", &bad, None))["allowed"],
         false
@@ -425,15 +410,7 @@ fn the_dev_configuration_runs_with_no_other_input() {
         &ca,
         free_port(),
     );
-    let bad = pod(
-        "web",
-        Some("wasmtime"),
-        json!([container(
-            "app",
-            "ghcr.io/acme/web:1",
-            json!({"privileged": true})
-        )]),
-    );
+    let bad = privileged_pod("web", Some("wasmtime"), "app", "ghcr.io/acme/web:1");
     let r = webhook.review(&request("dev-1", "CREATE", &bad, None));
     assert_eq!(r["allowed"], false);
     assert!(message(&r).contains("[privileged]"), "{r}");

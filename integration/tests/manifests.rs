@@ -357,6 +357,27 @@ fn rendered(registry: Option<&str>) -> (tempfile::TempDir, Vec<(PathBuf, Json)>)
     (out, docs)
 }
 
+/// The three WasmPlugins of `istio/filters/`.
+fn wasm_plugins(docs: &[(PathBuf, Json)]) -> Vec<&Json> {
+    let plugins: Vec<&Json> = docs
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| d["kind"] == "WasmPlugin")
+        .collect();
+    assert_eq!(plugins.len(), 3);
+    plugins
+}
+
+/// A JWKS endpoint for a fresh key, standing in for `auth.example.com` of the manifests.
+fn jwks_server() -> (
+    meshgate_jwt::mint::SigningKey,
+    meshgate_integration::JwksServer,
+) {
+    let key = meshgate_jwt::mint::SigningKey::es256("k");
+    let jwks = meshgate_integration::JwksServer::start(&meshgate_jwt::mint::jwks(&[&key]));
+    (key, jwks)
+}
+
 fn filter_manifests() -> Vec<(PathBuf, Json)> {
     rendered(None).1
 }
@@ -433,15 +454,9 @@ fn outbound(name: &str, port: u16) -> Json {
 #[test]
 fn wasmplugin_configs_are_accepted_by_the_filters_in_envoy() {
     use meshgate_integration::bootstrap::{bootstrap_with_clusters, direct_listener, wasm_filter};
-    let key = meshgate_jwt::mint::SigningKey::es256("k");
-    let jwks = meshgate_integration::JwksServer::start(&meshgate_jwt::mint::jwks(&[&key]));
+    let (_key, jwks) = jwks_server();
     let docs = filter_manifests();
-    let plugins: Vec<&Json> = docs
-        .iter()
-        .map(|(_, d)| d)
-        .filter(|d| d["kind"] == "WasmPlugin")
-        .collect();
-    assert_eq!(plugins.len(), 3);
+    let plugins = wasm_plugins(&docs);
     let listeners = plugins
         .iter()
         .map(|p| {
@@ -498,8 +513,7 @@ fn wasmplugin_configs_are_accepted_by_the_filters_in_envoy() {
 #[test]
 fn envoyfilter_patches_run_in_envoy_with_remote_modules() {
     use meshgate_integration::bootstrap::{bootstrap_with_clusters, direct_listener};
-    let key = meshgate_jwt::mint::SigningKey::es256("k");
-    let jwks = meshgate_integration::JwksServer::start(&meshgate_jwt::mint::jwks(&[&key]));
+    let (key, jwks) = jwks_server();
     let (files, _server) = serve_dist();
     let docs = filter_manifests();
     let envoyfilter = &docs
@@ -572,12 +586,7 @@ fn wasmplugins_are_pinned_to_the_pushed_artifacts() {
         .build()
         .unwrap();
     let client = meshgate_admission::artifact::client(&[registry.host()]);
-    let plugins: Vec<&Json> = docs
-        .iter()
-        .map(|(_, d)| d)
-        .filter(|d| d["kind"] == "WasmPlugin")
-        .collect();
-    assert_eq!(plugins.len(), 3);
+    let plugins = wasm_plugins(&docs);
     for plugin in plugins {
         let url = plugin["spec"]["url"].as_str().unwrap();
         let reference = url.strip_prefix("oci://").unwrap();
