@@ -64,6 +64,194 @@ pub struct Config {
     /// The policies, evaluated in order.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
+    /// Signature and artifact checks of the images of selected pods; off when absent.
+    pub image_verification: Option<ImageVerification>,
+}
+
+/// Signature and artifact checks of every image of a selected pod, before policies run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageVerification {
+    /// `enforce` (default): a failed check denies; `warn`: it becomes a warning; `dry-run`:
+    /// it is logged.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Overrides the server's `failurePolicy` when a registry cannot be asked.
+    pub failure_policy: Option<FailurePolicy>,
+    /// How strictly an image must be a Wasm artifact.
+    #[serde(default)]
+    pub artifact_check: ArtifactCheck,
+    /// Public keys, by name.
+    pub keys: Vec<KeyConfig>,
+    /// Which keys may sign which images; the first rule whose pattern matches decides. An image
+    /// no rule matches is denied.
+    pub trust: Vec<TrustRule>,
+    /// Registry access: credentials and plain-HTTP exceptions.
+    #[serde(default)]
+    pub registries: Vec<RegistryAccess>,
+    /// A Docker `config.json` (e.g. an imagePullSecret mounted as a file) with credentials.
+    pub docker_config: Option<PathBuf>,
+    /// Bound of each registry connection and read, and of the checks of one image.
+    #[serde(default = "default_registry_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long a verified (digest, rule) pair is trusted without asking again; 0 disables.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// How long a failed check is remembered (a burst of bad pods costs one registry visit).
+    #[serde(default = "default_negative_ttl", with = "humantime_serde")]
+    pub negative_cache_ttl: Duration,
+    /// How long a tag's digest is reused. Tags can move, so keep this short, or 0.
+    #[serde(default = "default_tag_ttl", with = "humantime_serde")]
+    pub tag_ttl: Duration,
+}
+
+impl ImageVerification {
+    /// Cross-field checks: key sources, names, rule references and thresholds. Errors are
+    /// (field path, message).
+    fn check(&self) -> Result<(), (String, String)> {
+        let mut names = BTreeSet::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            if key.file.is_some() == key.pem.is_some() {
+                return Err((
+                    format!("keys[{i}]"),
+                    "exactly one of file, pem must be set".into(),
+                ));
+            }
+            if !names.insert(key.name.as_str()) {
+                return Err((format!("keys[{i}].name"), "duplicate key name".into()));
+            }
+        }
+        if self.trust.is_empty() {
+            return Err(("trust".into(), "must list at least one rule".into()));
+        }
+        for (i, rule) in self.trust.iter().enumerate() {
+            for (j, key) in rule.keys.iter().enumerate() {
+                if !names.contains(key.as_str()) {
+                    return Err((
+                        format!("trust[{i}].keys[{j}]"),
+                        format!("no key named {key}"),
+                    ));
+                }
+            }
+            if rule.images.is_empty() {
+                return Err((
+                    format!("trust[{i}].images"),
+                    "must list at least one glob".into(),
+                ));
+            }
+            for (j, pattern) in rule.images.iter().enumerate() {
+                if glob::Pattern::new(pattern).is_err() {
+                    return Err((format!("trust[{i}].images[{j}]"), "invalid glob".into()));
+                }
+            }
+            let needed = rule.require.needed(rule.keys.len());
+            if needed > rule.keys.len() || (needed == 0 && !rule.keys.is_empty()) {
+                return Err((
+                    format!("trust[{i}].require"),
+                    format!("threshold {needed} does not fit {} keys", rule.keys.len()),
+                ));
+            }
+        }
+        if self.timeout.is_zero() {
+            return Err(("timeout".into(), "must be greater than zero".into()));
+        }
+        Ok(())
+    }
+}
+
+/// How strictly an image on a Wasm RuntimeClass must be a Wasm artifact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ArtifactCheck {
+    /// Media types (or an image config with `architecture: wasm`) must say Wasm.
+    #[default]
+    MediaTypes,
+    /// As `mediaTypes`, and the Wasm layer is fetched and must parse as a module or component.
+    Parse,
+    /// No check.
+    None,
+}
+
+/// A public key that may sign images.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Name used by trust rules and reported to policies as `signedBy`.
+    pub name: String,
+    /// PEM file (cosign's `cosign.pub`): ECDSA P-256/P-384, Ed25519 or RSA.
+    pub file: Option<PathBuf>,
+    /// Inline PEM.
+    pub pem: Option<String>,
+}
+
+/// Which keys must have signed images matching `images`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrustRule {
+    /// Name reported in messages and to policies.
+    pub name: String,
+    /// Globs over `registry/repository` (no tag): `*` stays within a path segment, `**`
+    /// spans segments; `nginx` is `docker.io/library/nginx`.
+    pub images: Vec<String>,
+    /// Keys that may sign. An empty list admits matching images unsigned (the artifact check
+    /// still applies).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// `any` (default): one key; `all`: every key; a number: that many distinct keys.
+    #[serde(default)]
+    pub require: Require,
+}
+
+/// How many of a rule's keys must have signed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Require {
+    /// `any` or `all`.
+    Word(RequireWord),
+    /// A threshold of distinct keys.
+    Threshold(usize),
+    /// One key (the default).
+    #[default]
+    #[serde(skip)]
+    Any,
+}
+
+/// `any` or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequireWord {
+    /// One key.
+    Any,
+    /// Every key of the rule.
+    All,
+}
+
+impl Require {
+    /// How many distinct keys out of `keys` must have signed.
+    pub fn needed(self, keys: usize) -> usize {
+        match self {
+            Require::Any | Require::Word(RequireWord::Any) => keys.min(1),
+            Require::Word(RequireWord::All) => keys,
+            Require::Threshold(n) => n,
+        }
+    }
+}
+
+/// Access to one registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryAccess {
+    /// `host[:port]` as in image references.
+    pub host: String,
+    /// Basic auth user.
+    pub username: Option<String>,
+    /// Basic auth password.
+    pub password: Option<String>,
+    /// File holding the password (a mounted Secret).
+    pub password_file: Option<PathBuf>,
+    /// Use plain HTTP. Loopback registries always use it; anything else only with this set.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// Where the serving certificate comes from.
@@ -251,6 +439,22 @@ fn default_runtime_classes() -> BTreeSet<String> {
         .collect()
 }
 
+fn default_registry_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_negative_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_tag_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+
 fn default_reload_interval() -> Duration {
     Duration::from_secs(10)
 }
@@ -355,6 +559,11 @@ impl Config {
                 }
             }
         }
+        if let Some(images) = &self.image_verification {
+            images.check().map_err(|(field, message)| {
+                invalid(format!("imageVerification.{field}"), &message)
+            })?;
+        }
         Ok(())
     }
 
@@ -373,6 +582,20 @@ impl Config {
         .flatten()
         {
             resolve(p);
+        }
+        if let Some(images) = &mut self.image_verification {
+            images
+                .keys
+                .iter_mut()
+                .filter_map(|k| k.file.as_mut())
+                .chain(images.docker_config.as_mut())
+                .chain(
+                    images
+                        .registries
+                        .iter_mut()
+                        .filter_map(|r| r.password_file.as_mut()),
+                )
+                .for_each(resolve);
         }
         for policy in &mut self.policies {
             if let Some(rego) = &mut policy.rego {

@@ -1,6 +1,7 @@
-//! meshgate's admission gate: a Kubernetes validating admission webhook that judges pods on
-//! Wasm RuntimeClasses with Rego policies (conftest/OPA and Gatekeeper style), and the
-//! `meshgate policy test` runner for those policies.
+//! meshgate's admission gate: a Kubernetes validating admission webhook for pods on Wasm
+//! RuntimeClasses (their images must be signed Wasm artifacts; Rego policies, conftest/OPA and
+//! Gatekeeper style, judge them), the `meshgate policy test` runner, and the CLI that pushes,
+//! signs and verifies Wasm artifacts.
 //!
 //! - [`config`]: the YAML configuration.
 //! - [`workload`]: which Pod a request is about (workloads expand to their pod template).
@@ -9,14 +10,20 @@
 //! - [`server`]: HTTPS, AdmissionReview in and out, health and metrics.
 //! - [`tls`]: serving certificates, reloaded when they change.
 //! - [`testing`]: policy unit tests and YAML case files.
-//! - [`artifact`]: Wasm modules as OCI artifacts (`meshgate push`).
+//! - [`artifact`]: Wasm modules as OCI artifacts (`meshgate push`) and their layouts.
+//! - [`registry`]: OCI registry access (credentials, plain HTTP rules, digests checked).
+//! - [`signing`]: cosign-compatible keys, signatures and their verification.
+//! - [`images`]: the image checks of admission (artifact layout, trust policy, cache).
 
 pub mod artifact;
 pub mod config;
+pub mod images;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod registry;
 pub mod server;
+pub mod signing;
 pub mod testing;
 pub mod tls;
 pub mod workload;

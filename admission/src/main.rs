@@ -1,11 +1,13 @@
 //! The `meshgate` command: `meshgate serve` runs the admission webhook, `meshgate policy test`
-//! runs policy unit tests and case files.
+//! runs policy unit tests and case files, and `push`, `generate-key-pair`, `sign` and `verify`
+//! publish signed Wasm artifacts.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use meshgate_admission::config::{Config, LogFormat};
+use meshgate_admission::registry::Registries;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +41,40 @@ enum Command {
         #[arg(long, value_enum, default_value = "oci")]
         format: meshgate_admission::artifact::Format,
     },
+    /// Generate a cosign-compatible key pair: `PREFIX.key` (encrypted with the password in
+    /// `COSIGN_PASSWORD`) and `PREFIX.pub`.
+    GenerateKeyPair {
+        /// Path prefix of the two files.
+        #[arg(long, default_value = "cosign")]
+        output_prefix: PathBuf,
+        /// Key type.
+        #[arg(long, value_enum, default_value = "ecdsa-p256")]
+        algorithm: meshgate_admission::signing::Algorithm,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign an image or artifact in its registry, as cosign does (the private key's password
+    /// comes from `COSIGN_PASSWORD`).
+    Sign {
+        /// The private key (`cosign.key`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Attach a sigstore bundle as an OCI referrer instead of the `.sig` tag.
+        #[arg(long)]
+        bundle: bool,
+        /// `registry/repository:tag` or `@sha256:...`.
+        reference: String,
+    },
+    /// Check that an image or artifact is signed by a key: exit 0 with a summary, or 1 with
+    /// the reason.
+    Verify {
+        /// The public key (`cosign.pub`); repeat to accept any of several.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        /// `registry/repository:tag` or `@sha256:...`.
+        reference: String,
+    },
     /// Work with policies.
     Policy {
         #[command(subcommand)]
@@ -65,6 +101,17 @@ fn main() -> ExitCode {
             reference,
             format,
         } => push(&file, &reference, format),
+        Command::GenerateKeyPair {
+            output_prefix,
+            algorithm,
+            force,
+        } => generate_key_pair(&output_prefix, algorithm, force),
+        Command::Sign {
+            key,
+            bundle,
+            reference,
+        } => sign(&key, bundle, &reference),
+        Command::Verify { key, reference } => verify(&key, &reference),
         Command::Policy {
             command: PolicyCommand::Test { paths },
         } => {
@@ -119,18 +166,15 @@ fn push(
 ) -> ExitCode {
     let wasm = match std::fs::read(file) {
         Ok(bytes) => bytes,
-        Err(e) => {
-            eprintln!("meshgate: {}: {e}", file.display());
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(&format!("{}: {e}", file.display())),
     };
-    // Credentials for registries that need them; anonymous otherwise.
-    let auth = match (
-        std::env::var("MESHGATE_REGISTRY_USERNAME"),
-        std::env::var("MESHGATE_REGISTRY_PASSWORD"),
-    ) {
-        (Ok(user), Ok(password)) => oci_client::secrets::RegistryAuth::Basic(user, password),
-        _ => oci_client::secrets::RegistryAuth::Anonymous,
+    let registries = match Registries::from_env(REGISTRY_TIMEOUT) {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let auth = match reference.parse::<oci_client::Reference>() {
+        Ok(r) => registries.auth(r.resolve_registry()),
+        Err(e) => return fail(&format!("invalid reference {reference}: {e}")),
     };
     let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
         return ExitCode::FAILURE;
@@ -142,10 +186,140 @@ fn push(
             println!("{digest}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("meshgate: push failed: {e}");
-            ExitCode::FAILURE
+        Err(e) => fail(&format!("push failed: {e}")),
+    }
+}
+
+/// Bound of each registry connection and read in CLI commands.
+const REGISTRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("meshgate: {message}");
+    ExitCode::FAILURE
+}
+
+fn cosign_password() -> Result<String, ExitCode> {
+    std::env::var("COSIGN_PASSWORD")
+        .map_err(|_| fail("set COSIGN_PASSWORD to the private key's password (it may be empty)"))
+}
+
+fn generate_key_pair(
+    prefix: &std::path::Path,
+    algorithm: meshgate_admission::signing::Algorithm,
+    force: bool,
+) -> ExitCode {
+    let password = match cosign_password() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let with_extension = |ext: &str| {
+        let mut path = prefix.as_os_str().to_owned();
+        path.push(ext);
+        PathBuf::from(path)
+    };
+    let (private_path, public_path) = (with_extension(".key"), with_extension(".pub"));
+    for path in [&private_path, &public_path] {
+        if path.exists() && !force {
+            return fail(&format!(
+                "{} exists (use --force to overwrite)",
+                path.display()
+            ));
         }
+    }
+    let (private, public) =
+        match meshgate_admission::signing::keys::generate(algorithm, password.as_bytes()) {
+            Ok(pair) => pair,
+            Err(e) => return fail(&e.to_string()),
+        };
+    if let Err(e) = write_private(&private_path, private.as_bytes())
+        .and_then(|()| std::fs::write(&public_path, public))
+    {
+        return fail(&format!("writing the key pair: {e}"));
+    }
+    println!("Private key written to {}", private_path.display());
+    println!("Public key written to {}", public_path.display());
+    ExitCode::SUCCESS
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
+}
+
+fn sign(key: &std::path::Path, bundle: bool, reference: &str) -> ExitCode {
+    let password = match cosign_password() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let pem = match std::fs::read(key) {
+        Ok(pem) => pem,
+        Err(e) => return fail(&format!("{}: {e}", key.display())),
+    };
+    let signer = match meshgate_admission::signing::keys::signer(&pem, password.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("{}: {e}", key.display())),
+    };
+    let registries = match Registries::from_env(REGISTRY_TIMEOUT) {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(meshgate_admission::signing::sign(
+        &registries,
+        reference,
+        &signer,
+        bundle,
+    )) {
+        Ok((digest, location)) => {
+            println!("{reference}: signed {digest}, signature in {location}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("sign failed: {e}")),
+    }
+}
+
+fn verify(keys: &[PathBuf], reference: &str) -> ExitCode {
+    let mut public = Vec::new();
+    for path in keys {
+        let name = path.display().to_string();
+        let key = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| {
+                meshgate_admission::signing::PublicKey::from_pem(&name, &pem)
+                    .map_err(|e| e.to_string())
+            });
+        match key {
+            Ok(k) => public.push(k),
+            Err(e) => return fail(&format!("{name}: {e}")),
+        }
+    }
+    let registries = match Registries::from_env(REGISTRY_TIMEOUT) {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(meshgate_admission::signing::verify(
+        &registries,
+        reference,
+        &public,
+    )) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("verification failed: {e}")),
     }
 }
 

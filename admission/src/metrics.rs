@@ -34,6 +34,11 @@ struct PolicyOutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ImageLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     reason: &'static str,
 }
@@ -46,6 +51,7 @@ pub struct Metrics {
     policy_seconds: Family<PolicyLabels, Histogram, fn() -> Histogram>,
     policy_outcomes: Family<PolicyOutcomeLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
+    image_seconds: Family<ImageLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -89,7 +95,15 @@ impl Metrics {
             "Requests that failed: bad_request, deadline, internal",
             errors.clone(),
         );
+        let image_seconds =
+            Family::<ImageLabels, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
+        registry.register(
+            "image_verification_duration_seconds",
+            "Time to check one image (cache hits included), by outcome (verified, denied, unavailable)",
+            image_seconds.clone(),
+        );
         Self {
+            image_seconds,
             registry,
             reviews,
             review_seconds,
@@ -123,6 +137,13 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// Records one image check.
+    pub fn image(&self, outcome: &'static str, seconds: f64) {
+        self.image_seconds
+            .get_or_create(&ImageLabels { outcome })
+            .observe(seconds);
     }
 
     /// Counts a failed request.

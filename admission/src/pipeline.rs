@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value as Json, json};
 
 use crate::config::{Config, FailurePolicy, Mode, NamespaceSelector, PolicyConfig};
+use crate::images::{ImageVerifier, PodImages};
 use crate::metrics::Metrics;
 use crate::policy::{self, Evaluate, Input, LoadError, PolicyError};
 use crate::workload;
@@ -97,10 +98,26 @@ impl Verdict {
     }
 }
 
-/// Selection and policies, built once from the configuration.
+/// A request in scope: the pod it is about, ready for image checks and policies.
+pub struct Selected {
+    request: Json,
+    subject: String,
+    namespace: String,
+    images: PodImages,
+}
+
+impl Selected {
+    /// `Kind namespace/name`, as messages name it.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+}
+
+/// Selection, image checks and policies, built once from the configuration.
 pub struct Pipeline {
     runtime_classes: BTreeSet<String>,
     policies: Vec<LoadedPolicy>,
+    images: Option<ImageVerifier>,
     metrics: Arc<Metrics>,
 }
 
@@ -112,7 +129,14 @@ impl Pipeline {
             .iter()
             .map(|p| LoadedPolicy::load(p, config.failure_policy, config.limits.policy_timeout))
             .collect::<Result<_, _>>()?;
-        Ok(Self::new(config.runtime_classes.clone(), policies, metrics))
+        let mut pipeline = Self::new(config.runtime_classes.clone(), policies, metrics.clone());
+        if let Some(images) = &config.image_verification {
+            pipeline.images = Some(
+                ImageVerifier::new(images, config.failure_policy, metrics)
+                    .map_err(|e| LoadError::new("imageVerification", e))?,
+            );
+        }
+        Ok(pipeline)
     }
 
     /// A pipeline over already loaded policies.
@@ -124,6 +148,7 @@ impl Pipeline {
         Self {
             runtime_classes,
             policies,
+            images: None,
             metrics,
         }
     }
@@ -133,23 +158,53 @@ impl Pipeline {
         &self.policies
     }
 
-    /// Judges an AdmissionReview `request` object.
-    pub fn review(&self, mut request: Json) -> Verdict {
+    /// Judges an AdmissionReview `request` object with the policies only (no image checks,
+    /// which need the registry: see [`Pipeline::select`], [`Pipeline::check_images`]).
+    pub fn review(&self, request: Json) -> Verdict {
+        match self.select(request) {
+            Ok(selected) => self.judge(selected),
+            Err(skipped) => skipped,
+        }
+    }
+
+    /// Whether image checks are configured.
+    pub fn checks_images(&self) -> bool {
+        self.images.is_some()
+    }
+
+    /// Runs the image checks of a selected pod; their facts join the request as `images`
+    /// (image as written → facts) for the policies.
+    pub async fn check_images(&self, selected: &mut Selected) {
+        let Some(verifier) = &self.images else { return };
+        let images = verifier
+            .check_pod(&selected.request["object"]["spec"])
+            .await;
+        selected.request["images"] = json!(images.facts);
+        selected.images = images;
+    }
+
+    /// Decides whether a request is in scope: its pod (workloads expand to the Pod their
+    /// template makes) runs on a Wasm RuntimeClass. Out of scope, the answer is the skip verdict.
+    pub fn select(&self, mut request: Json) -> Result<Selected, Verdict> {
         let operation = request["operation"].as_str().unwrap_or("");
         if operation != "CREATE" && operation != "UPDATE" {
-            return Verdict::skip(format!("operation {operation} is not checked"));
+            return Err(Verdict::skip(format!(
+                "operation {operation} is not checked"
+            )));
         }
         let kind = request["kind"]["kind"].as_str().unwrap_or("").to_string();
         let namespace = request["namespace"].as_str().unwrap_or("").to_string();
         let Some(spec) = workload::pod_spec(&kind, &request["object"]) else {
-            return Verdict::skip(format!("{kind} carries no pod"));
+            return Err(Verdict::skip(format!("{kind} carries no pod")));
         };
         match workload::runtime_class(spec) {
             Some(class) if self.runtime_classes.contains(class) => {}
             Some(class) => {
-                return Verdict::skip(format!("runtimeClassName {class} is not a Wasm runtime"));
+                return Err(Verdict::skip(format!(
+                    "runtimeClassName {class} is not a Wasm runtime"
+                )));
             }
-            None => return Verdict::skip("no runtimeClassName".into()),
+            None => return Err(Verdict::skip("no runtimeClassName".into())),
         }
         let name = request["name"]
             .as_str()
@@ -173,13 +228,35 @@ impl Pipeline {
             request["oldObject"] = old_pod.unwrap_or(Json::Null);
             request["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
         }
-        let input = Input::new(request);
-        self.judge(&input, &format!("{kind} {namespace}/{name}"), &namespace)
+        Ok(Selected {
+            request,
+            subject: format!("{kind} {namespace}/{name}"),
+            namespace,
+            images: PodImages::default(),
+        })
     }
 
-    fn judge(&self, input: &Input, subject: &str, namespace: &str) -> Verdict {
-        let mut violations = Vec::new();
-        let mut warnings = Vec::new();
+    /// Runs every applicable policy and combines their findings with the image checks'.
+    pub fn judge(&self, selected: Selected) -> Verdict {
+        let Selected {
+            request,
+            subject,
+            namespace,
+            images,
+        } = selected;
+        let input = Input::new(request);
+        self.evaluate(&input, &subject, &namespace, images)
+    }
+
+    fn evaluate(
+        &self,
+        input: &Input,
+        subject: &str,
+        namespace: &str,
+        images: PodImages,
+    ) -> Verdict {
+        let mut violations = images.violations;
+        let mut warnings = images.warnings;
         for policy in &self.policies {
             if !policy.applies_to(namespace) || !policy.engine.matches(input) {
                 continue;

@@ -331,11 +331,17 @@ async fn evaluate(app: &App, request: Json) -> Verdict {
         app.metrics.error("internal");
         return internal_failure(app, "the webhook is still loading its policies");
     };
+    let mut selected = match pipeline.select(request) {
+        Ok(selected) => selected,
+        Err(skipped) => return skipped,
+    };
     let work = async {
+        // Image checks wait on registries, not on the CPU: they run before taking a permit.
+        pipeline.check_images(&mut selected).await;
         let permit = app.evaluations.clone().acquire_owned().await;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            pipeline.review(request)
+            pipeline.judge(selected)
         })
         .await
     };

@@ -1,0 +1,435 @@
+//! Image verification at admission: every image of a selected pod must be a Wasm artifact
+//! signed as its trust rule requires.
+//!
+//! Per image: parse the reference, pick the trust rule (first glob over `registry/repository`
+//! that matches; none denies), resolve a tag to a digest, check the artifact layout, then find
+//! the cosign signatures of the digest (both layouts, see [`crate::signing`]) and count the
+//! rule's keys that verified. Results are cached per (digest, rule) — verified ones for
+//! `cacheTtl`, failures for `negativeCacheTtl` — and concurrent checks of the same pair share
+//! one registry visit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oci_client::Reference;
+use serde_json::{Value as Json, json};
+use tokio::sync::OnceCell;
+
+use crate::artifact;
+use crate::config::{ArtifactCheck, FailurePolicy, ImageVerification, Mode};
+use crate::metrics::Metrics;
+use crate::registry::{Manifest, Registries, RegistryError};
+use crate::signing::{self, PublicKey};
+use std::future::Future;
+
+/// Largest Wasm layer fetched for the `parse` artifact check.
+const MAX_WASM_BYTES: usize = 64 * 1024 * 1024;
+
+/// A configuration problem found while building the verifier.
+#[derive(Debug, thiserror::Error)]
+#[error("imageVerification: {0}")]
+pub struct SetupError(String);
+
+struct Rule {
+    name: String,
+    patterns: Vec<glob::Pattern>,
+    keys: Vec<PublicKey>,
+    needed: usize,
+}
+
+/// The outcome of one image's checks.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Every check passed; the facts policies receive.
+    Verified(Json),
+    /// A check failed; the reason.
+    Denied(String),
+    /// A registry could not be asked; the reason names it.
+    Unavailable(String),
+}
+
+/// Results by key that expire, where concurrent askers of a missing key share one
+/// computation.
+struct Flights<K, V> {
+    slots: Mutex<HashMap<K, Flight<V>>>,
+}
+
+/// A value once computed, with when.
+type Flight<V> = Arc<OnceCell<(V, Instant)>>;
+
+/// Entries kept before expired ones are swept.
+const MAX_ENTRIES: usize = 10_000;
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Flights<K, V> {
+    fn new() -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn get<F: Future<Output = V>>(
+        &self,
+        key: K,
+        ttl: impl Fn(&V) -> Duration,
+        compute: impl FnOnce() -> F,
+    ) -> V {
+        let fresh = |slot: &Flight<V>| match slot.get() {
+            Some((value, at)) => at.elapsed() < ttl(value),
+            None => true, // in flight: join it
+        };
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            match slots.get(&key).filter(|s| fresh(s)) {
+                Some(slot) => slot.clone(),
+                None => {
+                    if slots.len() >= MAX_ENTRIES {
+                        slots.retain(|_, s| fresh(s));
+                    }
+                    let slot = Arc::new(OnceCell::new());
+                    slots.insert(key, slot.clone());
+                    slot
+                }
+            }
+        };
+        let (value, _) = slot
+            .get_or_init(|| async { (compute().await, Instant::now()) })
+            .await;
+        value.clone()
+    }
+}
+
+/// What the image checks of one pod concluded.
+#[derive(Debug, Clone, Default)]
+pub struct PodImages {
+    /// Messages that deny the pod.
+    pub violations: Vec<String>,
+    /// Messages returned as warnings.
+    pub warnings: Vec<String>,
+    /// Facts per verified image, keyed by the image as written in the pod.
+    pub facts: BTreeMap<String, Json>,
+}
+
+/// Checks images against the trust policy; shared by all reviews.
+pub struct ImageVerifier {
+    registries: Registries,
+    rules: Vec<Rule>,
+    artifact_check: ArtifactCheck,
+    timeout: Duration,
+    cache_ttl: Duration,
+    negative_ttl: Duration,
+    tag_ttl: Duration,
+    mode: Mode,
+    failure_policy: FailurePolicy,
+    verified: Flights<(String, usize), Outcome>,
+    tags: Flights<String, Result<String, RegistryError>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ImageVerifier {
+    /// Reads keys and credentials; `server_failure_policy` applies unless the section sets its
+    /// own.
+    pub fn new(
+        config: &ImageVerification,
+        server_failure_policy: FailurePolicy,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SetupError> {
+        let mut keys = HashMap::new();
+        for key in &config.keys {
+            let pem = match (&key.file, &key.pem) {
+                (Some(file), _) => std::fs::read(file).map_err(|e| {
+                    SetupError(format!("key {}: {}: {e}", key.name, file.display()))
+                })?,
+                (None, Some(pem)) => pem.clone().into_bytes(),
+                (None, None) => return Err(SetupError(format!("key {}: no PEM", key.name))),
+            };
+            let public = PublicKey::from_pem(&key.name, &pem).map_err(|e| SetupError(e.0))?;
+            keys.insert(key.name.clone(), public);
+        }
+        let mut rules = Vec::new();
+        for rule in &config.trust {
+            let patterns = rule
+                .images
+                .iter()
+                .map(|p| glob::Pattern::new(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SetupError(format!("trust rule {}: {e}", rule.name)))?;
+            let rule_keys = rule
+                .keys
+                .iter()
+                .filter_map(|k| keys.get(k).cloned())
+                .collect::<Vec<_>>();
+            rules.push(Rule {
+                name: rule.name.clone(),
+                needed: rule.require.needed(rule_keys.len()),
+                patterns,
+                keys: rule_keys,
+            });
+        }
+        let registries = Registries::new(
+            &config.registries,
+            config.docker_config.as_deref(),
+            config.timeout,
+        )
+        .map_err(|e| SetupError(e.to_string()))?;
+        Ok(Self {
+            registries,
+            rules,
+            artifact_check: config.artifact_check,
+            timeout: config.timeout,
+            cache_ttl: config.cache_ttl,
+            negative_ttl: config.negative_cache_ttl,
+            tag_ttl: config.tag_ttl,
+            mode: config.mode,
+            failure_policy: config.failure_policy.unwrap_or(server_failure_policy),
+            verified: Flights::new(),
+            tags: Flights::new(),
+            metrics,
+        })
+    }
+
+    /// Checks every distinct image of a pod spec, concurrently.
+    pub async fn check_pod(&self, pod_spec: &Json) -> PodImages {
+        let mut images: Vec<&str> = ["initContainers", "containers", "ephemeralContainers"]
+            .iter()
+            .flat_map(|field| pod_spec[*field].as_array().into_iter().flatten())
+            .filter_map(|c| c["image"].as_str())
+            .collect();
+        images.sort_unstable();
+        images.dedup();
+        let outcomes =
+            futures_util::future::join_all(images.iter().map(|image| self.check(image))).await;
+        let mut pod = PodImages::default();
+        for (image, outcome) in images.into_iter().zip(outcomes) {
+            let (message, unavailable) = match outcome {
+                Outcome::Verified(facts) => {
+                    pod.facts.insert(image.to_string(), facts);
+                    continue;
+                }
+                Outcome::Denied(reason) => {
+                    (format!("[image-verification] {image}: {reason}"), false)
+                }
+                Outcome::Unavailable(reason) => {
+                    (format!("[image-verification] {image}: {reason}"), true)
+                }
+            };
+            match (self.mode, unavailable, self.failure_policy) {
+                (Mode::DryRun, ..) => {
+                    tracing::info!(image, finding = %message, "dry-run image finding");
+                }
+                (Mode::Warn, ..) | (Mode::Enforce, true, FailurePolicy::Ignore) => {
+                    pod.warnings.push(message)
+                }
+                (Mode::Enforce, ..) => pod.violations.push(message),
+            }
+        }
+        pod
+    }
+
+    /// Checks one image, from the cache when it can.
+    pub async fn check(&self, image: &str) -> Outcome {
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(self.timeout, self.check_uncached(image)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Unavailable(format!(
+                "registry {} did not answer within {:?}",
+                registry_of(image),
+                self.timeout
+            )),
+        };
+        let label = match &outcome {
+            Outcome::Verified(_) => "verified",
+            Outcome::Denied(_) => "denied",
+            Outcome::Unavailable(_) => "unavailable",
+        };
+        self.metrics.image(label, started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn check_uncached(&self, image: &str) -> Outcome {
+        let reference: Reference = match image.parse() {
+            Ok(r) => r,
+            Err(e) => return Outcome::Denied(format!("invalid image reference: {e}")),
+        };
+        let name = signing::repository_name(&reference);
+        let Some((index, rule)) = self.rules.iter().enumerate().find(|(_, r)| {
+            r.patterns
+                .iter()
+                .any(|p| p.matches_with(&name, glob_options()))
+        }) else {
+            return Outcome::Denied(format!("no trust rule matches {name}"));
+        };
+        let digest = match reference.digest() {
+            Some(digest) => digest.to_string(),
+            None => {
+                let resolved = self
+                    .tags
+                    .get(
+                        reference.whole(),
+                        |r| match r {
+                            Ok(_) => self.tag_ttl,
+                            Err(_) => self.negative_ttl.min(self.tag_ttl),
+                        },
+                        || async { self.registries.manifest(&reference).await.map(|m| m.digest) },
+                    )
+                    .await;
+                match resolved {
+                    Ok(digest) => digest,
+                    Err(e) => return registry_outcome(e),
+                }
+            }
+        };
+        let outcome = self
+            .verified
+            .get(
+                (digest.clone(), index),
+                |outcome| match outcome {
+                    Outcome::Verified(_) => self.cache_ttl,
+                    _ => self.negative_ttl,
+                },
+                || self.verify(&reference, &digest, rule),
+            )
+            .await;
+        match outcome {
+            Outcome::Verified(mut facts) => {
+                facts["image"] = json!(image);
+                Outcome::Verified(facts)
+            }
+            other => other,
+        }
+    }
+
+    async fn verify(&self, reference: &Reference, digest: &str, rule: &Rule) -> Outcome {
+        let repository = signing::at_digest(reference, digest);
+        let manifest = match self.registries.manifest(&repository).await {
+            Ok(m) => m,
+            Err(e) => return registry_outcome(e),
+        };
+        let artifact = match self.artifact(&repository, manifest).await {
+            Ok(Ok(facts)) => facts,
+            Ok(Err(reason)) => return Outcome::Denied(reason),
+            Err(e) => return registry_outcome(e),
+        };
+        let mut facts = json!({
+            "digest": digest,
+            "registry": reference.registry(),
+            "repository": reference.repository(),
+            "trustRule": rule.name,
+            "artifact": artifact,
+            "signatures": [],
+            "signedBy": [],
+        });
+        if rule.keys.is_empty() {
+            return Outcome::Verified(facts);
+        }
+        let report = match signing::check(&self.registries, &repository, digest, &rule.keys).await {
+            Ok(r) => r,
+            Err(e) => return registry_outcome(e),
+        };
+        let signed_by = report.keys();
+        if signed_by.len() < rule.needed {
+            let reason = if signed_by.is_empty() {
+                report.explain()
+            } else {
+                format!("signed by {}", signed_by.join(", "))
+            };
+            return Outcome::Denied(format!(
+                "{digest} is not signed as trust rule {} requires ({} of {} keys): {reason}",
+                rule.name,
+                rule.needed,
+                rule.keys.len()
+            ));
+        }
+        facts["signedBy"] = json!(signed_by);
+        facts["signatures"] = report
+            .verified
+            .iter()
+            .map(|v| json!({"key": v.key, "format": v.format.as_str()}))
+            .collect();
+        Outcome::Verified(facts)
+    }
+
+    /// Checks the layout of the artifact; `Ok(Err(reason))` when it is not a Wasm artifact.
+    async fn artifact(
+        &self,
+        repository: &Reference,
+        manifest: Manifest,
+    ) -> Result<Result<Json, String>, RegistryError> {
+        if self.artifact_check == ArtifactCheck::None {
+            return Ok(Ok(json!({"mediaType": manifest.media_type()})));
+        }
+        let index_digest = manifest.is_index().then(|| manifest.digest.clone());
+        let manifest = if manifest.is_index() {
+            match artifact::pick_wasm_manifest(&manifest.json) {
+                Ok(child) => {
+                    self.registries
+                        .manifest(&signing::at_digest(repository, &child))
+                        .await?
+                }
+                Err(reason) => return Ok(Err(reason)),
+            }
+        } else {
+            manifest
+        };
+        let layout = artifact::Layout::of(&manifest.json);
+        let mut kind = layout.wasm_kind();
+        if kind.is_none() && layout.has_image_config() {
+            // An OCI image is a Wasm image when its config says `architecture: wasm`.
+            let config = self
+                .registries
+                .blob(
+                    repository,
+                    &layout.config_digest,
+                    crate::registry::MAX_METADATA_BYTES,
+                )
+                .await?;
+            if serde_json::from_slice::<Json>(&config).is_ok_and(|c| c["architecture"] == "wasm") {
+                kind = Some("oci-image-wasm");
+            }
+        }
+        let Some(kind) = kind else {
+            return Ok(Err(format!("not a Wasm artifact: {}", layout.describe())));
+        };
+        if self.artifact_check == ArtifactCheck::Parse
+            && let Some(layer) = layout.wasm_layer()
+        {
+            let bytes = self
+                .registries
+                .blob(repository, layer, MAX_WASM_BYTES)
+                .await?;
+            if let Err(reason) = artifact::parse_wasm(&bytes) {
+                return Ok(Err(format!("Wasm layer {layer} does not parse: {reason}")));
+            }
+        }
+        Ok(Ok(json!({
+            "kind": kind,
+            "mediaType": manifest.media_type(),
+            "manifestDigest": manifest.digest,
+            "indexDigest": index_digest,
+            "configMediaType": layout.config_media_type,
+            "layerMediaTypes": layout.layer_media_types,
+        })))
+    }
+}
+
+fn glob_options() -> glob::MatchOptions {
+    glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    }
+}
+
+fn registry_outcome(error: RegistryError) -> Outcome {
+    match error {
+        RegistryError::Unavailable { .. } => Outcome::Unavailable(error.to_string()),
+        other => Outcome::Denied(other.to_string()),
+    }
+}
+
+fn registry_of(image: &str) -> String {
+    image
+        .parse::<Reference>()
+        .map(|r| r.registry().to_string())
+        .unwrap_or_else(|_| image.to_string())
+}

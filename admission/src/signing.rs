@@ -1,0 +1,238 @@
+//! cosign-compatible image signatures: keys, signing, and finding and checking the signatures
+//! of a digest.
+//!
+//! Two layouts are supported, both as cosign writes them:
+//! - [`legacy`]: the `sha256-<hex>.sig` tag, one simple-signing payload per layer with the
+//!   signature in the `dev.cosignproject.cosign/signature` annotation;
+//! - [`bundle`]: a sigstore bundle (v0.3, DSSE envelope over an in-toto statement of predicate
+//!   type `https://sigstore.dev/cosign/sign/v1`) attached as an OCI 1.1 referrer.
+//!
+//! Cryptography is the `sigstore` crate's: its encrypted key format, signers and verification
+//! keys (ECDSA P-256/P-384, Ed25519, RSA PKCS#1 v1.5).
+
+pub mod bundle;
+pub mod keys;
+pub mod legacy;
+
+use oci_client::Reference;
+
+pub use keys::{Algorithm, PublicKey};
+
+use crate::registry::{Registries, RegistryError};
+
+/// Which layout a signature was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Format {
+    /// cosign's `.sig` tag.
+    Legacy,
+    /// A sigstore bundle referrer.
+    Bundle,
+}
+
+impl Format {
+    /// The name used in summaries and policy input.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Legacy => "cosign",
+            Format::Bundle => "sigstore-bundle",
+        }
+    }
+}
+
+/// A signature that one of the given keys verified for the digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The key's name.
+    pub key: String,
+    /// Where it was found.
+    pub format: Format,
+}
+
+/// What the registry holds for a digest, checked against keys.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Signatures that verified, one per (key, format).
+    pub verified: Vec<Verified>,
+    /// Signature objects found in total (verified or not).
+    pub found: usize,
+    /// Why found signatures did not count (wrong key, other digest, malformed), deduplicated.
+    pub rejected: Vec<String>,
+}
+
+impl Report {
+    /// Names of the keys that signed, sorted and deduplicated.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.verified.iter().map(|v| v.key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    fn reject(&mut self, reason: String) {
+        if !self.rejected.contains(&reason) {
+            self.rejected.push(reason);
+        }
+    }
+
+    fn accept(&mut self, key: &str, format: Format) {
+        let verified = Verified {
+            key: key.to_string(),
+            format,
+        };
+        if !self.verified.contains(&verified) {
+            self.verified.push(verified);
+        }
+    }
+
+    /// One line on why nothing verified, for deny messages.
+    pub fn explain(&self) -> String {
+        if self.found == 0 {
+            "no signatures found".to_string()
+        } else if self.rejected.is_empty() {
+            format!("{} signature(s) found, none by a trusted key", self.found)
+        } else {
+            format!(
+                "{} signature(s) found, none valid: {}",
+                self.found,
+                self.rejected.join("; ")
+            )
+        }
+    }
+}
+
+/// Finds every signature of `digest` in `repository` (a reference to the image's repository)
+/// in both layouts and checks each against `keys`.
+pub async fn check(
+    registries: &Registries,
+    repository: &Reference,
+    digest: &str,
+    keys: &[PublicKey],
+) -> Result<Report, RegistryError> {
+    let mut report = Report::default();
+    let (legacy, bundles) = futures_util::join!(
+        legacy::fetch(registries, repository, digest),
+        bundle::fetch(registries, repository, digest),
+    );
+    for signature in legacy? {
+        report.found += 1;
+        signature.check(digest, keys, &mut report);
+    }
+    for found in bundles? {
+        report.found += 1;
+        match found {
+            Ok(bundle) => bundle.check(digest, keys, &mut report),
+            Err(reason) => report.reject(reason),
+        }
+    }
+    Ok(report)
+}
+
+/// `registry/repository` of a reference, as cosign writes it in payloads.
+pub fn repository_name(reference: &Reference) -> String {
+    format!("{}/{}", reference.registry(), reference.repository())
+}
+
+/// The reference of `repository` at `digest`.
+pub fn at_digest(repository: &Reference, digest: &str) -> Reference {
+    Reference::with_digest(
+        repository.registry().to_string(),
+        repository.repository().to_string(),
+        digest.to_string(),
+    )
+}
+
+/// The reference of `repository` at `tag`.
+pub fn at_tag(repository: &Reference, tag: &str) -> Reference {
+    Reference::with_tag(
+        repository.registry().to_string(),
+        repository.repository().to_string(),
+        tag.to_string(),
+    )
+}
+
+/// Resolves a reference to the digest of what it names (the index, for multi-platform
+/// images, as cosign signs).
+pub async fn resolve(
+    registries: &Registries,
+    reference: &Reference,
+) -> Result<String, RegistryError> {
+    match reference.digest() {
+        Some(digest) => Ok(digest.to_string()),
+        None => Ok(registries.manifest(reference).await?.digest),
+    }
+}
+
+/// Why signing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The registry refused or could not be reached.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Parses an image reference, naming it in the error.
+pub fn parse_reference(reference: &str) -> Result<Reference, SignError> {
+    reference
+        .parse()
+        .map_err(|e| SignError::Other(format!("invalid reference {reference}: {e}")))
+}
+
+/// Signs what `reference` names (`meshgate sign`); returns `(digest, where the signature went)`.
+pub async fn sign(
+    registries: &Registries,
+    reference: &str,
+    signer: &sigstore::crypto::SigStoreSigner,
+    as_bundle: bool,
+) -> Result<(String, String), SignError> {
+    let reference = parse_reference(reference)?;
+    let manifest = registries.manifest(&reference).await?;
+    let digest = manifest.digest.clone();
+    let location = if as_bundle {
+        let public_der = signer
+            .to_sigstore_keypair()
+            .and_then(|pair| pair.public_key_to_der())
+            .map_err(|e| SignError::Other(format!("public key: {e}")))?;
+        let referrer = bundle::sign(
+            registries,
+            &reference,
+            &digest,
+            manifest.media_type(),
+            manifest.bytes.len(),
+            signer,
+            &public_der,
+        )
+        .await?;
+        format!("bundle referrer {referrer}")
+    } else {
+        let tag = legacy::sign(registries, &reference, &digest, signer).await?;
+        format!("{}:{tag}", repository_name(&reference))
+    };
+    Ok((digest, location))
+}
+
+/// Verifies that one of `keys` signed what `reference` names (`meshgate verify`); returns a
+/// one-line summary, or the reason it is not signed.
+pub async fn verify(
+    registries: &Registries,
+    reference: &str,
+    keys: &[PublicKey],
+) -> Result<String, SignError> {
+    let parsed = parse_reference(reference)?;
+    let digest = resolve(registries, &parsed).await?;
+    let report = check(registries, &parsed, &digest, keys).await?;
+    if report.verified.is_empty() {
+        return Err(SignError::Other(format!(
+            "{reference} ({digest}): {}",
+            report.explain()
+        )));
+    }
+    let by: Vec<String> = report
+        .verified
+        .iter()
+        .map(|v| format!("{} ({})", v.key, v.format.as_str()))
+        .collect();
+    Ok(format!("{reference}: {digest} signed by {}", by.join(", ")))
+}

@@ -1,0 +1,162 @@
+//! cosign's original layout: signatures of `sha256:<hex>` live in the manifest tagged
+//! `sha256-<hex>.sig` in the image's repository, one layer per signature. Each layer is a
+//! simple-signing payload (`application/vnd.dev.cosign.simplesigning.v1+json`) and carries its
+//! base64 signature in the `dev.cosignproject.cosign/signature` annotation.
+
+use base64::Engine as _;
+use oci_client::Reference;
+use serde_json::json;
+use sigstore::cosign::payload::simple_signing::{
+    CRITICAL_TYPE_NAME, Critical, Identity, Image, SimpleSigning,
+};
+use sigstore::crypto::SigStoreSigner;
+
+use super::{Format, PublicKey, Report, SignError, at_tag, repository_name};
+use crate::registry::{MAX_METADATA_BYTES, Registries, RegistryError};
+
+/// Layer media type of a simple-signing payload.
+pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// Annotation holding the base64 signature.
+pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
+/// The tag holding the signatures of `digest`.
+pub fn signature_tag(digest: &str) -> String {
+    format!("{}.sig", digest.replace(':', "-"))
+}
+
+/// One signature layer as found: the payload bytes and the decoded signature.
+#[derive(Debug, Clone)]
+pub struct LayerSignature {
+    payload: Vec<u8>,
+    signature: Result<Vec<u8>, String>,
+}
+
+impl LayerSignature {
+    /// Checks the signature against every key and the payload against `digest`.
+    pub(super) fn check(&self, digest: &str, keys: &[PublicKey], report: &mut Report) {
+        let signature = match &self.signature {
+            Ok(s) => s,
+            Err(reason) => return report.reject(reason.clone()),
+        };
+        let Some(key) = keys.iter().find(|k| k.verifies(signature, &self.payload)) else {
+            return report.reject("cosign signature by an untrusted key".into());
+        };
+        // Only a verified payload is read: its claims mean nothing unsigned.
+        match serde_json::from_slice::<SimpleSigning>(&self.payload) {
+            Ok(payload) if payload.critical.image.docker_manifest_digest == digest => {
+                report.accept(&key.name, Format::Legacy);
+            }
+            Ok(payload) => report.reject(format!(
+                "cosign signature by {} is for {}",
+                key.name, payload.critical.image.docker_manifest_digest
+            )),
+            Err(e) => report.reject(format!("cosign payload signed by {}: {e}", key.name)),
+        }
+    }
+}
+
+/// The signature layers of `digest`; none when the `.sig` tag does not exist.
+pub async fn fetch(
+    registries: &Registries,
+    repository: &Reference,
+    digest: &str,
+) -> Result<Vec<LayerSignature>, RegistryError> {
+    let tag = at_tag(repository, &signature_tag(digest));
+    let manifest = match registries.manifest(&tag).await {
+        Ok(m) => m,
+        Err(RegistryError::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for layer in manifest.json["layers"].as_array().into_iter().flatten() {
+        if layer["mediaType"] != PAYLOAD_MEDIA_TYPE {
+            continue;
+        }
+        let Some(layer_digest) = layer["digest"].as_str() else {
+            continue;
+        };
+        let signature = match layer["annotations"][SIGNATURE_ANNOTATION].as_str() {
+            Some(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| format!("cosign signature annotation: {e}")),
+            None => Err("cosign layer without a signature annotation".to_string()),
+        };
+        let payload = registries
+            .blob(&tag, layer_digest, MAX_METADATA_BYTES)
+            .await?;
+        found.push(LayerSignature { payload, signature });
+    }
+    Ok(found)
+}
+
+/// Signs `digest` of `repository` and adds the signature to the `.sig` manifest (keeping the
+/// signatures already there). Returns the tag written.
+pub async fn sign(
+    registries: &Registries,
+    repository: &Reference,
+    digest: &str,
+    signer: &SigStoreSigner,
+) -> Result<String, SignError> {
+    let payload = SimpleSigning {
+        critical: Critical {
+            type_name: CRITICAL_TYPE_NAME.to_string(),
+            image: Image {
+                docker_manifest_digest: digest.to_string(),
+            },
+            identity: Identity {
+                docker_reference: repository_name(repository),
+            },
+        },
+        optional: None,
+    };
+    let payload = serde_json::to_vec(&payload).map_err(|e| SignError::Other(e.to_string()))?;
+    let signature = signer
+        .sign(&payload)
+        .map_err(|e| SignError::Other(format!("signing: {e}")))?;
+    let signature = base64::engine::general_purpose::STANDARD.encode(signature);
+
+    let tag_name = signature_tag(digest);
+    let tag = at_tag(repository, &tag_name);
+    let mut layers = match registries.manifest(&tag).await {
+        Ok(existing) => existing.json["layers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        Err(RegistryError::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let payload_digest = registries.push_blob(&tag, &payload).await?;
+    let layer = json!({
+        "mediaType": PAYLOAD_MEDIA_TYPE,
+        "size": payload.len(),
+        "digest": payload_digest,
+        "annotations": {SIGNATURE_ANNOTATION: signature},
+    });
+    if !layers.contains(&layer) {
+        layers.push(layer);
+    }
+    // The config cosign writes: an image config whose single "layer" is the payload.
+    let diff_ids: Vec<&str> = layers.iter().filter_map(|l| l["digest"].as_str()).collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "",
+        "created": "0001-01-01T00:00:00Z",
+        "history": [{"created": "0001-01-01T00:00:00Z"}],
+        "os": "",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "config": {},
+    }))
+    .map_err(|e| SignError::Other(e.to_string()))?;
+    let config_digest = registries.push_blob(&tag, &config).await?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "size": config.len(),
+            "digest": config_digest,
+        },
+        "layers": layers,
+    });
+    registries.push_manifest(&tag, &manifest).await?;
+    Ok(tag_name)
+}
