@@ -4,9 +4,9 @@
 //! Per image: parse the reference, pick the trust rule (first glob over `registry/repository`
 //! that matches; none denies), resolve a tag to a digest, check the artifact layout, then find
 //! the cosign signatures of the digest (both layouts, see [`crate::signing`]) and count the
-//! rule's keys that verified. Results are cached per (digest, rule) — verified ones for
-//! `cacheTtl`, failures for `negativeCacheTtl` — and concurrent checks of the same pair share
-//! one registry visit.
+//! rule's keys that verified. Results are cached per (repository, digest, rule), since
+//! signatures live in the image's repository: verified ones for `cacheTtl`, failures for
+//! `negativeCacheTtl`. Concurrent checks of the same entry share one registry visit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -121,7 +121,7 @@ pub struct ImageVerifier {
     tag_ttl: Duration,
     mode: Mode,
     failure_policy: FailurePolicy,
-    verified: Flights<(String, usize), Outcome>,
+    verified: Flights<(String, String, usize), Outcome>,
     tags: Flights<String, Result<String, RegistryError>>,
     metrics: Arc<Metrics>,
 }
@@ -282,7 +282,7 @@ impl ImageVerifier {
         let outcome = self
             .verified
             .get(
-                (digest.clone(), index),
+                (name, digest.clone(), index),
                 |outcome| match outcome {
                     Outcome::Verified(_) => self.cache_ttl,
                     _ => self.negative_ttl,

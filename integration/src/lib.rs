@@ -10,6 +10,7 @@
 //! - [`RlsServer`] — a rate limit service speaking Envoy's protocol (gRPC, Envoy's own protos),
 //!   counting with Limitador on Redis.
 //! - [`Webhook`] — the real `meshgate serve` process over TLS, with a client trusting its CA.
+//! - [`cli`] — the `meshgate` CLI: key pairs, push, sign, verify.
 //!
 //! Every failure to start panics with the component's log tail, so a red test says why.
 
@@ -18,6 +19,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod bootstrap;
+pub mod cli;
 pub mod devkey;
 pub mod echo;
 pub mod envoy;

@@ -1,0 +1,621 @@
+//! Signed Wasm images end to end, against a real `docker-registry` on 127.0.0.1: the CLI makes
+//! keys, pushes and signs; the real webhook admits only signed Wasm artifacts; the `sigstore`
+//! crate's own cosign verifier checks what `meshgate sign` wrote.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use meshgate_integration::cli::{self, meshgate, meshgate_with};
+use meshgate_integration::ports::free_port;
+use meshgate_integration::webhook::request;
+use meshgate_integration::{Registry, Webhook, paths};
+use serde_json::{Value as Json, json};
+
+fn wasm(name: &str) -> PathBuf {
+    let path = paths::dist_dir().join(name);
+    assert!(path.is_file(), "{} (run `make filters`)", path.display());
+    path
+}
+
+/// Keys of every type in a temporary directory.
+struct Keys {
+    dir: tempfile::TempDir,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, algorithm) in [
+            ("release", "ecdsa-p256"),
+            ("ci", "ed25519"),
+            ("legacy-rsa", "rsa"),
+            ("stranger", "ecdsa-p256"),
+        ] {
+            cli::key_pair(&dir.path().join(name), algorithm);
+        }
+        Keys { dir }
+    }
+
+    fn private(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.key"))
+    }
+
+    fn public(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.pub"))
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn http() -> oci_client::Client {
+    oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    })
+}
+
+/// Pushes an ordinary linux/amd64 container image (config + one tar layer).
+fn push_container_image(reference: &str, architecture: &str) -> String {
+    use oci_client::client::{Config, ImageLayer};
+    let reference: oci_client::Reference = reference.parse().unwrap();
+    let layers = vec![ImageLayer::new(
+        b"not really a tarball".to_vec(),
+        "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        None,
+    )];
+    let config = Config::new(
+        json!({"architecture": architecture, "os": if architecture == "wasm" {"wasip1"} else {"linux"},
+               "rootfs": {"type": "layers", "diff_ids": []}})
+        .to_string()
+        .into_bytes(),
+        "application/vnd.oci.image.config.v1+json".into(),
+        None,
+    );
+    runtime().block_on(async {
+        let client = http();
+        let auth = oci_client::secrets::RegistryAuth::Anonymous;
+        client
+            .push(&reference, &layers, config, &auth, None)
+            .await
+            .unwrap();
+        client
+            .fetch_manifest_digest(&reference, &auth)
+            .await
+            .unwrap()
+    })
+}
+
+fn pod_with_images(name: &str, images: &[&str], init: &[&str]) -> Json {
+    let container = |(i, image): (usize, &&str)| {
+        json!({"name": format!("c{i}"), "image": image,
+               "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}}})
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {
+            "runtimeClassName": "wasmtime",
+            "containers": images.iter().enumerate().map(container).collect::<Vec<_>>(),
+            "initContainers": init.iter().enumerate().map(container).collect::<Vec<_>>(),
+        },
+    })
+}
+
+fn review(webhook: &Webhook, name: &str, images: &[&str]) -> Json {
+    webhook.review(&request(
+        &format!("uid-{name}"),
+        "CREATE",
+        &pod_with_images(name, images, &[]),
+        None,
+    ))
+}
+
+fn message(response: &Json) -> String {
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn webhook_config(keys: &Keys, extra: &str) -> String {
+    format!(
+        r#"
+imageVerification:
+  keys:
+    - {{name: release, file: "{release}"}}
+    - {{name: ci, file: "{ci}"}}
+    - {{name: legacy-rsa, file: "{rsa}"}}
+  trust:
+    - name: two-keys
+      images: ["127.0.0.1:*/dual/*"]
+      keys: [release, ci]
+      require: all
+    - name: meshgate
+      images: ["127.0.0.1:*/meshgate/**"]
+      keys: [release, ci, legacy-rsa]
+  tagTtl: 0s
+  negativeCacheTtl: 1s
+  timeout: 2s
+{extra}
+policies:
+  - name: image-facts
+    rego:
+      files: ["{{{{dir}}}}/facts.rego"]
+    mode: warn
+"#,
+        release = keys.public("release").display(),
+        ci = keys.public("ci").display(),
+        rsa = keys.public("legacy-rsa").display(),
+    )
+}
+
+/// A policy that reports, as a warning, what the image checks told it.
+const FACTS_POLICY: &str = r#"package facts
+import rego.v1
+warn contains msg if {
+    some image, facts in input.images
+    msg := sprintf("%s is %s signed by %v", [image, facts.artifact.kind, facts.signedBy])
+}
+"#;
+
+fn start_webhook(keys: &Keys, extra: &str) -> Webhook {
+    // The policy file must exist before the server loads; write it where `{{dir}}` will point
+    // by starting from a config that names an absolute path instead.
+    let policy_dir = keys.dir.path().join(format!("policy-{}", free_port()));
+    std::fs::create_dir_all(&policy_dir).unwrap();
+    std::fs::write(policy_dir.join("facts.rego"), FACTS_POLICY).unwrap();
+    let config = webhook_config(keys, extra).replace("{{dir}}", &policy_dir.display().to_string());
+    Webhook::start(&config)
+}
+
+#[test]
+fn webhook_admits_only_signed_wasm_artifacts() {
+    let registry = Registry::start();
+    let keys = Keys::new();
+    let host = registry.host();
+    let jwt = wasm("jwt-auth.wasm");
+    let ratelimit = wasm("rate-limit.wasm");
+    let passthrough = wasm("test/passthrough.wasm");
+
+    // Signed three ways: cosign legacy with P-256 and RSA, a sigstore bundle with Ed25519.
+    let p256 = format!("{host}/meshgate/jwt-auth:v1");
+    cli::push(&jwt, &p256);
+    cli::sign(&keys.private("release"), &p256, false);
+    let ed = format!("{host}/meshgate/rate-limit:v1");
+    cli::push_format(&ratelimit, &ed, "istio");
+    cli::sign(&keys.private("ci"), &ed, true);
+    let rsa = format!("{host}/meshgate/passthrough:v1");
+    cli::push(&passthrough, &rsa);
+    cli::sign(&keys.private("legacy-rsa"), &rsa, false);
+
+    let webhook = start_webhook(&keys, "");
+
+    let allowed = review(&webhook, "signed", &[&p256, &ed, &rsa]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    let warnings = allowed["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("{p256} is wasm-oci signed by [\\\"release\\\"]")),
+        "policies see the facts: {warnings}"
+    );
+    assert!(
+        warnings.contains(&format!("{ed} is istio signed by [\\\"ci\\\"]")),
+        "{warnings}"
+    );
+    assert!(warnings.contains("legacy-rsa"), "{warnings}");
+
+    // Unsigned.
+    let unsigned = format!("{host}/meshgate/unsigned:v1");
+    cli::push(&jwt, &unsigned);
+    let denied = review(&webhook, "unsigned", &[&unsigned]);
+    assert_eq!(denied["allowed"], false);
+    assert!(
+        message(&denied).contains(&format!("[image-verification] {unsigned}")),
+        "{denied}"
+    );
+    assert!(message(&denied).contains("no signatures found"), "{denied}");
+
+    // Signed, but by a key no rule trusts.
+    let stranger = format!("{host}/meshgate/stranger:v1");
+    cli::push(&ratelimit, &stranger);
+    cli::sign(&keys.private("stranger"), &stranger, false);
+    let denied = review(&webhook, "stranger", &[&stranger]);
+    assert_eq!(denied["allowed"], false);
+    assert!(message(&denied).contains("untrusted key"), "{denied}");
+
+    // An unsigned init container denies the pod too.
+    let denied = webhook.review(&request(
+        "uid-init",
+        "CREATE",
+        &pod_with_images("init", &[&p256], &[&unsigned]),
+        None,
+    ));
+    assert_eq!(denied["allowed"], false);
+    assert!(message(&denied).contains(&unsigned), "{denied}");
+
+    // A tag moved to other content after signing.
+    let moving = format!("{host}/meshgate/moving:stable");
+    cli::push(&jwt, &moving);
+    cli::sign(&keys.private("release"), &moving, false);
+    assert_eq!(review(&webhook, "before-move", &[&moving])["allowed"], true);
+    cli::push(&ratelimit, &moving);
+    let denied = review(&webhook, "after-move", &[&moving]);
+    assert_eq!(
+        denied["allowed"], false,
+        "a moved tag must not keep the old signature"
+    );
+    assert!(message(&denied).contains("no signatures found"), "{denied}");
+
+    // A valid signature of one digest copied to another digest's signature tag.
+    let original = format!("{host}/meshgate/copy-source:v1");
+    let original_digest = cli::push(&jwt, &original);
+    cli::sign(&keys.private("release"), &original, false);
+    let target = format!("{host}/meshgate/copy-source:other");
+    let target_digest = cli::push(&passthrough, &target);
+    copy_manifest(
+        &format!(
+            "{host}/meshgate/copy-source:{}.sig",
+            original_digest.replace(':', "-")
+        ),
+        &format!(
+            "{host}/meshgate/copy-source:{}.sig",
+            target_digest.replace(':', "-")
+        ),
+    );
+    let denied = review(&webhook, "copied", &[&target]);
+    assert_eq!(denied["allowed"], false);
+    assert!(
+        message(&denied).contains(&format!("is for {original_digest}")),
+        "{denied}"
+    );
+
+    // A signed container image that is not Wasm; and one whose config says wasm.
+    let linux = format!("{host}/meshgate/linux-app:v1");
+    push_container_image(&linux, "amd64");
+    cli::sign(&keys.private("release"), &linux, false);
+    let denied = review(&webhook, "linux", &[&linux]);
+    assert_eq!(denied["allowed"], false);
+    assert!(message(&denied).contains("not a Wasm artifact"), "{denied}");
+    let wasm_image = format!("{host}/meshgate/wasm-image:v1");
+    push_container_image(&wasm_image, "wasm");
+    cli::sign(&keys.private("release"), &wasm_image, false);
+    let allowed = review(&webhook, "wasm-image", &[&wasm_image]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+
+    // No rule for the image.
+    let denied = review(&webhook, "no-rule", &[&format!("{host}/elsewhere/app:v1")]);
+    assert!(
+        message(&denied).contains("no trust rule matches"),
+        "{denied}"
+    );
+
+    // require: all — one key is not enough, both are.
+    let dual = format!("{host}/dual/app:v1");
+    cli::push(&jwt, &dual);
+    cli::sign(&keys.private("release"), &dual, false);
+    let denied = review(&webhook, "dual-one", &[&dual]);
+    assert_eq!(denied["allowed"], false);
+    assert!(message(&denied).contains("2 of 2 keys"), "{denied}");
+    assert!(message(&denied).contains("signed by release"), "{denied}");
+    // The failure is remembered for negativeCacheTtl (1s here); after it, the new signature
+    // counts.
+    cli::sign(&keys.private("ci"), &dual, true);
+    std::thread::sleep(Duration::from_millis(1200));
+    let allowed = review(&webhook, "dual-both", &[&dual]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+}
+
+/// Copies a manifest from one tag to another, byte for byte.
+fn copy_manifest(from: &str, to: &str) {
+    let from: oci_client::Reference = from.parse().unwrap();
+    let to: oci_client::Reference = to.parse().unwrap();
+    runtime().block_on(async {
+        let client = http();
+        let auth = oci_client::secrets::RegistryAuth::Anonymous;
+        let (bytes, _) = client
+            .pull_manifest_raw(
+                &from,
+                &auth,
+                &["application/vnd.oci.image.manifest.v1+json"],
+            )
+            .await
+            .unwrap();
+        client
+            .push_manifest_raw(
+                &to,
+                bytes,
+                "application/vnd.oci.image.manifest.v1+json"
+                    .parse()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    });
+}
+
+/// Requests the registry served whose line contains `needle`.
+fn requests(registry: &Registry, needle: &str) -> usize {
+    registry
+        .log()
+        .lines()
+        .filter(|l| l.contains("response completed") && l.contains(needle))
+        .count()
+}
+
+#[test]
+fn verified_images_are_cached_and_bursts_share_one_registry_visit() {
+    let registry = Registry::start();
+    let keys = Keys::new();
+    let host = registry.host();
+    let image = format!("{host}/meshgate/burst:v1");
+    let digest = cli::push(&wasm("jwt-auth.wasm"), &image);
+    cli::sign(&keys.private("release"), &image, false);
+    let pinned = format!("{host}/meshgate/burst@{digest}");
+    let sig_tag = format!("{}.sig", digest.replace(':', "-"));
+    let webhook = std::sync::Arc::new(start_webhook(&keys, ""));
+    let signature_fetches = requests(&registry, &sig_tag);
+
+    // Eight concurrent reviews of a never-seen image: one look at its signatures.
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let webhook = webhook.clone();
+            let pinned = pinned.clone();
+            std::thread::spawn(move || review(&webhook, &format!("burst-{i}"), &[&pinned]))
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap()["allowed"], true);
+    }
+    assert_eq!(
+        requests(&registry, &sig_tag),
+        signature_fetches + 1,
+        "signature manifest fetched once for the burst:\n{}",
+        registry.log()
+    );
+
+    // Warm: no registry request at all.
+    let before = requests(&registry, "/v2/meshgate/burst/");
+    for i in 0..5 {
+        assert_eq!(
+            review(&webhook, &format!("warm-{i}"), &[&pinned])["allowed"],
+            true
+        );
+    }
+    assert_eq!(requests(&registry, "/v2/meshgate/burst/"), before);
+    let (_, metrics) = webhook.get("/metrics");
+    assert!(
+        metrics.contains(
+            "meshgate_admission_image_verification_duration_seconds_count{outcome=\"verified\"} 13"
+        ),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_registry_that_is_down_denies_fast_or_warns_when_failing_open() {
+    let keys = Keys::new();
+    // Nothing listens on this port.
+    let down = format!("127.0.0.1:{}/meshgate/app:v1", free_port());
+    let webhook = start_webhook(&keys, "");
+    let started = Instant::now();
+    let denied = review(&webhook, "down", &[&down]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(denied["allowed"], false);
+    let reason = message(&denied);
+    let registry = down.split('/').next().unwrap();
+    assert!(
+        reason.contains(&format!("registry {registry} unavailable")),
+        "{reason}"
+    );
+    assert_eq!(webhook.get("/healthz").0, 200);
+
+    let open = start_webhook(&keys, "  failurePolicy: Ignore");
+    let allowed = review(&open, "down-open", &[&down]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    assert!(
+        allowed["warnings"].to_string().contains("unavailable"),
+        "{allowed}"
+    );
+    // Fail-open covers an unreachable registry only, never a failed signature check.
+    let denied = review(&open, "no-rule", &["ghcr.io/acme/app:v1"]);
+    assert_eq!(denied["allowed"], false, "{denied}");
+}
+
+#[test]
+fn cli_sign_and_verify_agree_with_the_sigstore_crate() {
+    let registry = Registry::start();
+    let keys = Keys::new();
+    let host = registry.host();
+    let reference = format!("{host}/meshgate/jwt-auth:v2");
+    let digest = cli::push(&wasm("jwt-auth.wasm"), &reference);
+
+    // Not yet signed.
+    let release_pub = keys.public("release").display().to_string();
+    let out = meshgate(&["verify", "--key", &release_pub, &reference]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("no signatures found"), "{out:?}");
+
+    cli::sign(&keys.private("release"), &reference, false);
+    let out = meshgate(&["verify", "--key", &release_pub, &reference]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout.trim(),
+        format!("{reference}: {digest} signed by {release_pub} (cosign)")
+    );
+    let stranger_pub = keys.public("stranger").display().to_string();
+    let out = meshgate(&["verify", "--key", &stranger_pub, &reference]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("untrusted key"), "{out:?}");
+
+    // The sigstore crate's cosign client finds and verifies the same signature.
+    sigstore_verifies(&reference, &digest, &keys.public("release"));
+    assert!(
+        std::panic::catch_unwind(|| sigstore_verifies(
+            &reference,
+            &digest,
+            &keys.public("stranger")
+        ))
+        .is_err(),
+        "the sigstore crate must reject the wrong key"
+    );
+
+    // The bundle form: verify finds it, and the bundle is a well-formed sigstore bundle whose
+    // DSSE signature ed25519-dalek verifies over the statement naming the digest.
+    cli::sign(&keys.private("ci"), &reference, true);
+    let ci_pub = keys.public("ci").display().to_string();
+    let out = meshgate(&["verify", "--key", &ci_pub, &reference]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("(sigstore-bundle)"), "{out:?}");
+    bundle_verifies_independently(&host, &digest, &keys.public("ci"));
+}
+
+fn sigstore_verifies(reference: &str, digest: &str, public_key: &Path) {
+    use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraint};
+    use sigstore::cosign::{ClientBuilder, CosignCapabilities};
+    use sigstore::registry::{Auth, ClientConfig, ClientProtocol, OciReference};
+    let pem = std::fs::read(public_key).unwrap();
+    runtime().block_on(async {
+        let mut client = ClientBuilder::default()
+            .with_oci_client_config(ClientConfig {
+                protocol: ClientProtocol::Http,
+                ..Default::default()
+            })
+            .build()
+            .unwrap();
+        let image: OciReference = reference.parse().unwrap();
+        let (_, source_digest) = client.triangulate(&image, &Auth::Anonymous).await.unwrap();
+        assert_eq!(source_digest, digest);
+        let layers = client
+            .trusted_signature_layers(&Auth::Anonymous, &image)
+            .await
+            .unwrap();
+        let verifier: Box<dyn VerificationConstraint> =
+            Box::new(PublicKeyVerifier::try_from(pem.as_slice()).unwrap());
+        let constraints = [verifier];
+        sigstore::cosign::verify_constraints(&layers, constraints.iter())
+            .unwrap_or_else(|e| panic!("sigstore rejects the signature: {e:?}"));
+    });
+}
+
+fn bundle_verifies_independently(host: &str, digest: &str, public_key: &Path) {
+    use base64::Engine as _;
+    use ed25519_dalek::Verifier as _;
+    use ed25519_dalek::pkcs8::DecodePublicKey as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (index, bundle) = runtime().block_on(async {
+        let client = http();
+        let auth = oci_client::secrets::RegistryAuth::Anonymous;
+        // docker-registry has no referrers API: the tag schema index must list the bundle.
+        let index_ref: oci_client::Reference =
+            format!("{host}/meshgate/jwt-auth:{}", digest.replace(':', "-"))
+                .parse()
+                .unwrap();
+        let (index, _) = client
+            .pull_manifest_raw(
+                &index_ref,
+                &auth,
+                &["application/vnd.oci.image.index.v1+json"],
+            )
+            .await
+            .unwrap();
+        let index: Json = serde_json::from_slice(&index).unwrap();
+        let referrer = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let referrer_ref: oci_client::Reference = format!("{host}/meshgate/jwt-auth@{referrer}")
+            .parse()
+            .unwrap();
+        let image = client
+            .pull(
+                &referrer_ref,
+                &auth,
+                vec!["application/vnd.dev.sigstore.bundle.v0.3+json"],
+            )
+            .await
+            .unwrap();
+        let manifest = image.manifest.unwrap();
+        assert_eq!(manifest.subject.unwrap().digest, digest);
+        (index, image.layers[0].data.to_vec())
+    });
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        "application/vnd.dev.sigstore.bundle.v0.3+json"
+    );
+    // The sigstore crate's protobuf bundle type accepts it.
+    let parsed: sigstore::bundle::Bundle = serde_json::from_slice(&bundle).unwrap();
+    assert_eq!(
+        parsed.media_type,
+        "application/vnd.dev.sigstore.bundle.v0.3+json"
+    );
+    let bundle: Json = serde_json::from_slice(&bundle).unwrap();
+    let envelope = &bundle["dsseEnvelope"];
+    let payload = b64.decode(envelope["payload"].as_str().unwrap()).unwrap();
+    let statement: Json = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        statement["predicateType"],
+        "https://sigstore.dev/cosign/sign/v1"
+    );
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        digest.trim_start_matches("sha256:")
+    );
+    let payload_type = envelope["payloadType"].as_str().unwrap();
+    let mut pae = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    pae.extend_from_slice(&payload);
+    let signature = b64
+        .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
+        .unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_public_key_pem(
+        &std::fs::read_to_string(public_key).unwrap(),
+    )
+    .unwrap();
+    key.verify(
+        &pae,
+        &ed25519_dalek::Signature::from_slice(&signature).unwrap(),
+    )
+    .expect("ed25519-dalek verifies the DSSE signature");
+}
+
+#[test]
+fn cli_reports_key_and_password_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("k").display().to_string();
+    let out = meshgate_with(
+        &["generate-key-pair", "--output-prefix", &prefix],
+        &[("COSIGN_PASSWORD", None)],
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("COSIGN_PASSWORD"), "{out:?}");
+    cli::meshgate_ok(&["generate-key-pair", "--output-prefix", &prefix]);
+    let key = std::fs::read_to_string(dir.path().join("k.key")).unwrap();
+    assert!(key.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"));
+    let public = std::fs::read_to_string(dir.path().join("k.pub")).unwrap();
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"));
+    // Existing keys are kept.
+    let out = meshgate(&["generate-key-pair", "--output-prefix", &prefix]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("--force"), "{out:?}");
+    // A wrong password is named as the likely cause before any registry is contacted.
+    let key_path = dir.path().join("k.key").display().to_string();
+    let out = meshgate_with(
+        &["sign", "--key", &key_path, "127.0.0.1:1/x/y:v1"],
+        &[("COSIGN_PASSWORD", Some("wrong"))],
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("wrong COSIGN_PASSWORD"), "{out:?}");
+}
