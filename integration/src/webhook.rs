@@ -194,10 +194,25 @@ pub use meshgate_admission::testing::admission_request as request;
 /// limits and a pinned image from ghcr.io, privileged or not. Used by `make run` and
 /// `make bench`.
 pub fn sample_review(uid: &str, privileged: bool, runtime_class: Option<&str>) -> Json {
+    sample_review_of(
+        uid,
+        privileged,
+        runtime_class,
+        "ghcr.io/meshgate/hello@sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    )
+}
+
+/// [`sample_review`] with another image.
+pub fn sample_review_of(
+    uid: &str,
+    privileged: bool,
+    runtime_class: Option<&str>,
+    image: &str,
+) -> Json {
     let mut spec = serde_json::json!({
         "containers": [{
             "name": "app",
-            "image": "ghcr.io/meshgate/hello@sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            "image": image,
             "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}},
             "securityContext": {"privileged": privileged, "allowPrivilegeEscalation": false},
         }],

@@ -2,20 +2,33 @@
 //!
 //! Envoy (with `envoy/demo.yaml`: jwt-auth then rate-limit in front of an upstream), a demo upstream
 //! that echoes what reaches it, a JWKS endpoint serving a development key generated now, and the
-//! admission webhook (`meshgate serve` with `admission/examples/dev.yaml`) over TLS.
-//! It checks the stack answers as it should, then prints the commands to try it.
+//! admission webhook over TLS: `admission/examples/dev.yaml` plus image verification against a
+//! local OCI registry (`docker-registry`) holding the jwt-auth filter, signed with the dev cosign
+//! key in `.state/dev/`. It checks the stack answers as it should, then prints the commands to
+//! try it.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use meshgate_integration::devkey::{self, DevKey};
-use meshgate_integration::webhook::sample_review;
+use meshgate_integration::webhook::sample_review_of;
 use meshgate_integration::{
-    Echo, Envoy, JwksServer, Webhook, envoy::template_file, http_client, paths,
+    Echo, Envoy, JwksServer, Registry, Webhook, cli, envoy::template_file, http_client, paths,
 };
+use serde_json::Value as Json;
 
 const LISTENER: &str = "http://127.0.0.1:10000";
 const WEBHOOK_PORT: u16 = 8443;
+
+/// Appended to dev.yaml: images from loopback registries must be signed by the dev cosign key.
+const IMAGE_VERIFICATION: &str = r#"imageVerification:
+  keys:
+    - {name: dev, file: ../dev/cosign.pub}
+  trust:
+    - name: local-registry
+      images: ["127.0.0.1:*/**"]
+      keys: [dev]
+"#;
 
 fn main() -> Result<()> {
     let key = DevKey::load_or_create(&devkey::default_dir()).map_err(anyhow::Error::msg)?;
@@ -28,32 +41,68 @@ fn main() -> Result<()> {
         .map_err(anyhow::Error::msg)
         .context("starting Envoy with envoy/demo.yaml (ports 10000-10002 and 9901 must be free)")?;
 
+    // A local registry with the jwt-auth filter signed by the dev cosign key, and the rate-limit
+    // filter unsigned.
+    let registry = Registry::start();
+    let cosign_key = devkey::default_dir().join("cosign");
+    cli::key_pair(&cosign_key, "ecdsa-p256");
+    let dist = paths::dist_dir();
+    let signed = format!("{}/meshgate/jwt-auth:dev", registry.host());
+    let signed_digest = cli::push(&dist.join("jwt-auth.wasm"), &signed);
+    cli::sign(&cosign_key.with_extension("key"), &signed, false);
+    let signed_pinned = format!("{}/meshgate/jwt-auth@{signed_digest}", registry.host());
+    let unsigned = format!("{}/meshgate/rate-limit:dev", registry.host());
+    cli::push(&dist.join("rate-limit.wasm"), &unsigned);
+
+    // dev.yaml plus image verification; written two levels below the repository root, like
+    // dev.yaml, so its relative paths hold.
     let repo = paths::repo_root();
+    let state = repo.join(".state/demo");
+    std::fs::create_dir_all(&state)?;
+    let config = state.join("webhook.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n{}",
+            std::fs::read_to_string(repo.join("admission/examples/dev.yaml"))?,
+            IMAGE_VERIFICATION
+        ),
+    )?;
     let webhook = Webhook::start_file(
-        &repo.join("admission/examples/dev.yaml"),
+        &config,
         tempfile::tempdir()?,
         &repo.join(".state/admission-tls/ca.crt"),
         WEBHOOK_PORT,
     );
-    let reviews = repo.join(".state/demo");
-    std::fs::create_dir_all(&reviews)?;
-    let privileged = reviews.join("privileged-pod.json");
-    let allowed = reviews.join("wasm-pod.json");
-    std::fs::write(
-        &privileged,
-        sample_review("demo-1", true, Some("wasmtime")).to_string(),
-    )?;
-    std::fs::write(
-        &allowed,
-        sample_review("demo-2", false, Some("wasmtime")).to_string(),
-    )?;
-    let denied_answer =
-        webhook.review(&sample_review("self-check-1", true, Some("wasmtime"))["request"]);
-    let allowed_answer =
-        webhook.review(&sample_review("self-check-2", false, Some("wasmtime"))["request"]);
-    if denied_answer["allowed"] != false || allowed_answer["allowed"] != true {
-        bail!("the webhook does not answer as expected: {denied_answer} / {allowed_answer}");
+    let reviews = [
+        (
+            "privileged-pod.json",
+            sample_review_of("demo-1", true, Some("wasmtime"), &signed_pinned),
+        ),
+        (
+            "wasm-pod.json",
+            sample_review_of("demo-2", false, Some("wasmtime"), &signed_pinned),
+        ),
+        (
+            "unsigned-pod.json",
+            sample_review_of("demo-3", false, Some("wasmtime"), &unsigned),
+        ),
+    ];
+    for (file, review) in &reviews {
+        std::fs::write(state.join(file), review.to_string())?;
     }
+    let answers: Vec<Json> = reviews
+        .iter()
+        .map(|(_, review)| webhook.review(&review["request"]))
+        .collect();
+    if answers[0]["allowed"] != false
+        || answers[1]["allowed"] != true
+        || answers[2]["allowed"] != false
+    {
+        bail!("the webhook does not answer as expected: {answers:?}");
+    }
+    let [privileged, allowed, unsigned_pod] =
+        ["privileged-pod.json", "wasm-pod.json", "unsigned-pod.json"].map(|f| state.join(f));
 
     // A self-check subject of its own per run, so the printed token starts with a full
     // rate-limit bucket.
@@ -87,21 +136,29 @@ fn main() -> Result<()> {
          \n                                                 # the same 11 times in a minute: the 11th is 429\
          \n  target/debug/meshgate-dev token --sub alice      # more tokens for the same dev key (.state/dev)\
          \n  curl -s http://127.0.0.1:9901/stats | grep wasmcustom\n\
-         \n  Admission webhook {webhook_url}   meshgate serve with admission/examples/dev.yaml\
+         \n  Admission webhook {webhook_url}   dev.yaml + image verification ({config})\
+         \n  OCI registry      http://{registry}   {signed} signed with .state/dev/cosign.key\
          \n\n  curl --cacert {ca} \\\
          \n       -H 'Content-Type: application/json' --data @{privileged} {webhook_url}/validate\
          \n                                                 # allowed: false, [privileged] container \"app\" ... is privileged\
          \n  curl --cacert {ca} \\\
          \n       -H 'Content-Type: application/json' --data @{allowed} {webhook_url}/validate\
-         \n                                                 # allowed: true\
+         \n                                                 # allowed: true (a signed Wasm artifact, a clean pod)\
+         \n  curl --cacert {ca} \\\
+         \n       -H 'Content-Type: application/json' --data @{unsigned_pod} {webhook_url}/validate\
+         \n                                                 # allowed: false, [image-verification] ... no signatures found\
+         \n  target/debug/meshgate verify --key .state/dev/cosign.pub {signed}\
          \n  curl --cacert {ca} {webhook_url}/metrics\n\
-         \nSelf-check: no token → {without_status}, dev token → {with_status}; privileged Wasm pod denied, clean one allowed.",
+         \nSelf-check: no token → {without_status}, dev token → {with_status}; privileged Wasm pod denied, signed clean one allowed, unsigned one denied.",
         upstream.port(),
         jwks.url(),
         webhook_url = webhook.url,
         ca = webhook.ca.display(),
         privileged = privileged.display(),
         allowed = allowed.display(),
+        unsigned_pod = unsigned_pod.display(),
+        config = config.display(),
+        registry = registry.host(),
     );
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -110,9 +167,10 @@ fn main() -> Result<()> {
     runtime.block_on(async {
         let _ = tokio::signal::ctrl_c().await;
     });
-    println!("\nstopping: Envoy, upstream, JWKS, webhook");
+    println!("\nstopping: Envoy, upstream, JWKS, webhook, registry");
     drop(envoy);
     drop(webhook);
+    drop(registry);
     std::thread::sleep(Duration::from_millis(100));
     Ok(())
 }
