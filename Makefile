@@ -19,13 +19,13 @@ FIXTURES       := passthrough
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup filters dev-keys istio build run test meshgate policy-test bench lint fmt clean
+.PHONY: help setup filters dev-keys istio publish build run test meshgate policy-test bench lint fmt clean
 
 help:
 	@echo "make run    - build everything and run the demo stack on 127.0.0.1 (Ctrl-C stops it)"
 	@echo "make test   - set up, build, lint and run every test"
 	@echo "make bench  - run the benchmarks and rewrite BENCHMARKS.md"
-	@echo "make setup | filters | dev-keys | istio | build | meshgate | policy-test | lint | fmt | clean"
+	@echo "make setup | filters | dev-keys | istio | publish | build | meshgate | policy-test | lint | fmt | clean"
 
 ## setup: idempotent; each step checks before it installs, so a second run takes a second.
 setup:
@@ -76,6 +76,22 @@ dev-keys:
 ## filters are pushed there in Istio's OCI layout and the WasmPlugins pinned to their digests.
 istio: filters
 	cargo run --quiet -p meshgate-integration --bin meshgate-dev -- istio $(if $(REGISTRY),--registry $(REGISTRY))
+
+## publish: push dist/jwt-auth.wasm and dist/rate-limit.wasm to REGISTRY=host:port in Istio's
+## OCI layout as meshgate/<filter>:TAG and sign each with KEY (cosign format; its password comes
+## from COSIGN_PASSWORD). Without KEY, the dev key .state/dev/cosign.key is made on first use.
+KEY ?= .state/dev/cosign.key
+TAG ?= 0.1.0
+export COSIGN_PASSWORD ?= meshgate-dev
+publish: filters meshgate
+	@test -n "$(REGISTRY)" || { echo "usage: make publish REGISTRY=host:port [KEY=cosign.key] [TAG=0.1.0]" >&2; exit 2; }
+	@if [ ! -f "$(KEY)" ]; then mkdir -p "$(dir $(KEY))" && target/debug/meshgate generate-key-pair --output-prefix "$(basename $(KEY))"; fi
+	@for f in $(FILTERS); do \
+	  ref=$(REGISTRY)/meshgate/$$f:$(TAG); \
+	  digest=$$(target/debug/meshgate push dist/$$f.wasm $$ref --format istio) && \
+	  target/debug/meshgate sign --key "$(KEY)" $$ref >/dev/null && \
+	  echo "publish: $$ref@$$digest signed with $(KEY)" || exit 1; \
+	done
 
 build: filters
 	cargo build --workspace --all-targets

@@ -619,3 +619,33 @@ fn cli_reports_key_and_password_problems() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("wrong COSIGN_PASSWORD"), "{out:?}");
 }
+
+#[test]
+fn make_publish_pushes_and_signs_the_filters() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("publisher.key");
+    // The prerequisites (filters, meshgate) are built before the tests run.
+    let out = std::process::Command::new("make")
+        .current_dir(paths::repo_root())
+        .args(["-s", "-o", "filters", "-o", "meshgate", "publish"])
+        .arg(format!("REGISTRY={}", registry.host()))
+        .arg(format!("KEY={}", key.display()))
+        .arg("TAG=test")
+        .env("COSIGN_PASSWORD", cli::KEY_PASSWORD)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = key.with_extension("pub").display().to_string();
+    for filter in ["jwt-auth", "rate-limit"] {
+        let reference = format!("{}/meshgate/{filter}:test", registry.host());
+        assert!(stdout.contains(&format!("publish: {reference}@sha256:")), "{stdout}");
+        let out = meshgate(&["verify", "--key", &public, &reference]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+}
