@@ -122,7 +122,7 @@ pub struct ImageVerifier {
     mode: Mode,
     failure_policy: FailurePolicy,
     verified: Flights<(String, String, usize), Outcome>,
-    tags: Flights<String, Result<String, RegistryError>>,
+    tags: Flights<String, Result<Manifest, RegistryError>>,
     metrics: Arc<Metrics>,
 }
 
@@ -259,8 +259,9 @@ impl ImageVerifier {
         }) else {
             return Outcome::Denied(format!("no trust rule matches {name}"));
         };
-        let digest = match reference.digest() {
-            Some(digest) => digest.to_string(),
+        // A tag's manifest is kept with its digest: the checks below reuse it.
+        let (digest, manifest) = match reference.digest() {
+            Some(digest) => (digest.to_string(), None),
             None => {
                 let resolved = self
                     .tags
@@ -270,11 +271,11 @@ impl ImageVerifier {
                             Ok(_) => self.tag_ttl,
                             Err(_) => self.negative_ttl.min(self.tag_ttl),
                         },
-                        || async { self.registries.manifest(&reference).await.map(|m| m.digest) },
+                        || async { self.registries.manifest(&reference).await },
                     )
                     .await;
                 match resolved {
-                    Ok(digest) => digest,
+                    Ok(manifest) => (manifest.digest.clone(), Some(manifest)),
                     Err(e) => return registry_outcome(e),
                 }
             }
@@ -287,7 +288,7 @@ impl ImageVerifier {
                     Outcome::Verified(_) => self.cache_ttl,
                     _ => self.negative_ttl,
                 },
-                || self.verify(&reference, &digest, rule),
+                || self.verify(&reference, &digest, manifest, rule),
             )
             .await;
         match outcome {
@@ -299,13 +300,31 @@ impl ImageVerifier {
         }
     }
 
-    async fn verify(&self, reference: &Reference, digest: &str, rule: &Rule) -> Outcome {
+    async fn verify(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        manifest: Option<Manifest>,
+        rule: &Rule,
+    ) -> Outcome {
         let repository = signing::at_digest(reference, digest);
-        let manifest = match self.registries.manifest(&repository).await {
-            Ok(m) => m,
-            Err(e) => return registry_outcome(e),
+        let artifact = async {
+            let manifest = match manifest {
+                Some(m) => m,
+                None => self.registries.manifest(&repository).await?,
+            };
+            self.artifact(&repository, manifest).await
         };
-        let artifact = match self.artifact(&repository, manifest).await {
+        // The artifact and its signatures are independent lookups: ask for both at once.
+        let signatures = async {
+            if rule.keys.is_empty() {
+                Ok(signing::Report::default())
+            } else {
+                signing::check(&self.registries, &repository, digest, &rule.keys).await
+            }
+        };
+        let (artifact, report) = futures_util::join!(artifact, signatures);
+        let artifact = match artifact {
             Ok(Ok(facts)) => facts,
             Ok(Err(reason)) => return Outcome::Denied(reason),
             Err(e) => return registry_outcome(e),
@@ -322,7 +341,7 @@ impl ImageVerifier {
         if rule.keys.is_empty() {
             return Outcome::Verified(facts);
         }
-        let report = match signing::check(&self.registries, &repository, digest, &rule.keys).await {
+        let report = match report {
             Ok(r) => r,
             Err(e) => return registry_outcome(e),
         };

@@ -107,6 +107,8 @@ pub struct Registries {
     auths: HashMap<String, RegistryAuth>,
     default_auth: Option<RegistryAuth>,
     insecure: Vec<String>,
+    /// Whether a registry answered `GET /v2/` without an auth challenge, probed once each.
+    open: std::sync::Mutex<HashMap<String, bool>>,
 }
 
 impl Registries {
@@ -172,6 +174,7 @@ impl Registries {
             auths,
             default_auth: None,
             insecure,
+            open: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -214,10 +217,56 @@ impl Registries {
     async fn prepare(&self, reference: &Reference) -> (&Client, String) {
         let registry = reference.resolve_registry().to_string();
         let client = self.client(&registry);
-        client
-            .store_auth_if_needed(&registry, &self.auth(&registry))
-            .await;
+        let auth = self.auth(&registry);
+        if matches!(auth, RegistryAuth::Anonymous)
+            && self.is_open(client, reference, &registry).await
+        {
+            // oci-client caches tokens, not "no auth needed": without a cached credential it asks
+            // `GET /v2/` again before every request. A registry that challenges nothing ignores
+            // credentials, so an empty basic credential for the repository saves that round trip.
+            client
+                .tokens
+                .insert(
+                    reference,
+                    oci_client::RegistryOperation::Pull,
+                    oci_client::token_cache::RegistryTokenType::Basic(String::new(), String::new()),
+                )
+                .await;
+        }
+        client.store_auth_if_needed(&registry, &auth).await;
         (client, registry)
+    }
+
+    /// Whether `registry` serves anonymous requests without an auth challenge (asked once).
+    async fn is_open(&self, client: &Client, reference: &Reference, registry: &str) -> bool {
+        if let Some(open) = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(registry)
+        {
+            return *open;
+        }
+        // `auth` answers None exactly when `GET /v2/` carries no WWW-Authenticate challenge.
+        match client
+            .auth(
+                reference,
+                &RegistryAuth::Anonymous,
+                oci_client::RegistryOperation::Pull,
+            )
+            .await
+        {
+            Ok(token) => {
+                let open = token.is_none();
+                self.open
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(registry.to_string(), open);
+                open
+            }
+            // Unreachable now: ask again next time.
+            Err(_) => false,
+        }
     }
 
     /// Fetches a manifest by tag or digest. When the reference has a digest, the bytes must

@@ -644,7 +644,10 @@ fn make_publish_pushes_and_signs_the_filters() {
     let public = key.with_extension("pub").display().to_string();
     for filter in ["jwt-auth", "rate-limit"] {
         let reference = format!("{}/meshgate/{filter}:test", registry.host());
-        assert!(stdout.contains(&format!("publish: {reference}@sha256:")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("publish: {reference}@sha256:")),
+            "{stdout}"
+        );
         let out = meshgate(&["verify", "--key", &public, &reference]);
         assert_eq!(out.code, 0, "{out:?}");
     }

@@ -14,7 +14,7 @@ use meshgate_integration::ports::free_port;
 use meshgate_integration::webhook::sample_review;
 use meshgate_integration::{Webhook, paths};
 
-use crate::{Args, wrk};
+use crate::{Args, post_script, wrk};
 
 /// Fixed rates of the latency rows (reviews per second).
 const RATES: [u32; 2] = [1000, 3000];
@@ -44,21 +44,11 @@ pub fn run(args: &Args) -> Result<String> {
             sample_review("bench", true, None),
         ),
     ];
-    let mut scripts = Vec::new();
-    for (i, (_, review)) in bodies.iter().enumerate() {
-        let body = work.path().join(format!("review-{i}.json"));
-        std::fs::write(&body, review.to_string())?;
-        let script = work.path().join(format!("post-{i}.lua"));
-        std::fs::write(
-            &script,
-            format!(
-                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
-                 local f = io.open(\"{}\", \"r\")\nwrk.body = f:read(\"*a\")\nf:close()\n",
-                body.display()
-            ),
-        )?;
-        scripts.push(script);
-    }
+    let scripts = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, (_, review))| post_script(work.path(), &format!("review-{i}"), review))
+        .collect::<Result<Vec<_>>>()?;
     let url = format!("{}/validate", webhook.url);
 
     // Saturation: wrk, keep-alive, as many reviews as the webhook answers.

@@ -5,9 +5,10 @@
 //! with the same wrk settings; ratios compare rows of the same run only.
 
 mod admission;
+mod images;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
@@ -37,7 +38,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
     /// Run only the rows whose name contains this (the floor rows always run); `admission`
-    /// runs only the webhook rows.
+    /// runs only the webhook rows (with image verification), `images` only image verification.
     #[arg(long)]
     only: Option<String>,
 }
@@ -50,6 +51,22 @@ struct Row {
     p99_ms: f64,
     non_2xx: u64,
     base: Option<String>,
+}
+
+/// Writes `body` as `dir/NAME.json` and a wrk script that POSTs it as JSON; returns the script.
+pub(crate) fn post_script(dir: &Path, name: &str, body: &serde_json::Value) -> Result<PathBuf> {
+    let body_path = dir.join(format!("{name}.json"));
+    std::fs::write(&body_path, body.to_string())?;
+    let script = dir.join(format!("{name}.lua"));
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             local f = io.open(\"{}\", \"r\")\nwrk.body = f:read(\"*a\")\nf:close()\n",
+            body_path.display()
+        ),
+    )?;
+    Ok(script)
 }
 
 pub(crate) fn wrk(
@@ -388,6 +405,13 @@ fn main() -> Result<()> {
     let mut markdown = render(&args, &rows);
     if args.only.as_deref().is_none_or(|o| "admission".contains(o)) {
         markdown.push_str(&admission::run(&args)?);
+    }
+    if args
+        .only
+        .as_deref()
+        .is_none_or(|o| "admission".contains(o) || "images".contains(o))
+    {
+        markdown.push_str(&images::run(&args)?);
     }
     std::fs::write(&args.output, &markdown)?;
     println!("{markdown}");
