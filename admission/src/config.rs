@@ -694,4 +694,50 @@ policies:
         );
         assert_eq!(policy.timeout, Some(Duration::from_millis(250)));
     }
+
+    #[test]
+    fn trust_rules_are_checked_and_require_counts_keys() {
+        let base = "imageVerification:\n  keys: [{name: a, pem: x}, {name: b, file: b.pub}]\n";
+        let config = parse(&format!(
+            "{base}  trust:\n    - {{name: t, images: ['ghcr.io/**'], keys: [a, b], require: 2}}\n\
+             \x20   - {{name: u, images: ['*/x'], keys: [a, b], require: all}}\n\
+             \x20   - {{name: v, images: ['**'], keys: [a, b]}}\n"
+        ))
+        .unwrap();
+        let images = config.image_verification.unwrap();
+        let needed: Vec<usize> = images
+            .trust
+            .iter()
+            .map(|r| r.require.needed(r.keys.len()))
+            .collect();
+        assert_eq!(needed, vec![2, 2, 1]);
+        assert_eq!(
+            images.keys[1].file.as_deref(),
+            Some(Path::new("/etc/meshgate/b.pub"))
+        );
+        for (trust, error) in [
+            (
+                "[{name: t, images: [x], keys: [c]}]",
+                "trust[0].keys[0]: no key named c",
+            ),
+            (
+                "[{name: t, images: [x], keys: [a], require: 2}]",
+                "trust[0].require",
+            ),
+            ("[]", "imageVerification.trust: must list at least one rule"),
+            (
+                "[{name: t, images: [x], keys: [a], require: some}]",
+                "trust[0]",
+            ),
+        ] {
+            let err = parse(&format!("{base}  trust: {trust}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(error), "{trust}: {err}");
+        }
+        let err = parse("imageVerification: {keys: [{name: a}], trust: [{name: t, images: [x]}]}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exactly one of file, pem"), "{err}");
+    }
 }

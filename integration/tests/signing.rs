@@ -652,3 +652,54 @@ fn make_publish_pushes_and_signs_the_filters() {
         assert_eq!(out.code, 0, "{out:?}");
     }
 }
+
+#[test]
+fn artifact_check_parse_rejects_a_wasm_layer_that_does_not_parse() {
+    use oci_client::client::{Config, ImageLayer};
+    let registry = Registry::start();
+    let keys = Keys::new();
+    let host = registry.host();
+    // Wasm media types around bytes that only start like a module.
+    let broken = format!("{host}/meshgate/broken:v1");
+    let reference: oci_client::Reference = broken.parse().unwrap();
+    runtime().block_on(async {
+        let layers = vec![ImageLayer::new(
+            b"\0asm\x01\0\0\0\x01\xff\xff".to_vec(),
+            "application/wasm".into(),
+            None,
+        )];
+        let config = Config::new(
+            b"{}".to_vec(),
+            "application/vnd.wasm.config.v0+json".into(),
+            None,
+        );
+        http()
+            .push(
+                &reference,
+                &layers,
+                config,
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                None,
+            )
+            .await
+            .unwrap();
+    });
+    cli::sign(&keys.private("release"), &broken, false);
+    let good = format!("{host}/meshgate/good:v1");
+    cli::push(&wasm("test/passthrough.wasm"), &good);
+    cli::sign(&keys.private("release"), &good, false);
+
+    let webhook = start_webhook(&keys, "  artifactCheck: parse");
+    let denied = review(&webhook, "broken", &[&broken]);
+    assert_eq!(denied["allowed"], false);
+    assert!(message(&denied).contains("does not parse"), "{denied}");
+    assert_eq!(review(&webhook, "good", &[&good])["allowed"], true);
+
+    // With the default check (media types only) the same broken artifact passes: the parse
+    // check is what caught it.
+    let lenient = start_webhook(&keys, "");
+    assert_eq!(
+        review(&lenient, "broken-lenient", &[&broken])["allowed"],
+        true
+    );
+}
