@@ -60,23 +60,12 @@ fn http() -> oci_client::Client {
     })
 }
 
-/// Pushes an ordinary linux/amd64 container image (config + one tar layer).
-fn push_container_image(reference: &str, architecture: &str) -> String {
+/// Pushes a one-layer manifest as given; returns its digest.
+fn push_raw(reference: &str, config: (&str, Vec<u8>), layer: (&str, Vec<u8>)) -> String {
     use oci_client::client::{Config, ImageLayer};
     let reference: oci_client::Reference = reference.parse().unwrap();
-    let layers = vec![ImageLayer::new(
-        b"not really a tarball".to_vec(),
-        "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-        None,
-    )];
-    let config = Config::new(
-        json!({"architecture": architecture, "os": if architecture == "wasm" {"wasip1"} else {"linux"},
-               "rootfs": {"type": "layers", "diff_ids": []}})
-        .to_string()
-        .into_bytes(),
-        "application/vnd.oci.image.config.v1+json".into(),
-        None,
-    );
+    let layers = vec![ImageLayer::new(layer.1, layer.0.into(), None)];
+    let config = Config::new(config.1, config.0.into(), None);
     runtime().block_on(async {
         let client = http();
         let auth = oci_client::secrets::RegistryAuth::Anonymous;
@@ -89,6 +78,29 @@ fn push_container_image(reference: &str, architecture: &str) -> String {
             .await
             .unwrap()
     })
+}
+
+/// Pushes a container image (config + one tar layer) whose config names `architecture`.
+fn push_container_image(reference: &str, architecture: &str) -> String {
+    let os = if architecture == "wasm" {
+        "wasip1"
+    } else {
+        "linux"
+    };
+    push_raw(
+        reference,
+        (
+            "application/vnd.oci.image.config.v1+json",
+            json!({"architecture": architecture, "os": os,
+                   "rootfs": {"type": "layers", "diff_ids": []}})
+            .to_string()
+            .into_bytes(),
+        ),
+        (
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            b"not really a tarball".to_vec(),
+        ),
+    )
 }
 
 fn pod_with_images(name: &str, images: &[&str], init: &[&str]) -> Json {
@@ -655,35 +667,16 @@ fn make_publish_pushes_and_signs_the_filters() {
 
 #[test]
 fn artifact_check_parse_rejects_a_wasm_layer_that_does_not_parse() {
-    use oci_client::client::{Config, ImageLayer};
     let registry = Registry::start();
     let keys = Keys::new();
     let host = registry.host();
     // Wasm media types around bytes that only start like a module.
     let broken = format!("{host}/meshgate/broken:v1");
-    let reference: oci_client::Reference = broken.parse().unwrap();
-    runtime().block_on(async {
-        let layers = vec![ImageLayer::new(
-            b"\0asm\x01\0\0\0\x01\xff\xff".to_vec(),
-            "application/wasm".into(),
-            None,
-        )];
-        let config = Config::new(
-            b"{}".to_vec(),
-            "application/vnd.wasm.config.v0+json".into(),
-            None,
-        );
-        http()
-            .push(
-                &reference,
-                &layers,
-                config,
-                &oci_client::secrets::RegistryAuth::Anonymous,
-                None,
-            )
-            .await
-            .unwrap();
-    });
+    push_raw(
+        &broken,
+        ("application/vnd.wasm.config.v0+json", b"{}".to_vec()),
+        ("application/wasm", b"\0asm\x01\0\0\0\x01\xff\xff".to_vec()),
+    );
     cli::sign(&keys.private("release"), &broken, false);
     let good = format!("{host}/meshgate/good:v1");
     cli::push(&wasm("test/passthrough.wasm"), &good);
