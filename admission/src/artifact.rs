@@ -212,7 +212,7 @@ pub async fn push(
         Format::Oci => (
             WASM_CONFIG,
             WASM_LAYER,
-            serde_json::json!({"architecture": "wasm", "os": "wasip1", "layerDigests": [layer_digest(&wasm)]}),
+            serde_json::json!({"architecture": "wasm", "os": "wasip1", "layerDigests": [crate::registry::sha256_digest(&wasm)]}),
         ),
         Format::Istio => (ISTIO_CONFIG, ISTIO_LAYER, serde_json::json!({})),
     };
@@ -237,15 +237,6 @@ pub async fn push(
         .fetch_manifest_digest(&parsed, auth)
         .await
         .map_err(registry_error)
-}
-
-fn layer_digest(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    let sum = sha2::Sha256::digest(bytes);
-    format!(
-        "sha256:{}",
-        sum.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
 }
 
 #[cfg(test)]

@@ -168,26 +168,15 @@ fn push(
         Ok(bytes) => bytes,
         Err(e) => return fail(&format!("{}: {e}", file.display())),
     };
-    let registries = match Registries::from_env(REGISTRY_TIMEOUT) {
-        Ok(r) => r,
-        Err(e) => return fail(&e.to_string()),
-    };
     let auth = match reference.parse::<oci_client::Reference>() {
-        Ok(r) => registries.auth(r.resolve_registry()),
+        Ok(r) => r.resolve_registry().to_string(),
         Err(e) => return fail(&format!("invalid reference {reference}: {e}")),
     };
-    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(meshgate_admission::artifact::push(
-        wasm, reference, format, &auth,
-    )) {
-        Ok(digest) => {
-            println!("{digest}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&format!("push failed: {e}")),
-    }
+    with_registries("push failed", |registries| async move {
+        let auth = registries.auth(&auth);
+        meshgate_admission::artifact::push(wasm, reference, format, &auth).await
+    })
+    .map_or_else(|code| code, |digest| succeed(&digest))
 }
 
 /// Bound of each registry connection and read in CLI commands.
@@ -267,25 +256,17 @@ fn sign(key: &std::path::Path, bundle: bool, reference: &str) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&format!("{}: {e}", key.display())),
     };
-    let registries = match Registries::from_env(REGISTRY_TIMEOUT) {
-        Ok(r) => r,
-        Err(e) => return fail(&e.to_string()),
-    };
-    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(meshgate_admission::signing::sign(
-        &registries,
-        reference,
-        &signer,
-        bundle,
-    )) {
-        Ok((digest, location)) => {
-            println!("{reference}: signed {digest}, signature in {location}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&format!("sign failed: {e}")),
-    }
+    with_registries("sign failed", |registries| async move {
+        meshgate_admission::signing::sign(&registries, reference, &signer, bundle).await
+    })
+    .map_or_else(
+        |code| code,
+        |(digest, location)| {
+            succeed(&format!(
+                "{reference}: signed {digest}, signature in {location}"
+            ))
+        },
+    )
 }
 
 fn verify(keys: &[PathBuf], reference: &str) -> ExitCode {
@@ -303,24 +284,29 @@ fn verify(keys: &[PathBuf], reference: &str) -> ExitCode {
             Err(e) => return fail(&format!("{name}: {e}")),
         }
     }
-    let registries = match Registries::from_env(REGISTRY_TIMEOUT) {
-        Ok(r) => r,
-        Err(e) => return fail(&e.to_string()),
-    };
-    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(meshgate_admission::signing::verify(
-        &registries,
-        reference,
-        &public,
-    )) {
-        Ok(summary) => {
-            println!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&format!("verification failed: {e}")),
-    }
+    with_registries("verification failed", |registries| async move {
+        meshgate_admission::signing::verify(&registries, reference, &public).await
+    })
+    .map_or_else(|code| code, |summary| succeed(&summary))
+}
+
+/// Runs a registry task with the CLI's registry access (credentials from the environment) on
+/// a single-threaded runtime; a failure is printed as `what: error`.
+fn with_registries<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    task: impl FnOnce(Registries) -> F,
+) -> Result<T, ExitCode> {
+    let registries = Registries::from_env(REGISTRY_TIMEOUT).map_err(|e| fail(&e.to_string()))?;
+    let runtime =
+        runtime(tokio::runtime::Builder::new_current_thread()).ok_or(ExitCode::FAILURE)?;
+    runtime
+        .block_on(task(registries))
+        .map_err(|e| fail(&format!("{what}: {e}")))
+}
+
+fn succeed(output: &str) -> ExitCode {
+    println!("{output}");
+    ExitCode::SUCCESS
 }
 
 /// Builds a runtime, saying why on stderr when it cannot.

@@ -91,13 +91,7 @@ impl Manifest {
 
 /// `sha256:<hex>` of some bytes.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    let sum = sha2::Sha256::digest(bytes);
-    let mut hex = String::with_capacity(71);
-    hex.push_str("sha256:");
-    for b in sum {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    hex
+    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
 }
 
 /// Registry access shared by the webhook and the CLI.
@@ -303,6 +297,18 @@ impl Registries {
         })
     }
 
+    /// Like [`Registries::manifest`], with `None` when the manifest does not exist.
+    pub async fn manifest_if_exists(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<Manifest>, RegistryError> {
+        match self.manifest(reference).await {
+            Ok(m) => Ok(Some(m)),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Fetches a blob of at most `max_bytes` from the reference's repository and checks its
     /// digest.
     pub async fn blob(
@@ -379,17 +385,26 @@ impl Registries {
         Ok(digest)
     }
 
-    /// Uploads a manifest under the reference's tag or digest; returns its digest.
+    /// Uploads a manifest to `repository` under `tag`, or by its own digest without one;
+    /// returns its digest and size.
     pub async fn push_manifest(
         &self,
-        reference: &Reference,
+        repository: &Reference,
+        tag: Option<&str>,
         manifest: &serde_json::Value,
-    ) -> Result<String, RegistryError> {
-        let (client, registry) = self.prepare_push(reference).await;
+    ) -> Result<(String, usize), RegistryError> {
+        let registry = repository.resolve_registry().to_string();
         let bytes = serde_json::to_vec(manifest).map_err(|e| RegistryError::Invalid {
             registry: registry.clone(),
             message: e.to_string(),
         })?;
+        let digest = sha256_digest(&bytes);
+        let size = bytes.len();
+        let reference = match tag {
+            Some(tag) => crate::signing::at_tag(repository, tag),
+            None => crate::signing::at_digest(repository, &digest),
+        };
+        let (client, _) = self.prepare_push(&reference).await;
         let media_type = manifest["mediaType"]
             .as_str()
             .unwrap_or("application/vnd.oci.image.manifest.v1+json");
@@ -398,12 +413,11 @@ impl Registries {
                 registry: registry.clone(),
                 message: e.to_string(),
             })?;
-        let digest = sha256_digest(&bytes);
         client
-            .push_manifest_raw(reference, bytes, content_type)
+            .push_manifest_raw(&reference, bytes, content_type)
             .await
             .map_err(|e| classify(&registry, &format!("manifest {reference}"), e))?;
-        Ok(digest)
+        Ok((digest, size))
     }
 
     async fn prepare_push(&self, reference: &Reference) -> (&Client, String) {

@@ -461,15 +461,7 @@ fn wasmplugin_configs_are_accepted_by_the_filters_in_envoy() {
         .iter()
         .map(|p| {
             let name = p["metadata"]["name"].as_str().unwrap();
-            let module = p["spec"]["url"]
-                .as_str()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .split(':')
-                .next()
-                .unwrap();
+            let module = module_of(p["spec"]["url"].as_str().unwrap());
             let config = p["spec"]["pluginConfig"].to_string();
             direct_listener(
                 name,
@@ -607,13 +599,7 @@ fn wasmplugins_are_pinned_to_the_pushed_artifacts() {
             ))
             .unwrap();
         assert_eq!(image.digest.unwrap(), format!("sha256:{sha256}"));
-        let module = reference
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .split(':')
-            .next()
-            .unwrap();
+        let module = module_of(reference);
         assert_eq!(
             image.layers[0].data.as_ref(),
             std::fs::read(meshgate_integration::paths::wasm(module))
@@ -621,4 +607,11 @@ fn wasmplugins_are_pinned_to_the_pushed_artifacts() {
                 .as_slice()
         );
     }
+}
+
+/// The filter module an OCI reference names: `oci://ghcr.io/meshgate/jwt-auth:0.1.0` →
+/// `jwt-auth`.
+fn module_of(reference: &str) -> &str {
+    let name = reference.rsplit('/').next().unwrap_or(reference);
+    name.split(':').next().unwrap_or(name)
 }

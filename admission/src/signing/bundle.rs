@@ -14,7 +14,7 @@ use serde_json::json;
 use sigstore::crypto::SigStoreSigner;
 
 use super::{Format, PublicKey, Report, SignError, at_digest, at_tag, repository_name};
-use crate::registry::{MAX_METADATA_BYTES, Registries, RegistryError, sha256_digest};
+use crate::registry::{MAX_METADATA_BYTES, Registries, RegistryError};
 
 /// Media type and artifact type of a sigstore bundle v0.3.
 pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
@@ -213,12 +213,8 @@ pub async fn sign(
         .map_err(|e| SignError::Other(format!("signing: {e}")))?;
     // The hint identifies the key as cosign does: base64 of the SHA-256 of its DER SPKI.
     let hint = {
-        let hex_sum = sha256_digest(public_key_der);
-        let raw: Vec<u8> = (7..hex_sum.len())
-            .step_by(2)
-            .filter_map(|i| u8::from_str_radix(&hex_sum[i..i + 2], 16).ok())
-            .collect();
-        b64.encode(raw)
+        use sha2::Digest as _;
+        b64.encode(sha2::Sha256::digest(public_key_der))
     };
     let bundle = serde_json::to_vec(&json!({
         "mediaType": BUNDLE_MEDIA_TYPE,
@@ -254,27 +250,22 @@ pub async fn sign(
         "subject": {"mediaType": subject_media_type, "digest": digest, "size": subject_size},
         "annotations": annotations,
     });
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| SignError::Other(e.to_string()))?;
-    let manifest_digest = sha256_digest(&bytes);
-    registries
-        .push_manifest(&at_digest(repository, &manifest_digest), &manifest)
+    let (manifest_digest, manifest_size) = registries
+        .push_manifest(repository, None, &manifest)
         .await?;
 
     // The referrers tag schema, for registries without the referrers API (harmless on the
     // others: clients ask the API first).
-    let index_tag = at_tag(repository, &digest.replace(':', "-"));
-    let mut entries = match registries.manifest(&index_tag).await {
-        Ok(index) => index.json["manifests"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-        Err(RegistryError::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
+    let index_tag = digest.replace(':', "-");
+    let mut entries = registries
+        .manifest_if_exists(&at_tag(repository, &index_tag))
+        .await?
+        .and_then(|index| index.json["manifests"].as_array().cloned())
+        .unwrap_or_default();
     entries.push(json!({
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "digest": manifest_digest,
-        "size": bytes.len(),
+        "size": manifest_size,
         "artifactType": BUNDLE_MEDIA_TYPE,
         "annotations": annotations,
     }));
@@ -283,7 +274,9 @@ pub async fn sign(
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": entries,
     });
-    registries.push_manifest(&index_tag, &index).await?;
+    registries
+        .push_manifest(repository, Some(&index_tag), &index)
+        .await?;
     Ok(manifest_digest)
 }
 

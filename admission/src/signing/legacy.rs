@@ -62,10 +62,8 @@ pub async fn fetch(
     digest: &str,
 ) -> Result<Vec<LayerSignature>, RegistryError> {
     let tag = at_tag(repository, &signature_tag(digest));
-    let manifest = match registries.manifest(&tag).await {
-        Ok(m) => m,
-        Err(RegistryError::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+    let Some(manifest) = registries.manifest_if_exists(&tag).await? else {
+        return Ok(Vec::new());
     };
     let mut found = Vec::new();
     for layer in manifest.json["layers"].as_array().into_iter().flatten() {
@@ -117,14 +115,11 @@ pub async fn sign(
 
     let tag_name = signature_tag(digest);
     let tag = at_tag(repository, &tag_name);
-    let mut layers = match registries.manifest(&tag).await {
-        Ok(existing) => existing.json["layers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-        Err(RegistryError::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
+    let mut layers = registries
+        .manifest_if_exists(&tag)
+        .await?
+        .and_then(|existing| existing.json["layers"].as_array().cloned())
+        .unwrap_or_default();
     let payload_digest = registries.push_blob(&tag, &payload).await?;
     let layer = json!({
         "mediaType": PAYLOAD_MEDIA_TYPE,
@@ -157,6 +152,8 @@ pub async fn sign(
         },
         "layers": layers,
     });
-    registries.push_manifest(&tag, &manifest).await?;
+    registries
+        .push_manifest(repository, Some(&tag_name), &manifest)
+        .await?;
     Ok(tag_name)
 }
