@@ -16,16 +16,22 @@ WASM_OUT       := target/wasm32-wasip1/$(WASM_PROFILE)
 # Filter crates under filters/ (cdylib) → dist/<name>.wasm; test fixtures → dist/test/<name>.wasm.
 FILTERS        := jwt-auth rate-limit
 FIXTURES       := passthrough
+# Policy components under policies/wasm/ (crate policy-<name>, wasm32-wasip2) →
+# dist/policies/<name>.wasm; test fixtures → dist/test/<name>.wasm.
+POLICIES       := privileged allowed-registries
+POLICY_FIXTURES := misbehaving-policy
+POLICY_PROFILE := policy-release
+POLICY_OUT     := target/wasm32-wasip2/$(POLICY_PROFILE)
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup filters dev-keys istio publish build run test meshgate policy-test bench lint fmt clean
+.PHONY: help setup filters policies dev-keys istio publish build run test meshgate policy-test bench lint fmt clean
 
 help:
 	@echo "make run    - build everything and run the demo stack on 127.0.0.1 (Ctrl-C stops it)"
 	@echo "make test   - set up, build, lint and run every test"
 	@echo "make bench  - run the benchmarks and rewrite BENCHMARKS.md"
-	@echo "make setup | filters | dev-keys | istio | publish | build | meshgate | policy-test | lint | fmt | clean"
+	@echo "make setup | filters | policies | dev-keys | istio | publish | build | meshgate | policy-test | lint | fmt | clean"
 
 ## setup: idempotent; each step checks before it installs, so a second run takes a second.
 setup:
@@ -67,6 +73,14 @@ filters: setup
 	@for f in $(FIXTURES); do cp $(WASM_OUT)/$${f//-/_}.wasm dist/test/$$f.wasm; done
 	@ls -l dist/*.wasm dist/test/*.wasm | awk '{print "filters: " $$NF " " $$5 " bytes"}'
 
+## policies: the Wasm policy components for wasm32-wasip2, copied to dist/policies/.
+policies: setup
+	cargo build --target wasm32-wasip2 --profile $(POLICY_PROFILE) $(addprefix -p policy-,$(POLICIES)) $(addprefix -p ,$(POLICY_FIXTURES))
+	@mkdir -p dist/policies dist/test
+	@for p in $(POLICIES); do cp $(POLICY_OUT)/policy_$${p//-/_}.wasm dist/policies/$$p.wasm; done
+	@for p in $(POLICY_FIXTURES); do cp $(POLICY_OUT)/$${p//-/_}.wasm dist/test/$$p.wasm; done
+	@ls -l dist/policies/*.wasm $(addprefix dist/test/,$(addsuffix .wasm,$(POLICY_FIXTURES))) | awk '{print "policies: " $$NF " " $$5 " bytes"}'
+
 ## dev-keys: the development signing key and its JWKS in .state/dev/ (make run and
 ## envoy/docker-compose.yaml use them); `target/debug/meshgate-dev token --sub alice` mints.
 dev-keys:
@@ -93,7 +107,7 @@ publish: filters meshgate
 	  echo "publish: $$ref@$$digest signed with $(KEY)" || exit 1; \
 	done
 
-build: filters
+build: filters policies
 	cargo build --workspace --all-targets
 
 run: build
@@ -101,18 +115,18 @@ run: build
 
 ## test: everything CI checks. Native unit tests and integration tests share one cargo run so each
 ## crate is compiled once. The integration tests start the `meshgate` binary, built first.
-test: setup filters lint meshgate policy-test
+test: setup filters policies lint meshgate policy-test
 	cargo test --workspace --no-fail-fast
 
 ## meshgate: the webhook and CLI (dev profile, as the tests use it).
 meshgate:
 	cargo build -p meshgate-admission --bin meshgate
 
-## policy-test: the policy library's Rego unit tests and case files.
-policy-test: meshgate
+## policy-test: the policy library's Rego unit tests and case files (Wasm policies included).
+policy-test: meshgate policies
 	target/debug/meshgate policy test policies
 
-bench: filters
+bench: filters policies
 	cargo build --release -p meshgate-admission --bin meshgate
 	MESHGATE_BIN=target/release/meshgate \
 	  cargo run --quiet -p meshgate-integration --bin meshgate-bench -- --output BENCHMARKS.md
@@ -121,6 +135,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo clippy --target wasm32-wasip1 --quiet $(addprefix -p ,$(FILTERS) $(FIXTURES)) -- -D warnings
+	cargo clippy --target wasm32-wasip2 --quiet $(addprefix -p policy-,$(POLICIES)) $(addprefix -p ,$(POLICY_FIXTURES)) -- -D warnings
 
 fmt:
 	cargo fmt --all

@@ -1,0 +1,312 @@
+//! Write meshgate admission policies in Rust and compile them to WebAssembly components
+//! (`cargo build --target wasm32-wasip2`) that the webhook runs in wasmtime.
+//!
+//! A policy is a type implementing [`Policy`], exported with [`export_policy!`]:
+//!
+//! ```no_run
+//! use meshgate_policy::{Policy, Request, Verdict, accept, reject};
+//!
+//! struct NoHostNetwork;
+//!
+//! impl Policy for NoHostNetwork {
+//!     type Settings = meshgate_policy::NoSettings;
+//!
+//!     fn validate(request: &Request, _settings: &Self::Settings) -> Verdict {
+//!         let pod = match request.pod() {
+//!             Ok(pod) => pod,
+//!             Err(e) => return reject(e),
+//!         };
+//!         let spec = pod.spec.unwrap_or_default();
+//!         if spec.host_network == Some(true) {
+//!             return reject("the pod uses the node's network");
+//!         }
+//!         accept()
+//!     }
+//! }
+//!
+//! meshgate_policy::export_policy!(NoHostNetwork);
+//! ```
+//!
+//! The crate hides the `meshgate:policy` world's bindings (`policies/wit/policy.wit`): settings
+//! and requests arrive parsed, and the answer is a [`Verdict`] built with [`accept`],
+//! [`reject`] and [`warn`].
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+pub use k8s_openapi;
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer, Pod};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// The generated bindings of the `meshgate:policy` world. Policies do not use them directly.
+#[doc(hidden)]
+#[allow(unsafe_code, missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "policy",
+        pub_export_macro: true,
+        export_macro_name: "export_bindings",
+        default_bindings_module: "meshgate_policy::bindings",
+    });
+}
+
+use bindings::exports::meshgate::policy::validator;
+
+/// A policy's answer to one request (the world's `verdict`).
+pub type Verdict = validator::Verdict;
+
+/// Admits the request.
+pub fn accept() -> Verdict {
+    Verdict {
+        allowed: true,
+        message: None,
+        warnings: Vec::new(),
+        patch: None,
+    }
+}
+
+/// Denies the request; `message` says why.
+pub fn reject(message: impl std::fmt::Display) -> Verdict {
+    Verdict {
+        allowed: false,
+        message: Some(message.to_string()),
+        warnings: Vec::new(),
+        patch: None,
+    }
+}
+
+/// Admits the request with a warning for the client.
+pub fn warn(message: impl std::fmt::Display) -> Verdict {
+    accept().with_warning(message)
+}
+
+impl Verdict {
+    /// Adds a warning, whatever the decision.
+    pub fn with_warning(mut self, message: impl std::fmt::Display) -> Self {
+        self.warnings.push(message.to_string());
+        self
+    }
+
+    /// Denies with every message of `violations` (joined with `; `), or admits when there is
+    /// none.
+    pub fn from_violations<S: std::fmt::Display>(violations: impl IntoIterator<Item = S>) -> Self {
+        let messages: Vec<String> = violations.into_iter().map(|v| v.to_string()).collect();
+        if messages.is_empty() {
+            accept()
+        } else {
+            reject(messages.join("; "))
+        }
+    }
+}
+
+/// The AdmissionReview `request` a policy judges. Workloads (Deployment, Job, CronJob, ...)
+/// arrive expanded to the Pod their template makes, so `object` is a Pod.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    /// The review's UID.
+    #[serde(default)]
+    pub uid: String,
+    /// `CREATE` or `UPDATE` (other operations are not sent to policies).
+    #[serde(default)]
+    pub operation: String,
+    /// The object's namespace.
+    #[serde(default)]
+    pub namespace: String,
+    /// The object's name (may be empty for generated names).
+    #[serde(default)]
+    pub name: String,
+    /// Who asked.
+    #[serde(default)]
+    pub user_info: UserInfo,
+    /// The object under review, as JSON (see [`Request::pod`]).
+    #[serde(default)]
+    pub object: serde_json::Value,
+    /// The object before an UPDATE.
+    #[serde(default)]
+    pub old_object: serde_json::Value,
+    /// Verified facts of each image (image as written → facts), when the webhook checks
+    /// image signatures.
+    #[serde(default)]
+    pub images: BTreeMap<String, serde_json::Value>,
+}
+
+/// The user behind a request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserInfo {
+    /// User name.
+    #[serde(default)]
+    pub username: String,
+    /// Groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl Request {
+    /// The object as a typed Pod.
+    pub fn pod(&self) -> Result<Pod, String> {
+        Pod::deserialize(&self.object).map_err(|e| format!("the object is not a Pod: {e}"))
+    }
+}
+
+/// One container of a pod, whatever its kind.
+#[derive(Debug, Clone, Copy)]
+pub enum AnyContainer<'a> {
+    /// A regular or init container.
+    Container(&'a Container),
+    /// An ephemeral (debug) container.
+    Ephemeral(&'a EphemeralContainer),
+}
+
+impl AnyContainer<'_> {
+    /// The container's name.
+    pub fn name(&self) -> &str {
+        match self {
+            AnyContainer::Container(c) => &c.name,
+            AnyContainer::Ephemeral(c) => &c.name,
+        }
+    }
+
+    /// The container's image ("" when unset).
+    pub fn image(&self) -> &str {
+        match self {
+            AnyContainer::Container(c) => c.image.as_deref(),
+            AnyContainer::Ephemeral(c) => c.image.as_deref(),
+        }
+        .unwrap_or("")
+    }
+
+    /// The container's security context.
+    pub fn security_context(&self) -> Option<&k8s_openapi::api::core::v1::SecurityContext> {
+        match self {
+            AnyContainer::Container(c) => c.security_context.as_ref(),
+            AnyContainer::Ephemeral(c) => c.security_context.as_ref(),
+        }
+    }
+
+    /// How messages name a container: `container "app" (image ghcr.io/acme/app:1)`, as the
+    /// Rego starter policies do.
+    pub fn describe(&self) -> String {
+        format!("container {:?} (image {})", self.name(), self.image())
+    }
+}
+
+/// Every container the pod runs: regular, init and ephemeral.
+pub fn containers(pod: &Pod) -> Vec<AnyContainer<'_>> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .map(AnyContainer::Container)
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .map(AnyContainer::Ephemeral),
+        )
+        .collect()
+}
+
+/// Settings of a policy that takes none: any JSON object is accepted.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NoSettings {}
+
+/// A policy: how it checks its settings and judges a request.
+pub trait Policy {
+    /// The settings, parsed from the configuration's JSON. `{}` arrives when none are
+    /// configured, so use `#[serde(default)]` for optional fields.
+    type Settings: DeserializeOwned;
+
+    /// Checks parsed settings once, at load; an error fails the webhook's startup with it.
+    fn validate_settings(_settings: &Self::Settings) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Judges one request.
+    fn validate(request: &Request, settings: &Self::Settings) -> Verdict;
+}
+
+/// Adapts a [`Policy`] to the world's exports; [`export_policy!`] names it.
+#[doc(hidden)]
+pub struct Component<P>(PhantomData<P>);
+
+fn settings<S: DeserializeOwned>(json: &str) -> Result<S, String> {
+    serde_json::from_str(json).map_err(|e| format!("invalid settings: {e}"))
+}
+
+impl<P: Policy> validator::Guest for Component<P> {
+    fn validate(request: String, settings_json: String) -> Verdict {
+        let settings = match settings::<P::Settings>(&settings_json) {
+            Ok(s) => s,
+            Err(e) => return reject(e),
+        };
+        match serde_json::from_str::<Request>(&request) {
+            Ok(request) => P::validate(&request, &settings),
+            Err(e) => reject(format!(
+                "the request is not an AdmissionReview request: {e}"
+            )),
+        }
+    }
+
+    fn validate_settings(settings_json: String) -> Result<(), String> {
+        P::validate_settings(&settings::<P::Settings>(&settings_json)?)
+    }
+}
+
+/// Exports a [`Policy`] as the component's `meshgate:policy/validator` implementation. Use
+/// once, in the policy crate's root (a `cdylib` built for `wasm32-wasip2`). Native builds
+/// (the policy's own unit tests) export nothing: component export names are not valid symbol
+/// names there.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __meshgate_policy_export {
+            #[allow(unused_imports)]
+            use super::*;
+            type __MeshgatePolicyComponent = $crate::Component<$policy>;
+            $crate::bindings::export_bindings!(__MeshgatePolicyComponent with_types_in $crate::bindings);
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn containers_of_every_kind_are_listed() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "containers": [{"name": "a", "image": "x:1"}],
+                "initContainers": [{"name": "i", "image": "y:1"}],
+                "ephemeralContainers": [{"name": "e", "image": "z:1"}]
+            }
+        }))
+        .unwrap();
+        let names: Vec<String> = containers(&pod).iter().map(|c| c.describe()).collect();
+        assert_eq!(
+            names,
+            [
+                "container \"a\" (image x:1)",
+                "container \"i\" (image y:1)",
+                "container \"e\" (image z:1)"
+            ]
+        );
+    }
+
+    #[test]
+    fn violations_make_one_denial() {
+        assert!(Verdict::from_violations(Vec::<String>::new()).allowed);
+        let v = Verdict::from_violations(["a", "b"]);
+        assert!(!v.allowed);
+        assert_eq!(v.message.as_deref(), Some("a; b"));
+        assert_eq!(warn("w").warnings, ["w"]);
+    }
+}
