@@ -66,6 +66,89 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// Signature and artifact checks of the images of selected pods; off when absent.
     pub image_verification: Option<ImageVerification>,
+    /// How Wasm policies are compiled and instantiated.
+    #[serde(default)]
+    pub wasm: WasmRuntimeConfig,
+}
+
+/// The engine that runs Wasm policies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WasmRuntimeConfig {
+    /// Keep compiled policies on disk so a restart skips compilation.
+    #[serde(default = "default_true")]
+    pub cache: bool,
+    /// Where compiled policies are kept (created with mode 0700; it must not be writable by
+    /// anyone else, since its files are loaded as machine code). Default:
+    /// `meshgate-wasm-cache` in the system temp directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Instantiate from wasmtime's pooling allocator (pre-reserved memory slots) rather than
+    /// on demand.
+    #[serde(default = "default_true")]
+    pub pooling_allocator: bool,
+}
+
+impl Default for WasmRuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache: true,
+            cache_dir: None,
+            pooling_allocator: true,
+        }
+    }
+}
+
+/// A policy compiled to a WebAssembly component (the `meshgate:policy` world).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WasmSource {
+    /// The component file.
+    pub file: Option<PathBuf>,
+    /// An OCI reference (`registry/repository:tag` or `@sha256:...`); its signature is checked
+    /// with `imageVerification`'s trust rules, and a rule with keys must match it.
+    pub image: Option<String>,
+    /// Linear memory the policy may use, in bytes or as a quantity (`64Mi`, `1Gi`).
+    #[serde(default = "default_wasm_memory")]
+    pub memory_limit: Quantity,
+    /// Fuel per evaluation (about one unit per Wasm instruction). Off by default: the
+    /// policy's `timeout` bounds CPU time; fuel adds a bound that does not depend on load.
+    pub fuel: Option<u64>,
+}
+
+/// A byte count, written as a number or a Kubernetes quantity (`64Mi`, `1Gi`, `512Ki`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantity(pub u64);
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(Quantity(n)),
+            Raw::Text(text) => Quantity::parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Quantity {
+    /// Parses `123`, `64Mi`, `1Gi`, `512Ki`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (digits, shift) = [("Ki", 10), ("Mi", 20), ("Gi", 30)]
+            .iter()
+            .find_map(|(suffix, shift)| text.strip_suffix(suffix).map(|d| (d, *shift)))
+            .unwrap_or((text, 0));
+        digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(1 << shift))
+            .map(Quantity)
+            .ok_or_else(|| format!("{text:?} is not a byte count (e.g. 67108864 or 64Mi)"))
+    }
 }
 
 /// Signature and artifact checks of every image of a selected pod, before policies run.
@@ -377,11 +460,15 @@ pub struct PolicyConfig {
     pub rego: Option<RegoSource>,
     /// A Gatekeeper ConstraintTemplate and Constraint.
     pub gatekeeper: Option<GatekeeperSource>,
+    /// A policy compiled to a WebAssembly component.
+    pub wasm: Option<WasmSource>,
     /// `enforce` (default), `warn` or `dry-run`. For Gatekeeper policies the Constraint's
     /// `enforcementAction` is used when this is absent.
     pub mode: Option<Mode>,
     /// Parameters: `data.parameters` for Rego policies (Gatekeeper: the Constraint's
-    /// `spec.parameters` unless given here).
+    /// `spec.parameters` unless given here), the settings of Wasm policies (`settings` is
+    /// accepted as another name).
+    #[serde(alias = "settings")]
     pub parameters: Option<serde_json::Value>,
     /// Namespaces the policy applies to.
     #[serde(default)]
@@ -426,6 +513,14 @@ pub struct NamespaceSelector {
     /// Namespaces it never applies to; wins over `include`.
     #[serde(default)]
     pub exclude: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_wasm_memory() -> Quantity {
+    Quantity(64 << 20)
 }
 
 fn default_listen() -> SocketAddr {
@@ -534,13 +629,37 @@ impl Config {
             if !names.insert(policy.name.as_str()) {
                 return Err(invalid(at(".name"), "duplicate policy name"));
             }
-            let sources =
-                usize::from(policy.rego.is_some()) + usize::from(policy.gatekeeper.is_some());
+            let sources = usize::from(policy.rego.is_some())
+                + usize::from(policy.gatekeeper.is_some())
+                + usize::from(policy.wasm.is_some());
             if sources != 1 {
                 return Err(invalid(
                     at(""),
-                    "exactly one of rego, gatekeeper must be set",
+                    "exactly one of rego, gatekeeper, wasm must be set",
                 ));
+            }
+            if let Some(wasm) = &policy.wasm {
+                if wasm.file.is_some() == wasm.image.is_some() {
+                    return Err(invalid(
+                        at(".wasm"),
+                        "exactly one of file, image must be set",
+                    ));
+                }
+                if wasm.image.is_some() && self.image_verification.is_none() {
+                    return Err(invalid(
+                        at(".wasm.image"),
+                        "a policy image needs imageVerification (its keys and trust rules) to check its signature",
+                    ));
+                }
+                if wasm.memory_limit.0 < 1 << 16 {
+                    return Err(invalid(
+                        at(".wasm.memoryLimit"),
+                        "must be at least one Wasm page (64Ki)",
+                    ));
+                }
+                if wasm.fuel == Some(0) {
+                    return Err(invalid(at(".wasm.fuel"), "must be greater than zero"));
+                }
             }
             if let Some(rego) = &policy.rego
                 && rego.files.is_empty()
@@ -605,6 +724,12 @@ impl Config {
                 resolve(&mut gk.template);
                 resolve(&mut gk.constraint);
             }
+            if let Some(file) = policy.wasm.as_mut().and_then(|w| w.file.as_mut()) {
+                resolve(file);
+            }
+        }
+        if let Some(dir) = &mut self.wasm.cache_dir {
+            resolve(dir);
         }
     }
 }
@@ -672,7 +797,7 @@ policies:
         assert!(err.contains("unknown field `listen_addr`"), "{err}");
         let err = parse("policies: [{name: a}]").unwrap_err().to_string();
         assert!(
-            err.contains("policies[0]: exactly one of rego, gatekeeper"),
+            err.contains("policies[0]: exactly one of rego, gatekeeper, wasm"),
             "{err}"
         );
         let err = parse("policies: [{name: a, rego: {files: [x]}}, {name: a, rego: {files: [y]}}]")

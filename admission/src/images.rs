@@ -246,6 +246,44 @@ impl ImageVerifier {
         outcome
     }
 
+    /// Fetches the Wasm component of a policy image after checking it like a pod's image,
+    /// and requires that its trust rule has keys: a policy runs inside the webhook, so an
+    /// unsigned one is never loaded. Returns the verified digest and the component's bytes.
+    pub async fn fetch_policy(&self, image: &str) -> Result<(String, Vec<u8>), String> {
+        let facts = match self.check(image).await {
+            Outcome::Verified(facts) => facts,
+            Outcome::Denied(reason) | Outcome::Unavailable(reason) => return Err(reason),
+        };
+        if facts["signedBy"].as_array().is_none_or(Vec::is_empty) {
+            return Err(format!(
+                "trust rule {} requires no signature, but a policy image must be signed",
+                facts["trustRule"].as_str().unwrap_or("")
+            ));
+        }
+        let digest = facts["digest"].as_str().unwrap_or("").to_string();
+        let reference: Reference = image.parse().map_err(|e| format!("{e}"))?;
+        // The manifest the artifact check picked (an index's Wasm entry), else the image's.
+        let manifest_digest = facts["artifact"]["manifestDigest"]
+            .as_str()
+            .unwrap_or(&digest);
+        let repository = signing::at_digest(&reference, manifest_digest);
+        let manifest = self
+            .registries
+            .manifest(&repository)
+            .await
+            .map_err(|e| e.to_string())?;
+        let layout = artifact::Layout::of(&manifest.json);
+        let layer = layout
+            .wasm_layer()
+            .ok_or_else(|| format!("no Wasm layer: {}", layout.describe()))?;
+        let bytes = self
+            .registries
+            .blob(&repository, layer, MAX_WASM_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((digest, bytes))
+    }
+
     async fn check_uncached(&self, image: &str) -> Outcome {
         let reference: Reference = match image.parse() {
             Ok(r) => r,

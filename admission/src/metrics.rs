@@ -34,6 +34,12 @@ struct PolicyOutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLoadLabels {
+    policy: String,
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ImageLabels {
     outcome: &'static str,
 }
@@ -52,6 +58,8 @@ pub struct Metrics {
     policy_outcomes: Family<PolicyOutcomeLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     image_seconds: Family<ImageLabels, Histogram, fn() -> Histogram>,
+    wasm_instantiation_seconds: Family<PolicyLabels, Histogram, fn() -> Histogram>,
+    wasm_code_loads: Family<CodeLoadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -102,7 +110,22 @@ impl Metrics {
             "Time to check one image (cache hits included), by outcome (verified, denied, unavailable)",
             image_seconds.clone(),
         );
+        let wasm_instantiation_seconds =
+            Family::<PolicyLabels, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
+        registry.register(
+            "wasm_instantiation_duration_seconds",
+            "Time to instantiate a Wasm policy in a fresh store, per evaluation",
+            wasm_instantiation_seconds.clone(),
+        );
+        let wasm_code_loads = Family::<CodeLoadLabels, Counter>::default();
+        registry.register(
+            "wasm_code_loads",
+            "Wasm policies loaded, by where their compiled code came from (compiled, disk-cache, memory)",
+            wasm_code_loads.clone(),
+        );
         Self {
+            wasm_instantiation_seconds,
+            wasm_code_loads,
             image_seconds,
             registry,
             reviews,
@@ -144,6 +167,25 @@ impl Metrics {
         self.image_seconds
             .get_or_create(&ImageLabels { outcome })
             .observe(seconds);
+    }
+
+    /// Records the instantiation of a Wasm policy.
+    pub fn wasm_instantiation(&self, policy: &str, seconds: f64) {
+        self.wasm_instantiation_seconds
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts a Wasm policy's load by where its code came from.
+    pub fn wasm_code_load(&self, policy: &str, source: &'static str) {
+        self.wasm_code_loads
+            .get_or_create(&CodeLoadLabels {
+                policy: policy.to_string(),
+                source,
+            })
+            .inc();
     }
 
     /// Counts a failed request.

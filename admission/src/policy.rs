@@ -7,13 +7,15 @@
 mod evaluator;
 mod gatekeeper;
 mod rego;
+pub mod wasm;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use evaluator::Backend;
 pub use gatekeeper::GatekeeperPolicy;
 pub use rego::RegoPolicy;
+pub use wasm::{WasmPolicy, WasmRuntime};
 
 use crate::config::{Mode, PolicyConfig};
 
@@ -22,6 +24,7 @@ use crate::config::{Mode, PolicyConfig};
 pub struct Input {
     json: serde_json::Value,
     rego: OnceLock<regorus::Value>,
+    text: OnceLock<String>,
 }
 
 impl Input {
@@ -30,6 +33,7 @@ impl Input {
         Self {
             json,
             rego: OnceLock::new(),
+            text: OnceLock::new(),
         }
     }
 
@@ -42,6 +46,11 @@ impl Input {
     pub fn rego(&self) -> &regorus::Value {
         self.rego
             .get_or_init(|| regorus::Value::from(self.json.clone()))
+    }
+
+    /// The request as JSON text, serialized once and shared by every Wasm policy.
+    pub fn text(&self) -> &str {
+        self.text.get_or_init(|| self.json.to_string())
     }
 }
 
@@ -66,6 +75,9 @@ pub enum PolicyError {
     /// The policy answered something that is not a verdict.
     #[error("invalid result: {0}")]
     InvalidResult(String),
+    /// The evaluation hit a resource bound (memory, tables, fuel).
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Why a policy could not be loaded; reported at startup.
@@ -108,12 +120,22 @@ pub trait Evaluate: Send + Sync {
     }
 }
 
-/// Loads the engine a policy entry names.
+/// What loading a policy may need besides its own entry.
+pub struct LoadContext {
+    /// Bound of one evaluation when the entry sets none.
+    pub default_timeout: Duration,
+    /// The engine of Wasm policies (present when any policy is one).
+    pub wasm: Option<Arc<WasmRuntime>>,
+}
+
+/// Loads the engine a policy entry names. `component` holds a Wasm policy's bytes when they
+/// came from a registry rather than a file.
 pub fn load(
     config: &PolicyConfig,
-    default_timeout: Duration,
+    context: &LoadContext,
+    component: Option<&[u8]>,
 ) -> Result<Box<dyn Evaluate>, LoadError> {
-    let timeout = config.timeout.unwrap_or(default_timeout);
+    let timeout = config.timeout.unwrap_or(context.default_timeout);
     if let Some(source) = &config.rego {
         let parameters = config
             .parameters
@@ -131,6 +153,40 @@ pub fn load(
             &config.name,
             source,
             config.parameters.as_ref(),
+            timeout,
+        )?));
+    }
+    if let Some(source) = &config.wasm {
+        let runtime = context
+            .wasm
+            .clone()
+            .ok_or_else(|| LoadError::new(&config.name, "no Wasm engine was set up"))?;
+        let read;
+        let bytes = match (component, &source.file) {
+            (Some(bytes), _) => bytes,
+            (None, Some(file)) => {
+                read = std::fs::read(file).map_err(|e| {
+                    LoadError::new(&config.name, format!("{}: {e}", file.display()))
+                })?;
+                &read
+            }
+            (None, None) => {
+                return Err(LoadError::new(
+                    &config.name,
+                    "the policy image was not fetched",
+                ));
+            }
+        };
+        let settings = config
+            .parameters
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}));
+        return Ok(Box::new(WasmPolicy::load(
+            &config.name,
+            runtime,
+            bytes,
+            source,
+            &settings,
             timeout,
         )?));
     }

@@ -6,7 +6,8 @@
 //! - **Case files** (`cases.yaml` or `*.cases.yaml`): a `policies` list with the server
 //!   configuration's schema (plus optional `runtimeClasses`), and `cases`, each a Kubernetes
 //!   object (or a whole AdmissionReview file) with the expected outcome. Cases go through the
-//!   same pipeline as the server, selection included.
+//!   same pipeline as the server, selection included. `casesFrom: FILE` takes the cases of
+//!   another case file, to hold policies of two engines to the same cases.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -279,7 +280,7 @@ fn run_case_file(file: &Path, report: &mut Report) {
         Err(e) => return fail(report, e.to_string()),
     };
     let base = file.parent().unwrap_or(Path::new("."));
-    let (config, cases) = match parse_case_file(&text, file, base) {
+    let (config, cases, cases_base) = match parse_case_file(&text, file, base) {
         Ok(parsed) => parsed,
         Err(e) => return fail(report, e.to_string()),
     };
@@ -289,7 +290,7 @@ fn run_case_file(file: &Path, report: &mut Report) {
     };
     for (i, case) in cases.iter().enumerate() {
         let started = Instant::now();
-        let failure = match case_request(case, i, base) {
+        let failure = match case_request(case, i, &cases_base) {
             Ok(request) => check(case, &pipeline.review(request)),
             Err(e) => Some(e),
         };
@@ -302,20 +303,47 @@ fn run_case_file(file: &Path, report: &mut Report) {
     }
 }
 
+/// The configuration, the cases, and the directory the cases' `review` files are relative
+/// to. With `casesFrom: FILE`, the cases are another case file's, run against this file's
+/// policies (one set of cases for a rule written for two engines).
 fn parse_case_file(
     text: &str,
     file: &Path,
     base: &Path,
-) -> Result<(Config, Vec<Case>), ConfigError> {
+) -> Result<(Config, Vec<Case>, PathBuf), ConfigError> {
     let name = file.display().to_string();
     let mut doc: Json = crate::config::parse_yaml(text, &name)?;
-    let cases = doc
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        file: name.clone(),
+        field: field.to_string(),
+        message,
+    };
+    let object = doc
         .as_object_mut()
-        .and_then(|o| o.remove("cases"))
-        .unwrap_or(Json::Array(Vec::new()));
+        .ok_or_else(|| invalid("(root)", "a case file is a mapping".into()))?;
+    let (cases, cases_name, cases_base) = match object.remove("casesFrom") {
+        Some(Json::String(from)) => {
+            let path = base.join(from);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| invalid("casesFrom", format!("{}: {e}", path.display())))?;
+            let mut other: Json = crate::config::parse_yaml(&text, &path.display().to_string())?;
+            let cases = other
+                .as_object_mut()
+                .and_then(|o| o.remove("cases"))
+                .unwrap_or(Json::Array(Vec::new()));
+            let other_base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            (cases, path.display().to_string(), other_base)
+        }
+        Some(_) => return Err(invalid("casesFrom", "must be a file path".into())),
+        None => (
+            object.remove("cases").unwrap_or(Json::Array(Vec::new())),
+            name.clone(),
+            base.to_path_buf(),
+        ),
+    };
     let cases: Vec<Case> =
         serde_path_to_error::deserialize(cases).map_err(|e| ConfigError::Invalid {
-            file: name.clone(),
+            file: cases_name,
             field: match e.path().to_string().as_str() {
                 "." => "cases".to_string(),
                 path => format!("cases{path}"),
@@ -323,7 +351,7 @@ fn parse_case_file(
             message: e.into_inner().to_string(),
         })?;
     let config = Config::from_json(doc, &name, base)?;
-    Ok((config, cases))
+    Ok((config, cases, cases_base))
 }
 
 /// Builds the AdmissionReview `request` a case describes.

@@ -1,0 +1,236 @@
+//! The wasmtime engine shared by every Wasm policy of a server: its configuration, the epoch
+//! clock that bounds evaluation time, and compilation with an on-disk cache of compiled
+//! components.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::config::WasmRuntimeConfig;
+use crate::metrics::Metrics;
+
+/// How often the epoch advances: the granularity of evaluation deadlines.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Instances, tables and memories one evaluation may create. A Rust policy uses a handful of
+/// core instances (its module and the component's adapter shims), one memory and one table.
+pub(crate) const MAX_INSTANCES: usize = 32;
+pub(crate) const MAX_TABLES: usize = 16;
+pub(crate) const MAX_MEMORIES: usize = 4;
+/// Elements of one table (function pointers of the policy's indirect calls).
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Evaluations the pooling allocator holds slots for at once; more concurrent evaluations
+/// wait for none, they fail, so this is far above the server's concurrency bound.
+const POOL_INSTANCES: u32 = 256;
+
+/// Where a policy's compiled code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeSource {
+    /// Compiled now.
+    Compiled,
+    /// Loaded from the on-disk cache.
+    DiskCache,
+    /// Already loaded by another policy of this server (same component bytes).
+    Memory,
+}
+
+impl CodeSource {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeSource::Compiled => "compiled",
+            CodeSource::DiskCache => "disk-cache",
+            CodeSource::Memory => "memory",
+        }
+    }
+}
+
+/// The engine and its compiled components.
+pub struct WasmRuntime {
+    engine: Engine,
+    /// Whether stores meter fuel (then every store needs some).
+    pub(crate) fuel: bool,
+    cache_dir: Option<PathBuf>,
+    /// Components by sha256: policies sharing a file share its code.
+    loaded: Mutex<HashMap<String, Component>>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl WasmRuntime {
+    /// Builds the engine. `max_memory` is the largest memory limit of any policy (the pooling
+    /// allocator reserves slots that size); `fuel` turns on fuel metering, which costs every
+    /// policy some speed, so only when a policy asks for it.
+    pub fn new(
+        config: &WasmRuntimeConfig,
+        max_memory: u64,
+        fuel: bool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .consume_fuel(fuel)
+            .wasm_component_model(true);
+        if config.pooling_allocator {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(POOL_INSTANCES)
+                .total_core_instances(POOL_INSTANCES * MAX_INSTANCES as u32)
+                .total_memories(POOL_INSTANCES * MAX_MEMORIES as u32)
+                .total_tables(POOL_INSTANCES * MAX_TABLES as u32)
+                .max_core_instances_per_component(MAX_INSTANCES as u32)
+                .max_memories_per_component(MAX_MEMORIES as u32)
+                .max_tables_per_component(MAX_TABLES as u32)
+                .table_elements(MAX_TABLE_ELEMENTS)
+                .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX));
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wasm).map_err(|e| format!("wasmtime: {e:#}"))?;
+        spawn_epoch_clock(&engine);
+        let cache_dir = if config.cache {
+            let dir = config
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("meshgate-wasm-cache"));
+            match create_private_dir(&dir) {
+                Ok(()) => Some(dir),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "no on-disk cache of compiled Wasm policies: every start compiles them");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Arc::new(Self {
+            engine,
+            fuel,
+            cache_dir,
+            loaded: Mutex::new(HashMap::new()),
+            metrics,
+        }))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `bytes`, or loads the code compiled earlier for the same bytes and engine.
+    pub fn component(&self, bytes: &[u8]) -> Result<(Component, CodeSource), String> {
+        let digest = crate::registry::sha256_digest(bytes);
+        let hex = digest.trim_start_matches("sha256:").to_string();
+        if let Ok(loaded) = self.loaded.lock()
+            && let Some(component) = loaded.get(&hex)
+        {
+            return Ok((component.clone(), CodeSource::Memory));
+        }
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{hex}-{:016x}.cwasm", self.compatibility())));
+        let loaded = cached.as_deref().and_then(|path| self.load_cached(path));
+        let (component, source) = match loaded {
+            Some(component) => (component, CodeSource::DiskCache),
+            None => {
+                if wasmparser::Parser::is_core_wasm(bytes) {
+                    return Err("this is a core Wasm module, not a component: build the policy for wasm32-wasip2 (or wrap it with `wasm-tools component new`)".into());
+                }
+                let started = Instant::now();
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+                tracing::info!(digest = %digest, seconds = started.elapsed().as_secs_f64(), "compiled Wasm policy");
+                if let Some(path) = &cached {
+                    self.store_cached(&component, path);
+                }
+                (component, CodeSource::Compiled)
+            }
+        };
+        if let Ok(mut loaded) = self.loaded.lock() {
+            loaded.insert(hex, component.clone());
+        }
+        Ok((component, source))
+    }
+
+    /// What makes compiled code loadable: wasmtime's version and every setting that changes
+    /// code generation, reduced to one number for the file name.
+    fn compatibility(&self) -> u64 {
+        // DefaultHasher::new() has fixed keys: stable for a given build, which is all a cache
+        // keyed by the engine itself needs.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+
+    #[allow(unsafe_code)]
+    fn load_cached(&self, path: &Path) -> Option<Component> {
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: the file is machine code that wasmtime loads as is, so it must be code that
+        // `Component::serialize` wrote. It is: the cache directory is created private to this
+        // user, files are written whole and renamed into place, and their name carries the
+        // source's sha256 and the engine's compatibility hash; wasmtime itself also refuses
+        // files of another version or configuration (then the policy is compiled afresh).
+        match unsafe { Component::deserialize_file(&self.engine, path) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "ignoring unusable compiled policy in the cache");
+                None
+            }
+        }
+    }
+
+    fn store_cached(&self, component: &Component, path: &Path) {
+        let write = || -> std::io::Result<()> {
+            let bytes = component.serialize().map_err(std::io::Error::other)?;
+            // A unique temporary name, then an atomic rename: concurrent starts never see a
+            // partial file.
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(file = %path.display(), error = %e, "could not cache a compiled policy");
+        }
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the engine lives.
+fn spawn_epoch_clock(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the clock only fuel bounds a policy; say so loudly.
+        tracing::error!(error = %e, "could not start the Wasm epoch clock: policy timeouts will not fire");
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let metadata = std::fs::metadata(dir)?;
+    if metadata.permissions().mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(
+            "the directory is writable by others; compiled code must not be",
+        ));
+    }
+    Ok(())
+}
