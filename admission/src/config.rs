@@ -821,6 +821,55 @@ policies:
     }
 
     #[test]
+    fn wasm_sources_and_quantities_are_checked() {
+        let config = parse(
+            "wasm: {cacheDir: cache}\npolicies: [{name: a, wasm: {file: p.wasm, memoryLimit: 16Mi}, settings: {x: 1}}]",
+        )
+        .unwrap();
+        let wasm = config.policies[0].wasm.as_ref().unwrap();
+        assert_eq!(wasm.memory_limit, Quantity(16 << 20));
+        assert_eq!(
+            wasm.file.as_deref(),
+            Some(Path::new("/etc/meshgate/p.wasm"))
+        );
+        assert_eq!(
+            config.policies[0].parameters,
+            Some(serde_json::json!({"x": 1}))
+        );
+        assert_eq!(
+            config.wasm.cache_dir.as_deref(),
+            Some(Path::new("/etc/meshgate/cache"))
+        );
+        assert_eq!(Quantity::parse("1Gi"), Ok(Quantity(1 << 30)));
+        assert_eq!(Quantity::parse("4096"), Ok(Quantity(4096)));
+        for (policy, error) in [
+            (
+                "{file: a, image: b}",
+                "policies[0].wasm: exactly one of file, image",
+            ),
+            ("{}", "policies[0].wasm: exactly one of file, image"),
+            (
+                "{image: r/p:1}",
+                "policies[0].wasm.image: a policy image needs imageVerification",
+            ),
+            (
+                "{file: a, memoryLimit: 64MB}",
+                "policies[0].wasm.memoryLimit",
+            ),
+            ("{file: a, memoryLimit: 1Ki}", "at least one Wasm page"),
+            (
+                "{file: a, fuel: 0}",
+                "policies[0].wasm.fuel: must be greater than zero",
+            ),
+        ] {
+            let err = parse(&format!("policies: [{{name: a, wasm: {policy}}}]"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(error), "{policy}: {err}");
+        }
+    }
+
+    #[test]
     fn trust_rules_are_checked_and_require_counts_keys() {
         let base = "imageVerification:\n  keys: [{name: a, pem: x}, {name: b, file: b.pub}]\n";
         let config = parse(&format!(

@@ -20,7 +20,8 @@ use serde_json::Value as Json;
 const LISTENER: &str = "http://127.0.0.1:10000";
 const WEBHOOK_PORT: u16 = 8443;
 
-/// Appended to dev.yaml: images from loopback registries must be signed by the dev cosign key.
+/// Appended to dev.yaml (after a Wasm policy from the registry): images from loopback
+/// registries, policy images included, must be signed by the dev cosign key.
 const IMAGE_VERIFICATION: &str = r#"imageVerification:
   keys:
     - {name: dev, file: ../dev/cosign.pub}
@@ -53,6 +54,10 @@ fn main() -> Result<()> {
     let signed_pinned = format!("{}/meshgate/jwt-auth@{signed_digest}", registry.host());
     let unsigned = format!("{}/meshgate/rate-limit:dev", registry.host());
     cli::push(&dist.join("rate-limit.wasm"), &unsigned);
+    // The Wasm `privileged` policy, signed, which the webhook loads from the registry.
+    let policy_image = format!("{}/meshgate/policies/privileged:dev", registry.host());
+    cli::push(&dist.join("policies/privileged.wasm"), &policy_image);
+    cli::sign(&cosign_key.with_extension("key"), &policy_image, false);
 
     // dev.yaml plus image verification; written two levels below the repository root, like
     // dev.yaml, so its relative paths hold.
@@ -63,7 +68,7 @@ fn main() -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "{}\n{}",
+            "{}  - name: privileged-wasm\n    wasm: {{image: \"{policy_image}\"}}\n{}",
             std::fs::read_to_string(repo.join("admission/examples/dev.yaml"))?,
             IMAGE_VERIFICATION
         ),
@@ -95,7 +100,11 @@ fn main() -> Result<()> {
         .iter()
         .map(|(_, review)| webhook.review(&review["request"]))
         .collect();
+    let wasm_denied = answers[0]["status"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("[privileged-wasm]"));
     if answers[0]["allowed"] != false
+        || !wasm_denied
         || answers[1]["allowed"] != true
         || answers[2]["allowed"] != false
     {
@@ -136,11 +145,11 @@ fn main() -> Result<()> {
          \n                                                 # the same 11 times in a minute: the 11th is 429\
          \n  target/debug/meshgate-dev token --sub alice      # more tokens for the same dev key (.state/dev)\
          \n  curl -s http://127.0.0.1:9901/stats | grep wasmcustom\n\
-         \n  Admission webhook {webhook_url}   dev.yaml + image verification ({config})\
+         \n  Admission webhook {webhook_url}   dev.yaml + the Wasm privileged policy from the registry + image verification ({config})\
          \n  OCI registry      http://{registry}   {signed} signed with .state/dev/cosign.key\
          \n\n  curl --cacert {ca} \\\
          \n       -H 'Content-Type: application/json' --data @{privileged} {webhook_url}/validate\
-         \n                                                 # allowed: false, [privileged] container \"app\" ... is privileged\
+         \n                                                 # allowed: false, [privileged] and [privileged-wasm]: container \"app\" ... is privileged\
          \n  curl --cacert {ca} \\\
          \n       -H 'Content-Type: application/json' --data @{allowed} {webhook_url}/validate\
          \n                                                 # allowed: true (a signed Wasm artifact, a clean pod)\

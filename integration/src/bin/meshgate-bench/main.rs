@@ -6,6 +6,7 @@
 
 mod admission;
 mod images;
+mod wasm_policies;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,8 @@ pub(crate) struct Args {
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
     /// Run only the rows whose name contains this (the floor rows always run); `admission`
-    /// runs only the webhook rows (with image verification), `images` only image verification.
+    /// runs only the webhook rows (with image verification and Wasm policies), `images` only
+    /// image verification, `wasm` only Wasm policies.
     #[arg(long)]
     only: Option<String>,
 }
@@ -412,6 +414,13 @@ fn main() -> Result<()> {
         .is_none_or(|o| "admission".contains(o) || "images".contains(o))
     {
         markdown.push_str(&images::run(&args)?);
+    }
+    if args
+        .only
+        .as_deref()
+        .is_none_or(|o| "admission".contains(o) || "wasm".contains(o))
+    {
+        markdown.push_str(&wasm_policies::run(&args)?);
     }
     std::fs::write(&args.output, &markdown)?;
     println!("{markdown}");

@@ -1,0 +1,140 @@
+//! Wasm policies against Rego: the same "no privileged pods" rule per review in process
+//! (`meshgate policy bench`; instantiate + validate for Wasm, with either instance allocator),
+//! and the real `meshgate serve` over TLS running one or the other.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use anyhow::{Context as _, Result};
+use meshgate_integration::webhook::{meshgate_binary, sample_review};
+use meshgate_integration::{Webhook, paths};
+
+use crate::{Args, post_script, wrk};
+
+/// Reviews per in-process row (after a warm-up of a tenth of that).
+const EVALUATIONS: usize = 5000;
+
+/// The policy entries compared, as configuration text.
+fn variants() -> Vec<(&'static str, String)> {
+    let repo = paths::repo_root();
+    let dist = paths::dist_dir();
+    let rego = format!(
+        "policies:\n  - name: privileged\n    rego: {{files: [\"{0}/policies/rego/privileged\", \"{0}/policies/rego/lib\"]}}\n",
+        repo.display()
+    );
+    let wasm = |pooling: bool, file: &str, settings: &str| {
+        format!(
+            "wasm: {{poolingAllocator: {pooling}}}\npolicies:\n  - name: privileged\n    wasm: {{file: \"{}\"}}\n{settings}",
+            dist.join(file).display()
+        )
+    };
+    vec![
+        ("Rego `privileged` (regorus VM)", rego),
+        (
+            "Wasm `privileged`, pooling allocator (default)",
+            wasm(true, "policies/privileged.wasm", ""),
+        ),
+        (
+            "Wasm `privileged`, on-demand allocator",
+            wasm(false, "policies/privileged.wasm", ""),
+        ),
+        (
+            "Wasm floor: a component that admits at once, pooling allocator",
+            wasm(
+                true,
+                "test/misbehaving-policy.wasm",
+                "    settings: {behavior: accept}\n",
+            ),
+        ),
+    ]
+}
+
+/// Runs the Wasm policy rows and returns their Markdown section.
+pub fn run(args: &Args) -> Result<String> {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n## Wasm policies\n\nThe same rule, \"no privileged containers on Wasm runtimes\", as the \
+         Rego starter (`policies/rego/privileged`) and as a component built with the SDK \
+         (`policies/wasm/privileged`, `make policies`). Both pass the same case file.\n\n\
+         Per review, in process: `meshgate policy bench --config C --review privileged-pod.json \
+         --iterations {EVALUATIONS}` (release build): selection plus the one policy, for Wasm \
+         instantiating the component in a fresh store and calling `validate`.\n\n\
+         | policy | p50 µs | p99 µs | mean µs |\n|---|---:|---:|---:|"
+    );
+    let work = tempfile::tempdir()?;
+    let review = work.path().join("privileged-pod.json");
+    std::fs::write(
+        &review,
+        sample_review("bench", true, Some("wasmtime")).to_string(),
+    )?;
+    for (i, (name, config)) in variants().into_iter().enumerate() {
+        let path = work.path().join(format!("config-{i}.yaml"));
+        let config = config.replacen(
+            "wasm: {",
+            &format!(
+                "wasm: {{cacheDir: \"{}\", ",
+                work.path().join("cache").display()
+            ),
+            1,
+        );
+        std::fs::write(&path, config)?;
+        let out = Command::new(meshgate_binary())
+            .args(["policy", "bench", "--config"])
+            .arg(&path)
+            .arg("--review")
+            .arg(&review)
+            .args(["--iterations", &EVALUATIONS.to_string()])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{name}: meshgate policy bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{name}: {}", String::from_utf8_lossy(&out.stdout)))?;
+        let expected = if name.starts_with("Wasm floor") {
+            "allowed"
+        } else {
+            "denied"
+        };
+        anyhow::ensure!(result["decision"] == expected, "{name}: {result}");
+        let _ = writeln!(
+            md,
+            "| {name} | {:.1} | {:.1} | {:.1} |",
+            result["p50_us"].as_f64().unwrap_or(f64::NAN),
+            result["p99_us"].as_f64().unwrap_or(f64::NAN),
+            result["mean_us"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+
+    // The webhook with one or the other policy.
+    let script = post_script(
+        work.path(),
+        "privileged",
+        &sample_review("bench", true, Some("wasmtime")),
+    )?;
+    let mut rows = Vec::new();
+    for (name, config) in variants().into_iter().take(3) {
+        let webhook = Webhook::start(&config);
+        let url = format!("{}/validate", webhook.url);
+        let mut runs = Vec::new();
+        for round in 1..=args.rounds {
+            eprintln!("bench: wasm policies round {round}/{}: {name}", args.rounds);
+            runs.push(wrk(&url, args, &[], Some(&script))?);
+        }
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        rows.push((name, runs[runs.len() / 2]));
+    }
+    let _ = writeln!(
+        md,
+        "\n`meshgate serve` (release) with only that policy, judging the privileged pod (denied): \
+         `wrk -t1 -c{} -d{}s` over keep-alive TLS, median of {} rounds.\n\n\
+         | policy | reviews/s | p99 ms | non-2xx |\n|---|---:|---:|---:|",
+        args.connections, args.duration, args.rounds
+    );
+    for (name, (rps, p99, non_2xx)) in &rows {
+        let _ = writeln!(md, "| {name} | {rps:.0} | {p99:.2} | {non_2xx} |");
+    }
+    Ok(md)
+}
