@@ -136,15 +136,19 @@ pub fn load(
     component: Option<&[u8]>,
 ) -> Result<Box<dyn Evaluate>, LoadError> {
     let timeout = config.timeout.unwrap_or(context.default_timeout);
-    if let Some(source) = &config.rego {
-        let parameters = config
+    // Rego's `data.parameters` and a Wasm policy's settings; Gatekeeper falls back to the
+    // Constraint's own.
+    let parameters = || {
+        config
             .parameters
             .clone()
-            .unwrap_or_else(|| serde_json::json!({}));
+            .unwrap_or_else(|| serde_json::json!({}))
+    };
+    if let Some(source) = &config.rego {
         return Ok(Box::new(RegoPolicy::load(
             &config.name,
             source,
-            &parameters,
+            &parameters(),
             timeout,
         )?));
     }
@@ -177,16 +181,12 @@ pub fn load(
                 ));
             }
         };
-        let settings = config
-            .parameters
-            .clone()
-            .unwrap_or_else(|| serde_json::json!({}));
         return Ok(Box::new(WasmPolicy::load(
             &config.name,
             runtime,
             bytes,
             source,
-            &settings,
+            &parameters(),
             timeout,
         )?));
     }
