@@ -23,10 +23,10 @@ fn component(path: &str) -> PathBuf {
     path
 }
 
-/// A pipeline from configuration text; `{{misbehaving}}`, `{{privileged}}` and `{{cache}}`
-/// are replaced by the components' paths and `cache`.
+/// A pipeline from configuration text, its compiled code kept in `cache`; `{{misbehaving}}`
+/// and `{{privileged}}` are replaced by the components' paths.
 fn pipeline(config: &str, cache: &Path) -> Result<Pipeline, String> {
-    let text = config
+    let text = format!("wasm: {{cacheDir: \"{{{{cache}}}}\"}}\n{config}")
         .replace(
             "{{misbehaving}}",
             &component("test/misbehaving-policy.wasm")
@@ -67,7 +67,7 @@ fn review(pipeline: &Pipeline) -> Verdict {
 fn every_bound_stops_its_policy_and_names_it() {
     let cache = tempfile::tempdir().unwrap();
     let config = format!(
-        "wasm: {{cacheDir: \"{{{{cache}}}}\"}}\npolicies:\n{}{}{}{}{}{}{}",
+        "policies:\n{}{}{}{}{}{}{}",
         misbehaving("spins", "loop", "") + "    timeout: 150ms\n",
         misbehaving("spins-on-fuel", "loop", ", fuel: 5000000") + "    timeout: 20s\n",
         misbehaving("hoards", "memory-bomb", ", memoryLimit: 16Mi"),
@@ -104,10 +104,7 @@ fn every_bound_stops_its_policy_and_names_it() {
 #[test]
 fn each_evaluation_starts_from_a_fresh_instance() {
     let cache = tempfile::tempdir().unwrap();
-    let config = format!(
-        "wasm: {{cacheDir: \"{{{{cache}}}}\"}}\npolicies:\n{}",
-        misbehaving("counter", "count", "")
-    );
+    let config = format!("policies:\n{}", misbehaving("counter", "count", ""));
     let pipeline = pipeline(&config, cache.path()).unwrap();
     for _ in 0..3 {
         let verdict = review(&pipeline);
@@ -119,10 +116,7 @@ fn each_evaluation_starts_from_a_fresh_instance() {
 #[test]
 fn settings_are_validated_at_load_within_bounds() {
     let cache = tempfile::tempdir().unwrap();
-    let refused = format!(
-        "wasm: {{cacheDir: \"{{{{cache}}}}\"}}\npolicies:\n{}",
-        misbehaving("picky", "explode", "")
-    );
+    let refused = format!("policies:\n{}", misbehaving("picky", "explode", ""));
     let err = pipeline(&refused, cache.path()).err().unwrap();
     assert!(
         err.starts_with(
@@ -131,7 +125,7 @@ fn settings_are_validated_at_load_within_bounds() {
         "{err}"
     );
     let looping = format!(
-        "wasm: {{cacheDir: \"{{{{cache}}}}\"}}\npolicies:\n{}    timeout: 100ms\n",
+        "policies:\n{}    timeout: 100ms\n",
         misbehaving("stuck", "settings-loop", "")
     );
     let err = pipeline(&looping, cache.path()).err().unwrap();
@@ -164,7 +158,7 @@ fn what_is_not_a_policy_component_is_refused_at_load() {
         ),
     ] {
         let config = format!(
-            "wasm: {{cacheDir: \"{{{{cache}}}}\"}}\npolicies:\n  - name: odd\n    wasm: {{file: {}}}\n",
+            "policies:\n  - name: odd\n    wasm: {{file: {}}}\n",
             file.display()
         );
         let err = pipeline(&config, cache.path()).err().unwrap();
@@ -364,29 +358,20 @@ fn policy_images_load_from_a_registry_only_when_signed() {
     let cache = tempfile::tempdir().unwrap();
     let config = |image: &str| {
         format!(
-            "wasm: {{cacheDir: \"{{{{cache}}}}\"}}\n\
-             imageVerification:\n  keys: [{{name: policies, file: {key}}}]\n  trust:\n\
+            "imageVerification:\n  keys: [{{name: policies, file: {key}}}]\n  trust:\n\
              \x20   - {{name: policies, images: [\"{host}/policies/**\"], keys: [policies]}}\n\
              policies:\n  - name: privileged\n    wasm: {{image: \"{image}\"}}\n",
             key = key.with_extension("pub").display(),
             host = registry.host(),
         )
     };
-    let pipeline = pipeline(&config(&signed), cache.path()).unwrap();
-    assert!(!review_privileged(&pipeline).allowed);
-    assert!(review(&pipeline).allowed);
-    let err = pipeline_err(&config(&unsigned), cache.path());
+    let loaded = pipeline(&config(&signed), cache.path()).unwrap();
+    assert!(!loaded.review(wasm_pod_review(true)).allowed);
+    assert!(review(&loaded).allowed);
+    let err = pipeline(&config(&unsigned), cache.path()).err().unwrap();
     assert!(
         err.starts_with(&format!("policy privileged: {unsigned}: ")),
         "{err}"
     );
     assert!(err.contains("not signed"), "{err}");
-}
-
-fn review_privileged(pipeline: &Pipeline) -> Verdict {
-    pipeline.review(wasm_pod_review(true))
-}
-
-fn pipeline_err(config: &str, cache: &Path) -> String {
-    pipeline(config, cache).err().unwrap()
 }

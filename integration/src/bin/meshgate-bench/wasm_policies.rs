@@ -3,6 +3,7 @@
 //! and the real `meshgate serve` over TLS running one or the other.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, Result};
@@ -14,8 +15,8 @@ use crate::{Args, post_script, wrk};
 /// Reviews per in-process row (after a warm-up of a tenth of that).
 const EVALUATIONS: usize = 5000;
 
-/// The policy entries compared, as configuration text.
-fn variants() -> Vec<(&'static str, String)> {
+/// The policy entries compared, as configuration text; Wasm code is compiled into `cache`.
+fn variants(cache: &Path) -> Vec<(&'static str, String)> {
     let repo = paths::repo_root();
     let dist = paths::dist_dir();
     let rego = format!(
@@ -24,7 +25,8 @@ fn variants() -> Vec<(&'static str, String)> {
     );
     let wasm = |pooling: bool, file: &str, settings: &str| {
         format!(
-            "wasm: {{poolingAllocator: {pooling}}}\npolicies:\n  - name: privileged\n    wasm: {{file: \"{}\"}}\n{settings}",
+            "wasm: {{poolingAllocator: {pooling}, cacheDir: \"{}\"}}\npolicies:\n  - name: privileged\n    wasm: {{file: \"{}\"}}\n{settings}",
+            cache.display(),
             dist.join(file).display()
         )
     };
@@ -68,16 +70,9 @@ pub fn run(args: &Args) -> Result<String> {
         &review,
         sample_review("bench", true, Some("wasmtime")).to_string(),
     )?;
-    for (i, (name, config)) in variants().into_iter().enumerate() {
+    let cache = work.path().join("cache");
+    for (i, (name, config)) in variants(&cache).into_iter().enumerate() {
         let path = work.path().join(format!("config-{i}.yaml"));
-        let config = config.replacen(
-            "wasm: {",
-            &format!(
-                "wasm: {{cacheDir: \"{}\", ",
-                work.path().join("cache").display()
-            ),
-            1,
-        );
         std::fs::write(&path, config)?;
         let out = Command::new(meshgate_binary())
             .args(["policy", "bench", "--config"])
@@ -115,7 +110,7 @@ pub fn run(args: &Args) -> Result<String> {
         &sample_review("bench", true, Some("wasmtime")),
     )?;
     let mut rows = Vec::new();
-    for (name, config) in variants().into_iter().take(3) {
+    for (name, config) in variants(&cache).into_iter().take(3) {
         let webhook = Webhook::start(&config);
         let url = format!("{}/validate", webhook.url);
         let mut runs = Vec::new();
