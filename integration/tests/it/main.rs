@@ -1,0 +1,12 @@
+//! meshgate's integration tests: real Envoy, registry, Redis, rate limit service and webhook
+//! processes on loopback. One test binary, so the whole dependency tree is linked once.
+
+mod admission;
+mod envoy;
+mod envoy_configs;
+mod jwt_auth;
+mod manifests;
+mod rate_limit;
+mod registry;
+mod signing;
+mod wasm_policies;
