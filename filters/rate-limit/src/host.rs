@@ -3,13 +3,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use meshgate_ratelimit::descriptor::Request;
+use meshgate_ratelimit::descriptor::{Request, Unreadable};
 use meshgate_ratelimit::table::{SetError, SharedStore};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, Status};
 
 /// The effective context's request; each attribute is fetched at most once, and only if a
-/// descriptor asks for it.
+/// descriptor asks for it. A hostcall that fails (rather than finding nothing) is
+/// [`Unreadable`]: the core refuses the request instead of treating the attribute as absent.
 #[derive(Default)]
 pub struct HostRequest {
     headers: RefCell<HashMap<String, Option<String>>>,
@@ -18,35 +19,35 @@ pub struct HostRequest {
 use meshgate_wasm_host::text;
 
 impl Request for HostRequest {
-    fn header(&self, name: &str) -> Option<String> {
+    fn header(&self, name: &str) -> Result<Option<String>, Unreadable> {
         if let Some(cached) = self.headers.borrow().get(name) {
-            return cached.clone();
+            return Ok(cached.clone());
         }
         let value = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+            .map_err(|_| Unreadable)?
             .map(text);
         self.headers
             .borrow_mut()
             .insert(name.to_string(), value.clone());
-        value
+        Ok(value)
     }
 
-    fn source_address(&self) -> Option<String> {
-        hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
-            .map(text)
+    fn source_address(&self) -> Result<Option<String>, Unreadable> {
+        property(&["source", "address"])
     }
 
-    fn jwt_payload(&self, name: &str) -> Option<String> {
+    fn jwt_payload(&self, name: &str) -> Result<Option<String>, Unreadable> {
         // Published by meshgate's jwt-auth as filter state (see its README).
         let key = format!("meshgate.jwt_payload.{name}");
-        hostcalls::get_property(vec![key.as_str()])
-            .ok()
-            .flatten()
-            .map(text)
+        property(&[key.as_str()])
     }
+}
+
+/// A property as text: `Ok(None)` when the host has none (the SDK maps `NotFound` to `None`).
+fn property(path: &[&str]) -> Result<Option<String>, Unreadable> {
+    Ok(hostcalls::get_property(path.to_vec())
+        .map_err(|_| Unreadable)?
+        .map(text))
 }
 
 /// proxy-wasm shared data: one store for every worker VM with the same `vm_id`.

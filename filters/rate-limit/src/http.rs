@@ -168,6 +168,9 @@ impl HttpContext for Http {
         for _ in 0..decision.store_errors {
             metrics.store_error();
         }
+        for _ in 0..decision.attribute_errors {
+            metrics.attribute_error();
+        }
         if decision.verdicts.iter().any(|v| v.overflow) {
             metrics.overflow();
         }
@@ -189,7 +192,12 @@ impl HttpContext for Http {
             self.admit(&decision, Vec::new());
             return Action::Continue;
         };
-        let descriptors = limiter.global_descriptors(&request);
+        let Ok(descriptors) = limiter.global_descriptors(&request) else {
+            // An attribute the host could not read: refuse rather than skip the service.
+            metrics.attribute_error();
+            self.refuse(&decision, Vec::new());
+            return Action::Pause;
+        };
         if descriptors.is_empty() {
             self.admit(&decision, Vec::new());
             return Action::Continue;

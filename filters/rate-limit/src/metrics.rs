@@ -13,6 +13,7 @@ pub struct Metrics {
     shadow_limited: HashMap<String, Counter>,
     overflow: Counter,
     store_errors: Counter,
+    attribute_errors: Counter,
     rls_calls: Counter,
     rls_errors: Counter,
 }
@@ -36,6 +37,7 @@ impl Metrics {
             shadow_limited: per_name("shadow_limited"),
             overflow: Counter::define(&format!("{base}overflow")),
             store_errors: Counter::define(&format!("{base}store_errors")),
+            attribute_errors: Counter::define(&format!("{base}attribute_errors")),
             rls_calls: Counter::define(&format!("{base}rls_calls")),
             rls_errors: Counter::define(&format!("{base}rls_errors")),
         }
@@ -65,9 +67,14 @@ impl Metrics {
         self.overflow.add(1);
     }
 
-    /// The shared store refused a bucket update (the request was let through).
+    /// The shared store refused a bucket update (the request was refused).
     pub fn store_error(&self) {
         self.store_errors.add(1);
+    }
+
+    /// The host failed to read an attribute a descriptor needed (the request was refused).
+    pub fn attribute_error(&self) {
+        self.attribute_errors.add(1);
     }
 
     /// A call to the rate limit service started.
@@ -87,6 +94,7 @@ impl Metrics {
         self.allowed.flush();
         self.overflow.flush();
         self.store_errors.flush();
+        self.attribute_errors.flush();
         for c in self.limited.values().chain(self.shadow_limited.values()) {
             c.flush();
         }

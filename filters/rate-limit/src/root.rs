@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use meshgate_ratelimit::Limiter;
 use meshgate_ratelimit::rls::OverLimitCache;
+use meshgate_ratelimit::table::{Salt, fingerprint, load_or_create_salt};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
+use crate::host::HostStore;
 use crate::http::Http;
 use crate::metrics::Metrics;
 
@@ -32,12 +34,34 @@ pub struct Root {
     shared: Option<Rc<Shared>>,
 }
 
-/// FNV-1a of the configuration: buckets of different configurations never share a slot.
-fn config_id(config: &[u8]) -> String {
-    let hash = config.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("meshgate.rl.{hash:016x}")
+/// The shared-data namespace of this filter: its plugin name and root id, not its
+/// configuration, so a new configuration of the same filter reuses its table instead of
+/// leaving the old one in shared data (which cannot be deleted) and resetting every bucket.
+fn namespace() -> String {
+    let property = |name: &str| {
+        hostcalls::get_property(vec![name])
+            .ok()
+            .flatten()
+            .map(meshgate_wasm_host::text)
+            .unwrap_or_default()
+    };
+    let id = fingerprint(&format!(
+        "{}\n{}",
+        property("plugin_name"),
+        property("plugin_root_id")
+    ));
+    format!("meshgate.rl.{id:016x}")
+}
+
+/// 128 random bits. std seeds each `RandomState` from the host's random source (WASI
+/// `random_get`, which Envoy implements); two hashes under two such keys are 128 bits nobody
+/// outside the VM can predict.
+fn random_salt() -> Salt {
+    use std::hash::{BuildHasher, RandomState};
+    let mut salt = [0u8; 16];
+    salt[..8].copy_from_slice(&RandomState::new().hash_one(0u8).to_le_bytes());
+    salt[8..].copy_from_slice(&RandomState::new().hash_one(1u8).to_le_bytes());
+    salt
 }
 
 impl Context for Root {}
@@ -46,7 +70,14 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let config = meshgate_wasm_host::buffer(BufferType::PluginConfiguration, usize::MAX)
             .unwrap_or_default();
-        let limiter = match Limiter::from_json(&config, &config_id(&config)) {
+        let Some(salt) = load_or_create_salt(&HostStore, random_salt) else {
+            let _ = hostcalls::log(
+                LogLevel::Critical,
+                "rate-limit: shared data refused the key salt",
+            );
+            return false;
+        };
+        let limiter = match Limiter::from_json(&config, &namespace(), salt) {
             Ok(limiter) => limiter,
             Err(e) => {
                 // Envoy refuses the plugin when this returns false; this line says why.

@@ -114,7 +114,10 @@ impl Bucket {
         let next_fill_ms = if state.tokens >= self.max_tokens {
             0
         } else {
-            (state.last_fill_ms + self.fill_interval_ms).saturating_sub(now)
+            state
+                .last_fill_ms
+                .saturating_add(self.fill_interval_ms)
+                .saturating_sub(now)
         };
         (
             state,

@@ -24,6 +24,18 @@ pub struct RateLimitConfig {
     /// What a new key gets when every slot it may use holds a bucket that has not refilled.
     #[serde(default)]
     pub overflow: Overflow,
+    /// The bucket keys share under `overflow: shared_bucket`, one per descriptor (default: the
+    /// descriptor's own bucket with its fill interval cut to at most 1 s).
+    #[serde(default)]
+    pub overflow_bucket: Option<TokenBucket>,
+    /// Descriptor values (header values, claims, addresses) longer than this many bytes are cut
+    /// to it (default 256).
+    #[serde(default)]
+    pub max_value_bytes: Option<u32>,
+    /// IPv6 client addresses are grouped by this prefix length (default 64: one bucket per
+    /// /64, the block a single host is usually given).
+    #[serde(default)]
+    pub ipv6_prefix_len: Option<u8>,
     /// Status of a limited response (default 429).
     #[serde(default)]
     pub status: Option<u16>,
@@ -75,10 +87,12 @@ pub struct GlobalDescriptor {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Overflow {
-    /// Refuse the request (no key can win a fresh bucket by crowding others out).
-    #[default]
+    /// Refuse the request (no key can win a fresh bucket by crowding others out, but a flood of
+    /// new keys refuses every new client until the flood's buckets refill).
     Deny,
-    /// Take from one bucket shared by every key that found no slot.
+    /// Take from one bucket shared by every key that found no slot: a flood of new keys costs
+    /// new clients at most that bucket's refill.
+    #[default]
     SharedBucket,
 }
 

@@ -1,4 +1,11 @@
 //! Descriptors: which requests a limit applies to, and the key of their bucket.
+//!
+//! Every value taken from the request is untrusted: it is cut to `max_value_bytes`, client
+//! addresses are parsed and normalised (one spelling per address, IPv6 grouped by prefix), and
+//! an attribute the host fails to read makes the request [`Unreadable`] — refused, not let
+//! through unlimited.
+
+use core::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use serde_json::Value;
 
@@ -6,15 +13,49 @@ use crate::ConfigError;
 use crate::bucket::Bucket;
 use crate::config::{self, Entry};
 
+/// The host failed to read a request attribute (as opposed to the attribute being absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the host could not read a request attribute")]
+pub struct Unreadable;
+
 /// What a descriptor may ask of the request. The host answers lazily, so a limit that needs only
-/// one header costs one lookup.
+/// one header costs one lookup. `Ok(None)` is an absent attribute; `Err` a failed read.
 pub trait Request {
     /// A request header (lowercase name; pseudo headers such as `:path` included).
-    fn header(&self, name: &str) -> Option<String>;
+    fn header(&self, name: &str) -> Result<Option<String>, Unreadable>;
     /// The connection's peer address, `ip:port` or `[ip6]:port`.
-    fn source_address(&self) -> Option<String>;
+    fn source_address(&self) -> Result<Option<String>, Unreadable>;
     /// The JSON payload meshgate's jwt-auth published under `name` (`payload_in_metadata`).
-    fn jwt_payload(&self, name: &str) -> Option<String>;
+    fn jwt_payload(&self, name: &str) -> Result<Option<String>, Unreadable>;
+}
+
+/// A descriptor's `(key, value)` entries for one request.
+pub type Entries = Vec<(String, String)>;
+
+/// Values longer than this many bytes are cut when `max_value_bytes` is not set.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 256;
+/// IPv6 prefix length clients are grouped by when `ipv6_prefix_len` is not set.
+pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
+
+/// How request values become descriptor values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// `x-forwarded-for` hops added by trusted proxies (0: the connection's peer).
+    pub trusted_hops: u32,
+    /// Values are cut to this many bytes (at a character boundary).
+    pub max_value_bytes: usize,
+    /// IPv6 client addresses are grouped by this prefix length.
+    pub ipv6_prefix_len: u8,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            trusted_hops: 0,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            ipv6_prefix_len: DEFAULT_IPV6_PREFIX_LEN,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +93,10 @@ enum Part {
 pub struct Descriptor {
     /// Its name.
     pub name: String,
+    /// Fingerprint of its name and entries (what its keys mean), stored with its buckets: a
+    /// bucket of a descriptor defined otherwise is nobody's. The bucket's parameters are left
+    /// out, so a new capacity or rate keeps the counts.
+    pub fingerprint: u64,
     /// The bucket each key gets.
     pub bucket: Bucket,
     /// Count, never reject.
@@ -64,8 +109,11 @@ impl Descriptor {
     pub fn compile(raw: &config::Descriptor, index: usize) -> Result<Descriptor, ConfigError> {
         let field = format!("descriptors[{index}]");
         let (name, parts) = compile_parts(&raw.name, &raw.entries, &field)?;
+        // The compiled entries' Debug form: the same in every worker of a build.
+        let fingerprint = crate::table::fingerprint(&format!("{name}\n{parts:?}"));
         Ok(Descriptor {
             name,
+            fingerprint,
             bucket: Bucket::compile(&raw.token_bucket, &format!("{field}.token_bucket"))?,
             shadow: raw.shadow,
             parts,
@@ -73,15 +121,22 @@ impl Descriptor {
     }
 
     /// The bucket key for this request, or `None` when the descriptor does not apply.
-    pub fn key(&self, request: &dyn Request, trusted_hops: u32) -> Option<String> {
+    pub fn key(
+        &self,
+        request: &dyn Request,
+        options: &Options,
+    ) -> Result<Option<String>, Unreadable> {
+        let Some(entries) = self.entries(request, options)? else {
+            return Ok(None);
+        };
         let mut key = self.name.clone();
-        for (name, value) in self.entries(request, trusted_hops)? {
+        for (name, value) in entries {
             key.push('|');
             push_escaped(&mut key, &name);
             key.push('=');
             push_escaped(&mut key, &value);
         }
-        Some(key)
+        Ok(Some(key))
     }
 
     /// The `(key, value)` entries of this descriptor for the request (conditions contribute
@@ -89,9 +144,9 @@ impl Descriptor {
     pub fn entries(
         &self,
         request: &dyn Request,
-        trusted_hops: u32,
-    ) -> Option<Vec<(String, String)>> {
-        resolve(&self.parts, request, trusted_hops)
+        options: &Options,
+    ) -> Result<Option<Vec<(String, String)>>, Unreadable> {
+        resolve(&self.parts, request, options)
     }
 }
 
@@ -124,9 +179,9 @@ impl GlobalDescriptor {
     pub fn entries(
         &self,
         request: &dyn Request,
-        trusted_hops: u32,
-    ) -> Option<Vec<(String, String)>> {
-        resolve(&self.parts, request, trusted_hops)
+        options: &Options,
+    ) -> Result<Option<Vec<(String, String)>>, Unreadable> {
+        resolve(&self.parts, request, options)
     }
 }
 
@@ -158,30 +213,45 @@ fn compile_parts(
 fn resolve(
     parts: &[Part],
     request: &dyn Request,
-    trusted_hops: u32,
-) -> Option<Vec<(String, String)>> {
+    options: &Options,
+) -> Result<Option<Vec<(String, String)>>, Unreadable> {
     let mut entries = Vec::with_capacity(parts.len());
+    // `?` on the host's answer passes a failed read up; `absent!` ends with "does not apply".
+    macro_rules! absent {
+        ($value:expr) => {
+            match $value {
+                Some(v) => v,
+                None => return Ok(None),
+            }
+        };
+    }
     for part in parts {
         let (name, value) = match part {
             Part::Header { name, key, fixed } => {
-                let value = request.header(name)?;
-                (key, fixed.clone().unwrap_or(value))
+                let value = absent!(request.header(name)?);
+                match fixed {
+                    Some(fixed) => (key, fixed.clone()),
+                    None => (key, cut(value, options.max_value_bytes)),
+                }
             }
-            Part::RemoteAddress { key } => (key, client_address(request, trusted_hops)?),
+            Part::RemoteAddress { key } => {
+                let address = absent!(client_address(request, options)?);
+                (key, cut(address, options.max_value_bytes))
+            }
             Part::Method { equals, key } => {
-                let method = request.header(":method")?;
+                let method = absent!(request.header(":method")?);
                 match equals {
-                    Some(want) if !want.eq_ignore_ascii_case(&method) => return None,
-                    _ => (key, method),
+                    Some(want) if !want.eq_ignore_ascii_case(&method) => return Ok(None),
+                    _ => (key, cut(method, options.max_value_bytes)),
                 }
             }
             Part::Path { prefix, exact } => {
-                let full = request.header(":path")?;
+                let full = absent!(request.header(":path")?);
                 let path = full.split(['?', '#']).next().unwrap_or("");
                 let ok = prefix.as_ref().is_none_or(|p| path.starts_with(p.as_str()))
                     && exact.as_ref().is_none_or(|e| path == e);
                 if !ok {
-                    return None;
+                    return Ok(None);
                 }
                 continue;
             }
@@ -193,19 +263,36 @@ fn resolve(
             } => {
                 let value = match (payload, header) {
                     (Some(name), _) => {
-                        let json: Value = serde_json::from_str(&request.jwt_payload(name)?).ok()?;
-                        meshgate_filter_common::claims::text_at(&json, path)?
+                        let payload = absent!(request.jwt_payload(name)?);
+                        // jwt-auth publishes the verified payload: anything but JSON there is
+                        // a broken host, not an absent claim.
+                        let json: Value = serde_json::from_str(&payload).map_err(|_| Unreadable)?;
+                        absent!(meshgate_filter_common::claims::text_at(&json, path))
                     }
-                    (None, Some(header)) => request.header(header)?,
-                    (None, None) => return None,
+                    (None, Some(header)) => absent!(request.header(header)?),
+                    (None, None) => return Ok(None),
                 };
-                (key, value)
+                (key, cut(value, options.max_value_bytes))
             }
             Part::Generic { key, value } => (key, value.clone()),
         };
         entries.push((name.clone(), value));
     }
-    Some(entries)
+    Ok(Some(entries))
+}
+
+/// `value` cut to at most `max` bytes, at a character boundary: an over-long value still
+/// counts (values that share their first `max` bytes share a bucket), and costs no more than
+/// a short one.
+fn cut(mut value: String, max: usize) -> String {
+    if value.len() > max {
+        let mut end = max;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+    }
+    value
 }
 
 /// Keeps `|`, `=` and `%` in values from making two different keys look alike.
@@ -303,32 +390,54 @@ fn compile_entry(entry: &Entry, field: &str) -> Result<Part, ConfigError> {
 
 /// The client address: with `trusted_hops` > 0, the `x-forwarded-for` entry that many from the
 /// right (the address the outermost trusted proxy saw); otherwise, or when the header is too
-/// short, the connection's peer.
-pub fn client_address(request: &dyn Request, trusted_hops: u32) -> Option<String> {
-    if trusted_hops > 0
-        && let Some(xff) = request.header("x-forwarded-for")
+/// short, the connection's peer. Normalised: one spelling per address, IPv4-mapped IPv6 as
+/// IPv4, IPv6 grouped by `ipv6_prefix_len` (`2001:db8:1:2::/64`); an entry that is not an
+/// address is kept as it is (cut like any value).
+pub fn client_address(
+    request: &dyn Request,
+    options: &Options,
+) -> Result<Option<String>, Unreadable> {
+    if options.trusted_hops > 0
+        && let Some(xff) = request.header("x-forwarded-for")?
     {
-        let hops: Vec<&str> = xff
-            .split(',')
+        let n = options.trusted_hops as usize;
+        // From the right, without collecting: the header may hold any number of entries.
+        let hop = xff
+            .rsplit(',')
             .map(str::trim)
             .filter(|h| !h.is_empty())
-            .collect();
-        let n = trusted_hops as usize;
-        if hops.len() >= n {
-            return Some(hops[hops.len() - n].to_string());
+            .nth(n - 1);
+        if let Some(hop) = hop {
+            return Ok(Some(normalise(hop, options.ipv6_prefix_len)));
         }
     }
-    let source = request.source_address()?;
-    Some(strip_port(&source).to_string())
+    let Some(source) = request.source_address()? else {
+        return Ok(None);
+    };
+    Ok(Some(normalise(&source, options.ipv6_prefix_len)))
 }
 
-fn strip_port(address: &str) -> &str {
-    if let Some(rest) = address.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match address.rsplit_once(':') {
-        Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
-        _ => address,
+/// An address (with or without a port) in its one canonical spelling, grouped by prefix.
+fn normalise(text: &str, ipv6_prefix_len: u8) -> String {
+    let ip = text
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()));
+    match ip {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None if ipv6_prefix_len >= 128 => v6.to_string(),
+            None => {
+                let keep = u32::from(ipv6_prefix_len);
+                let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+                format!(
+                    "{}/{ipv6_prefix_len}",
+                    Ipv6Addr::from(u128::from(v6) & mask)
+                )
+            }
+        },
+        None => text.to_string(),
     }
 }
 
@@ -346,14 +455,21 @@ mod tests {
     }
 
     impl Request for FakeRequest {
-        fn header(&self, name: &str) -> Option<String> {
-            self.headers.get(name).cloned()
+        fn header(&self, name: &str) -> Result<Option<String>, Unreadable> {
+            Ok(self.headers.get(name).cloned())
         }
-        fn source_address(&self) -> Option<String> {
-            self.source.clone()
+        fn source_address(&self) -> Result<Option<String>, Unreadable> {
+            Ok(self.source.clone())
         }
-        fn jwt_payload(&self, name: &str) -> Option<String> {
-            self.payloads.get(name).cloned()
+        fn jwt_payload(&self, name: &str) -> Result<Option<String>, Unreadable> {
+            Ok(self.payloads.get(name).cloned())
+        }
+    }
+
+    fn hops(trusted_hops: u32) -> Options {
+        Options {
+            trusted_hops,
+            ..Options::default()
         }
     }
 
@@ -388,7 +504,7 @@ mod tests {
             ("x-user", "bob|x"),
             ("x-forwarded-for", "1.1.1.1, 2.2.2.2, 3.3.3.3"),
         ]);
-        let key = |entries: &str, hops| descriptor(entries).key(&r, hops);
+        let key = |entries: &str, n| descriptor(entries).key(&r, &hops(n)).unwrap();
         assert_eq!(
             key(
                 r#"[{"request_header":{"header_name":"X-User","descriptor_key":"u"}}]"#,
@@ -450,10 +566,66 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_sources() {
-        assert_eq!(strip_port("[::1]:8080"), "::1");
-        assert_eq!(strip_port("10.1.2.3:80"), "10.1.2.3");
-        assert_eq!(strip_port("::1"), "::1");
+    fn addresses_are_normalised_and_ipv6_grouped_by_prefix() {
+        assert_eq!(normalise("[::1]:8080", 128), "::1");
+        assert_eq!(normalise("10.1.2.3:80", 64), "10.1.2.3");
+        assert_eq!(normalise("[::ffff:10.1.2.3]:80", 64), "10.1.2.3");
+        // One client's /64 is one key, however it spells or varies the rest.
+        for a in [
+            "2001:db8:1:2::1",
+            "[2001:0db8:0001:0002:ffff::9]:443",
+            "2001:DB8:1:2:a:b:c:d",
+        ] {
+            assert_eq!(normalise(a, 64), "2001:db8:1:2::/64", "{a}");
+        }
+        assert_eq!(normalise("2001:db8:1:3::1", 64), "2001:db8:1:3::/64");
+        assert_eq!(normalise("2001:db8:1:2::1", 48), "2001:db8:1::/48");
+        assert_eq!(normalise("2001:db8::1", 0), "::/0");
+        assert_eq!(normalise("not an address", 64), "not an address");
+    }
+
+    #[test]
+    fn long_values_are_cut_and_failed_reads_are_errors() {
+        let d = descriptor(r#"[{"request_header":{"header_name":"x-user","descriptor_key":"u"}}]"#);
+        let long = format!("{}é{}", "a".repeat(255), "b".repeat(50_000));
+        let r = request(&[("x-user", long.as_str())]);
+        let key = d.key(&r, &Options::default()).unwrap().unwrap();
+        assert_eq!(
+            key,
+            format!("d|u={}", "a".repeat(255)),
+            "cut at a character boundary"
+        );
+        let other = request(&[("x-user", &format!("{}é{}", "a".repeat(255), "c".repeat(9)))]);
+        assert_eq!(d.key(&other, &Options::default()).unwrap(), Some(key));
+
+        struct Broken;
+        impl Request for Broken {
+            fn header(&self, _: &str) -> Result<Option<String>, Unreadable> {
+                Err(Unreadable)
+            }
+            fn source_address(&self) -> Result<Option<String>, Unreadable> {
+                Err(Unreadable)
+            }
+            fn jwt_payload(&self, _: &str) -> Result<Option<String>, Unreadable> {
+                Err(Unreadable)
+            }
+        }
+        for entries in [
+            r#"[{"request_header":{"header_name":"x-user","descriptor_key":"u"}}]"#,
+            r#"[{"remote_address":{}}]"#,
+            r#"[{"path":{"prefix":"/"}}]"#,
+            r#"[{"jwt_claim":{"claim":"sub","payload":"main"}}]"#,
+        ] {
+            assert_eq!(
+                descriptor(entries).key(&Broken, &hops(1)),
+                Err(Unreadable),
+                "{entries}"
+            );
+        }
+        let mut garbled = request(&[]);
+        garbled.payloads.insert("main".into(), "{not json".into());
+        let claim = descriptor(r#"[{"jwt_claim":{"claim":"sub","payload":"main"}}]"#);
+        assert_eq!(claim.key(&garbled, &Options::default()), Err(Unreadable));
     }
 
     #[test]
@@ -475,5 +647,63 @@ mod tests {
             );
         }
         assert!(serde_json::from_str::<config::Descriptor>(r#"{"name":"d","entries":[{"cookie":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}"#).is_err());
+    }
+
+    /// Untrusted text: arbitrary Unicode, address-like pieces, separators the key escapes.
+    fn hostile_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>(),
+            "[0-9a-fA-F:.%\\[\\], |=]{0,80}",
+            (any::<String>(), 0usize..3000).prop_map(|(s, n)| s.repeat(n / s.len().max(1))),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+
+        /// Whatever the client sends in headers, addresses, paths and (published) claims:
+        /// no panic, and a key of bounded length.
+        #[test]
+        fn keys_from_hostile_requests_are_bounded(
+            user in hostile_text(),
+            xff in hostile_text(),
+            source in hostile_text(),
+            path in hostile_text(),
+            claim in hostile_text(),
+            payload in proptest::option::of(hostile_text()),
+            hops_n in 0u32..4,
+            max in 1usize..300,
+            prefix in 0u8..=128,
+        ) {
+            let mut r = request(&[
+                ("x-user", user.as_str()),
+                ("x-forwarded-for", xff.as_str()),
+                (":path", path.as_str()),
+                (":method", claim.as_str()),
+                ("x-sub", claim.as_str()),
+            ]);
+            r.source = Some(source);
+            if let Some(p) = payload {
+                r.payloads.insert("main".into(), p);
+            }
+            r.payloads.insert("json".into(), serde_json::json!({"sub": claim}).to_string());
+            let options = Options { trusted_hops: hops_n, max_value_bytes: max, ipv6_prefix_len: prefix };
+            let d = descriptor(r#"[{"request_header":{"header_name":"x-user","descriptor_key":"u"}},
+                                   {"remote_address":{}}, {"method":{}}, {"path":{"prefix":"/"}},
+                                   {"jwt_claim":{"claim":"sub","header_name":"x-sub"}},
+                                   {"jwt_claim":{"claim":"sub","payload":"json","descriptor_key":"s"}}]"#);
+            if let Ok(Some(key)) = d.key(&r, &options) {
+                // Five values of at most `max` bytes, each escaped to at most 3 times its size.
+                proptest::prop_assert!(key.len() <= 64 + 5 * 3 * max, "{} bytes", key.len());
+            }
+            let claim_only = descriptor(r#"[{"jwt_claim":{"claim":"a.b","payload":"main"}}]"#);
+            if let Ok(Some(key)) = claim_only.key(&r, &options) {
+                proptest::prop_assert!(key.len() <= 16 + 3 * max);
+            }
+            if let Ok(Some(address)) = client_address(&r, &options) {
+                proptest::prop_assert!(address.len() <= xff.len().max(r.source.as_deref().map_or(0, str::len)).max(49));
+            }
+        }
     }
 }

@@ -78,7 +78,7 @@ mod tests {
     fn formats_draft_11_and_legacy() {
         let d = Decision {
             verdicts: vec![verdict("per_user", false, 0, 41_500, false)],
-            store_errors: 0,
+            ..Decision::default()
         };
         let h = render(&d, true);
         assert_eq!(
@@ -102,7 +102,7 @@ mod tests {
                 verdict("b", true, 3, 1000, false),
                 verdict("s", false, 0, 1000, true),
             ],
-            store_errors: 0,
+            ..Decision::default()
         };
         assert!(d.limited_by().is_none());
         assert_eq!(d.reported().map(|v| v.name.as_str()), Some("b"));

@@ -2,14 +2,19 @@
 
 use crate::bucket::{Bucket, Taken};
 use crate::config::{Overflow, RateLimitConfig};
-use crate::descriptor::{Descriptor, GlobalDescriptor, Request};
-use crate::table::{SharedStore, Table, Take};
+use crate::descriptor::{self, Descriptor, GlobalDescriptor, Options, Request, Unreadable};
+use crate::table::{Owner, Salt, SharedStore, Table, Take, fingerprint};
 use crate::{ConfigError, Millis};
 
 /// Live keys kept when `max_keys` is not set.
 pub const DEFAULT_MAX_KEYS: u32 = 10_000;
 /// The name the default `token_bucket` reports under.
 pub const DEFAULT_NAME: &str = "default";
+/// The longest fill interval of a default overflow bucket: a flood of new keys keeps new
+/// clients out for at most this long after it stops.
+pub const OVERFLOW_MAX_FILL_INTERVAL_MS: u64 = 1_000;
+/// What a refusal for a failure (store, attribute) tells the client to wait.
+pub const RETRY_AFTER_FAILURE_MS: u64 = 1_000;
 
 /// What one bucket said about a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +36,11 @@ pub struct Verdict {
 pub struct Decision {
     /// One per applying descriptor, in configuration order.
     pub verdicts: Vec<Verdict>,
-    /// The store kept refusing for this many buckets (they let the request through).
+    /// The store kept refusing for this many buckets (each refuses the request, unless shadow).
     pub store_errors: u32,
+    /// The host failed to read an attribute this many descriptors needed (each refuses the
+    /// request, unless shadow).
+    pub attribute_errors: u32,
 }
 
 impl Decision {
@@ -63,10 +71,9 @@ impl Decision {
 /// The compiled configuration.
 #[derive(Debug, Clone)]
 pub struct Limiter {
-    default: Option<Bucket>,
-    descriptors: Vec<Descriptor>,
+    default: Option<(Bucket, Owner)>,
+    descriptors: Vec<Local>,
     table: Table,
-    prefix: String,
     default_slot: String,
     overflow: Overflow,
     /// HTTP status of a limited response.
@@ -75,11 +82,20 @@ pub struct Limiter {
     pub headers_on_allowed: bool,
     /// Add the `X-RateLimit-*` headers too.
     pub legacy_headers: bool,
-    trusted_hops: u32,
+    options: Options,
     /// `stat_prefix`.
     pub stat_prefix: Option<String>,
     /// Global limiting, when configured.
     pub global: Option<Global>,
+}
+
+/// A local descriptor with what its keys share when the table has no room for them.
+#[derive(Debug, Clone)]
+struct Local {
+    descriptor: Descriptor,
+    overflow_slot: String,
+    overflow_owner: Owner,
+    overflow_bucket: Bucket,
 }
 
 /// Compiled global limiting settings.
@@ -101,15 +117,21 @@ pub struct Global {
 pub const DEFAULT_RLS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Limiter {
-    /// Parses and compiles the plugin configuration. `store_prefix` namespaces this
-    /// configuration's buckets in the shared store (e.g. a hash of the configuration), so two
-    /// filters with different limits never share a bucket.
-    pub fn from_json(json: &[u8], store_prefix: &str) -> Result<Limiter, ConfigError> {
-        Self::new(&RateLimitConfig::from_json(json)?, store_prefix)
+    /// Parses and compiles the plugin configuration. `store_prefix` namespaces the filter's
+    /// buckets in the shared store: it should name the filter, not its configuration, so a new
+    /// configuration reuses the table (buckets of unchanged descriptors keep their counts,
+    /// the others' slots are reclaimed as they refill). `salt` keys the digests of bucket keys
+    /// ([`crate::table::load_or_create_salt`]).
+    pub fn from_json(json: &[u8], store_prefix: &str, salt: Salt) -> Result<Limiter, ConfigError> {
+        Self::new(&RateLimitConfig::from_json(json)?, store_prefix, salt)
     }
 
-    /// Compiles a parsed configuration.
-    pub fn new(raw: &RateLimitConfig, store_prefix: &str) -> Result<Limiter, ConfigError> {
+    /// Compiles a parsed configuration (see [`Limiter::from_json`]).
+    pub fn new(
+        raw: &RateLimitConfig,
+        store_prefix: &str,
+        salt: Salt,
+    ) -> Result<Limiter, ConfigError> {
         let default = raw
             .token_bucket
             .as_ref()
@@ -121,6 +143,29 @@ impl Limiter {
             .enumerate()
             .map(|(i, d)| Descriptor::compile(d, i))
             .collect::<Result<_, _>>()?;
+        let overflow_bucket = raw
+            .overflow_bucket
+            .as_ref()
+            .map(|b| Bucket::compile(b, "overflow_bucket"))
+            .transpose()?;
+        let max_value_bytes = raw
+            .max_value_bytes
+            .map_or(descriptor::DEFAULT_MAX_VALUE_BYTES, |m| m as usize);
+        if !(1..=MAX_VALUE_BYTES_LIMIT).contains(&max_value_bytes) {
+            return Err(ConfigError::invalid(
+                "max_value_bytes",
+                format!("must be between 1 and {MAX_VALUE_BYTES_LIMIT}"),
+            ));
+        }
+        let ipv6_prefix_len = raw
+            .ipv6_prefix_len
+            .unwrap_or(descriptor::DEFAULT_IPV6_PREFIX_LEN);
+        if ipv6_prefix_len > 128 {
+            return Err(ConfigError::invalid(
+                "ipv6_prefix_len",
+                "must be at most 128",
+            ));
+        }
         let global = raw.global.as_ref().map(compile_global).transpose()?;
         if default.is_none() && descriptors.is_empty() && global.is_none() {
             return Err(ConfigError::invalid(
@@ -150,38 +195,65 @@ impl Limiter {
                 "must be a 4xx or 5xx status",
             ));
         }
+        let table = Table::new(
+            format!("{store_prefix}|slot|"),
+            max_keys.saturating_mul(2),
+            salt,
+        );
+        let default = default.map(|b| (b, table.owner(fingerprint(DEFAULT_NAME), "")));
+        let descriptors = descriptors
+            .into_iter()
+            .map(|d| Local {
+                overflow_slot: format!("{store_prefix}|overflow|{}", d.name),
+                overflow_owner: table.owner(d.fingerprint, "|overflow"),
+                overflow_bucket: overflow_bucket.unwrap_or(Bucket {
+                    fill_interval_ms: d.bucket.fill_interval_ms.min(OVERFLOW_MAX_FILL_INTERVAL_MS),
+                    ..d.bucket
+                }),
+                descriptor: d,
+            })
+            .collect();
         Ok(Limiter {
             default,
             descriptors,
-            table: Table::new(format!("{store_prefix}|slot|"), max_keys.saturating_mul(2)),
-            prefix: store_prefix.to_string(),
+            table,
             default_slot: format!("{store_prefix}|default"),
             overflow: raw.overflow,
             status,
             headers_on_allowed: raw.headers_on_allowed.unwrap_or(true),
             legacy_headers: raw.legacy_headers,
-            trusted_hops: raw.xff_trusted_hops,
+            options: Options {
+                trusted_hops: raw.xff_trusted_hops,
+                max_value_bytes,
+                ipv6_prefix_len,
+            },
             stat_prefix: raw.stat_prefix.clone(),
             global,
         })
     }
 
-    /// The descriptors to send to the rate limit service for this request: `(name, entries)`.
+    /// The descriptors to send to the rate limit service for this request: `(name, entries)`;
+    /// `Err` when the host failed to read an attribute one of them needs.
     pub fn global_descriptors(
         &self,
         request: &dyn Request,
-    ) -> Vec<(String, Vec<(String, String)>)> {
-        self.global.as_ref().map_or_else(Vec::new, |g| {
-            g.descriptors
-                .iter()
-                .filter_map(|d| Some((d.name.clone(), d.entries(request, self.trusted_hops)?)))
-                .collect()
-        })
+    ) -> Result<Vec<(String, descriptor::Entries)>, Unreadable> {
+        let mut out = Vec::new();
+        for d in self.global.iter().flat_map(|g| &g.descriptors) {
+            if let Some(entries) = d.entries(request, &self.options)? {
+                out.push((d.name.clone(), entries));
+            }
+        }
+        Ok(out)
     }
 
     /// Descriptor names (local and global), for registering stats.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.descriptors.iter().map(|d| d.name.clone()).collect();
+        let mut names: Vec<String> = self
+            .descriptors
+            .iter()
+            .map(|d| d.descriptor.name.clone())
+            .collect();
         if let Some(g) = &self.global {
             names.extend(g.descriptors.iter().map(|d| d.name.clone()));
         }
@@ -191,69 +263,100 @@ impl Limiter {
         names
     }
 
-    /// Takes a token from every bucket that applies to the request.
+    /// Takes a token from every bucket that applies to the request. A bucket the store kept
+    /// refusing, or a descriptor whose attributes the host could not read, refuses the request
+    /// (unless shadow): a limiter that cannot count must not let everything through.
     pub fn check(&self, request: &dyn Request, store: &dyn SharedStore, now: Millis) -> Decision {
         let mut decision = Decision::default();
-        if let Some(bucket) = &self.default {
+        if let Some((bucket, owner)) = &self.default {
             // One bucket for every request, like local_ratelimit's: its own fixed key.
-            self.record(&mut decision, DEFAULT_NAME, bucket, false, || {
-                self.table
-                    .take_in(store, &self.default_slot, DEFAULT_NAME, bucket, now)
-            });
+            let taken = self
+                .table
+                .take_in(store, &self.default_slot, *owner, bucket, now);
+            record(&mut decision, DEFAULT_NAME, bucket, false, taken);
         }
-        for d in &self.descriptors {
-            let Some(key) = d.key(request, self.trusted_hops) else {
-                continue;
-            };
-            let taken = self.table.take(store, &key, &d.bucket, now);
-            let taken = match (taken, self.overflow) {
-                (Take::Overflow, Overflow::SharedBucket) => {
-                    let slot = format!("{}|overflow|{}", self.prefix, d.name);
-                    self.table
-                        .take_in(store, &slot, &d.name, &d.bucket, now)
-                        .into_overflow()
+        for local in &self.descriptors {
+            let d = &local.descriptor;
+            let key = match d.key(request, &self.options) {
+                Ok(Some(key)) => key,
+                Ok(None) => continue,
+                Err(Unreadable) => {
+                    decision.attribute_errors += 1;
+                    decision
+                        .verdicts
+                        .push(failure(&d.name, &d.bucket, d.shadow));
+                    continue;
                 }
+            };
+            let owner = self.table.owner(d.fingerprint, &key);
+            let taken = match (self.table.take(store, owner, &d.bucket, now), self.overflow) {
+                (Take::Overflow, Overflow::SharedBucket) => self
+                    .table
+                    .take_in(
+                        store,
+                        &local.overflow_slot,
+                        local.overflow_owner,
+                        &local.overflow_bucket,
+                        now,
+                    )
+                    .into_overflow(),
                 (other, _) => other,
             };
-            self.record(&mut decision, &d.name, &d.bucket, d.shadow, || taken);
+            let bucket = match taken {
+                Take::OverflowTaken(_) => &local.overflow_bucket,
+                _ => &d.bucket,
+            };
+            record(&mut decision, &d.name, bucket, d.shadow, taken);
         }
         decision
     }
+}
 
-    fn record(
-        &self,
-        decision: &mut Decision,
-        name: &str,
-        bucket: &Bucket,
-        shadow: bool,
-        take: impl FnOnce() -> Take,
-    ) {
-        let (taken, overflow) = match take() {
-            Take::Taken(t) => (t, false),
-            Take::OverflowTaken(t) => (t, true),
-            Take::Overflow => (
-                Taken {
-                    allowed: false,
-                    remaining: 0,
-                    next_fill_ms: bucket.fill_interval_ms,
-                },
-                true,
-            ),
-            Take::StoreError => {
-                // Fail open: a store that refuses must not take the service down.
-                decision.store_errors += 1;
-                return;
-            }
-        };
-        decision.verdicts.push(Verdict {
-            name: name.to_string(),
-            bucket: *bucket,
-            taken,
-            shadow,
-            overflow,
-        });
+/// The verdict of a bucket that could not be counted: refused, retry in a second.
+fn failure(name: &str, bucket: &Bucket, shadow: bool) -> Verdict {
+    Verdict {
+        name: name.to_string(),
+        bucket: *bucket,
+        taken: Taken {
+            allowed: false,
+            remaining: 0,
+            next_fill_ms: RETRY_AFTER_FAILURE_MS,
+        },
+        shadow,
+        overflow: false,
     }
 }
+
+fn record(decision: &mut Decision, name: &str, bucket: &Bucket, shadow: bool, take: Take) {
+    let (taken, overflow) = match take {
+        Take::Taken(t) => (t, false),
+        Take::OverflowTaken(t) => (t, true),
+        Take::Overflow => (
+            Taken {
+                allowed: false,
+                remaining: 0,
+                next_fill_ms: bucket.fill_interval_ms,
+            },
+            true,
+        ),
+        Take::StoreError => {
+            // Fail closed: the request is refused and counted (`store_errors`).
+            decision.store_errors += 1;
+            decision.verdicts.push(failure(name, bucket, shadow));
+            return;
+        }
+    };
+    decision.verdicts.push(Verdict {
+        name: name.to_string(),
+        bucket: *bucket,
+        taken,
+        shadow,
+        overflow,
+    });
+}
+
+/// The largest `max_value_bytes` accepted.
+pub const MAX_VALUE_BYTES_LIMIT: usize = 16_384;
 
 fn compile_global(raw: &crate::config::Global) -> Result<Global, ConfigError> {
     if raw.cluster.is_empty() {
@@ -299,19 +402,150 @@ mod tests {
     struct Req(HashMap<&'static str, &'static str>);
 
     impl Request for Req {
-        fn header(&self, name: &str) -> Option<String> {
-            self.0.get(name).map(|v| v.to_string())
+        fn header(&self, name: &str) -> Result<Option<String>, Unreadable> {
+            Ok(self.0.get(name).map(|v| v.to_string()))
         }
-        fn source_address(&self) -> Option<String> {
-            Some("192.0.2.1:4000".into())
+        fn source_address(&self) -> Result<Option<String>, Unreadable> {
+            Ok(Some("192.0.2.1:4000".into()))
         }
-        fn jwt_payload(&self, _: &str) -> Option<String> {
-            None
+        fn jwt_payload(&self, _: &str) -> Result<Option<String>, Unreadable> {
+            Ok(None)
         }
     }
 
     fn limiter(json: &str) -> Limiter {
-        Limiter::from_json(json.as_bytes(), "t").unwrap()
+        Limiter::from_json(json.as_bytes(), "t", [0; 16]).unwrap()
+    }
+
+    fn user(name: &'static str) -> Req {
+        Req([("x-user", name)].into())
+    }
+
+    const PER_USER: &str = r#"{"name":"per_user","entries":[{"request_header":{"header_name":"x-user","descriptor_key":"u"}}],
+                               "token_bucket":{"max_tokens":2,"fill_interval":"3600s"}}"#;
+
+    /// A store another worker always writes to between our read and our write.
+    struct Contended(MemoryStore);
+
+    impl SharedStore for Contended {
+        fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.0.get(key)
+        }
+        fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), crate::table::SetError> {
+            Err(crate::table::SetError::CasMismatch)
+        }
+    }
+
+    #[test]
+    fn a_bucket_that_cannot_be_counted_refuses_the_request() {
+        let l = limiter(&format!(
+            r#"{{"token_bucket":{{"max_tokens":100,"fill_interval":"1s"}},"descriptors":[{PER_USER}]}}"#
+        ));
+        let d = l.check(&user("alice"), &Contended(MemoryStore::default()), 0);
+        assert_eq!(d.store_errors, 2);
+        let refused = d
+            .limited_by()
+            .map(|v| (v.name.as_str(), v.taken.next_fill_ms));
+        assert_eq!(refused, Some(("default", RETRY_AFTER_FAILURE_MS)));
+    }
+
+    #[test]
+    fn an_attribute_the_host_cannot_read_refuses_the_request() {
+        struct Broken;
+        impl Request for Broken {
+            fn header(&self, _: &str) -> Result<Option<String>, Unreadable> {
+                Err(Unreadable)
+            }
+            fn source_address(&self) -> Result<Option<String>, Unreadable> {
+                Err(Unreadable)
+            }
+            fn jwt_payload(&self, _: &str) -> Result<Option<String>, Unreadable> {
+                Err(Unreadable)
+            }
+        }
+        let l = limiter(&format!(r#"{{"descriptors":[{PER_USER}]}}"#));
+        let d = l.check(&Broken, &MemoryStore::default(), 0);
+        assert_eq!(d.attribute_errors, 1);
+        assert_eq!(d.limited_by().map(|v| v.name.as_str()), Some("per_user"));
+        let global = limiter(
+            r#"{"global":{"cluster":"c","domain":"d","descriptors":[{"name":"g","entries":[{"remote_address":{}}]}]}}"#,
+        );
+        assert_eq!(global.global_descriptors(&Broken), Err(Unreadable));
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_locks_nobody_out_by_default() {
+        // max_keys 1 → 2 slots, taken by the flood's first keys for an hour.
+        let l = limiter(&format!(r#"{{"max_keys":1,"descriptors":[{PER_USER}]}}"#));
+        let store = MemoryStore::default();
+        let allowed = |r: &Req, now| l.check(r, &store, now).limited_by().is_none();
+        assert!(allowed(&user("victim"), 0) && allowed(&user("victim"), 0));
+        assert!(!allowed(&user("victim"), 0));
+        let flood: Vec<bool> = (0..100)
+            .map(|i| {
+                let key: &'static str = Box::leak(format!("attacker-{i}").into_boxed_str());
+                allowed(&user(key), 10)
+            })
+            .collect();
+        // One slot left for the flood, then the overflow bucket of 2: 3 of 100 get through.
+        assert_eq!(flood.iter().filter(|a| **a).count(), 3);
+        // The victim's bucket was not reset by the flood.
+        assert!(!allowed(&user("victim"), 20));
+        // A new client a second later is served (from the overflow bucket, refilled).
+        let newcomer = l.check(&user("newcomer"), &store, 1_010);
+        assert!(newcomer.limited_by().is_none());
+        assert!(newcomer.verdicts[0].overflow);
+        // With overflow: deny, the same flood refuses every new client for the hour.
+        let deny = limiter(&format!(
+            r#"{{"max_keys":1,"overflow":"deny","descriptors":[{PER_USER}]}}"#
+        ));
+        let store = MemoryStore::default();
+        for i in 0..4 {
+            let key: &'static str = Box::leak(format!("attacker-{i}").into_boxed_str());
+            let _ = deny.check(&user(key), &store, 10);
+        }
+        assert!(
+            deny.check(&user("newcomer"), &store, 1_010)
+                .limited_by()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_new_configuration_reuses_the_table_and_keeps_unchanged_buckets() {
+        let store = MemoryStore::default();
+        let before = limiter(&format!(r#"{{"max_keys":50,"descriptors":[{PER_USER}]}}"#));
+        for _ in 0..3 {
+            let _ = before.check(&user("alice"), &store, 0);
+        }
+        for i in 0..40 {
+            let key: &'static str = Box::leak(format!("user-{i}").into_boxed_str());
+            let _ = before.check(&user(key), &store, 0);
+        }
+        let entries = store.len();
+        // Another descriptor added, another capacity for per_user: same descriptor, same keys.
+        let after = limiter(&format!(
+            r#"{{"max_keys":50,"stat_prefix":"v2","descriptors":[{},
+                {{"name":"per_path","entries":[{{"path":{{"prefix":"/"}}}}],"token_bucket":{{"max_tokens":9,"fill_interval":"1s"}}}}]}}"#,
+            PER_USER.replace(r#""max_tokens":2"#, r#""max_tokens":3"#)
+        ));
+        let d = after.check(&user("alice"), &store, 10);
+        assert_eq!(
+            d.limited_by()
+                .map(|v| (v.name.as_str(), v.bucket.max_tokens)),
+            Some(("per_user", 3)),
+            "a new configuration does not reset alice's bucket"
+        );
+        let bob = after.check(&user("user-0"), &store, 10);
+        assert_eq!(bob.verdicts[0].taken.remaining, 0, "user-0 had 1 left");
+        assert_eq!(store.len(), entries, "the same slots, no second table");
+        // A descriptor whose entries changed owns none of the old buckets: alice starts anew.
+        let rekeyed = limiter(
+            r#"{"max_keys":50,"descriptors":[{"name":"per_user","entries":[{"request_header":{"header_name":"x-user","descriptor_key":"u"}},{"method":{}}],
+                 "token_bucket":{"max_tokens":2,"fill_interval":"3600s"}}]}"#,
+        );
+        let alice = Req([("x-user", "alice"), (":method", "GET")].into());
+        assert!(rekeyed.check(&alice, &store, 20).limited_by().is_none());
     }
 
     #[test]
@@ -414,6 +648,18 @@ mod tests {
                 "bogus",
             ),
             (
+                r#"{"token_bucket":{"max_tokens":1,"fill_interval":"1s"},"max_value_bytes":0}"#,
+                "max_value_bytes",
+            ),
+            (
+                r#"{"token_bucket":{"max_tokens":1,"fill_interval":"1s"},"ipv6_prefix_len":129}"#,
+                "ipv6_prefix_len",
+            ),
+            (
+                r#"{"token_bucket":{"max_tokens":1,"fill_interval":"1s"},"overflow_bucket":{"max_tokens":0,"fill_interval":"1s"}}"#,
+                "overflow_bucket.max_tokens",
+            ),
+            (
                 r#"{"token_bucket":{"max_tokens":1,"fill_interval":"1s","extra":2}}"#,
                 "extra",
             ),
@@ -424,7 +670,7 @@ mod tests {
             ),
         ];
         for (json, field) in cases {
-            let err = Limiter::from_json(json.as_bytes(), "t")
+            let err = Limiter::from_json(json.as_bytes(), "t", [0; 16])
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(field), "{json}: {err}");

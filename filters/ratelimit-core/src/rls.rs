@@ -239,7 +239,7 @@ impl OverLimitCache {
                 self.until.clear();
             }
         }
-        let until = now + verdict.taken.next_fill_ms;
+        let until = now.saturating_add(verdict.taken.next_fill_ms);
         self.until.insert(key, (until, verdict));
     }
 }
@@ -283,5 +283,50 @@ mod tests {
             Some(29_500)
         );
         assert!(cache.get("k", 31_500).is_none());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+
+        /// Whatever the service (or something posing as it) answers: no panic, and verdicts
+        /// and cache entries of bounded number.
+        #[test]
+        fn any_answer_is_safe(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            fields in proptest::collection::vec(proptest::prelude::any::<(i32, u32, i32, u32, i64, i32)>(), 0..4),
+            structured in proptest::prelude::any::<bool>(),
+            now in proptest::prelude::any::<u64>(),
+        ) {
+            // Either noise, or a well-formed answer with any numbers in it.
+            let bytes = if structured {
+                prost::Message::encode_to_vec(&RateLimitResponse {
+                    overall_code: OVER_LIMIT,
+                    statuses: fields
+                        .iter()
+                        .map(|&(code, quota, unit, remaining, seconds, nanos)| DescriptorStatus {
+                            code,
+                            current_limit: Some(RateLimit { requests_per_unit: quota, unit, name: String::new() }),
+                            limit_remaining: remaining,
+                            duration_until_reset: Some(ProtoDuration { seconds, nanos }),
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+            } else {
+                noise
+            };
+            let Ok(answer) = decode_response(&bytes) else {
+                return Ok(());
+            };
+            let mut cache = OverLimitCache::default();
+            for (i, status) in answer.statuses.iter().enumerate() {
+                let v = verdict("d", status);
+                let _ = crate::headers::render(&crate::limiter::Decision { verdicts: vec![v.clone()], ..Default::default() }, true);
+                cache.insert(format!("k{i}"), v, now);
+                let _ = cache.get(&format!("k{i}"), now);
+            }
+            proptest::prop_assert!(answer.statuses.len() <= bytes.len());
+            proptest::prop_assert!(cache.until.len() <= answer.statuses.len());
+        }
     }
 }

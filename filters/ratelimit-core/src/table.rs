@@ -7,14 +7,25 @@
 //! Shared data cannot be deleted, so keys are not stored under their own names (a per-client key
 //! space would grow without end): a key hashes into a fixed table of slots and probes [`PROBES`]
 //! of them. The limiter sizes the table at twice `max_keys`, so `max_keys` live keys fit with
-//! the table half full (a key then finds no slot with probability about 2^-16). A slot holds one key's bucket. **Eviction rule**: a slot may be taken over
-//! only when its bucket has refilled to full — a full bucket owes nothing, so handing its key a
-//! fresh full bucket later gives nobody extra tokens. When every probed slot holds a bucket that
-//! is not full, the key gets the configured overflow behaviour instead of a fresh bucket, so
-//! flooding the table with new keys cannot reset anybody's limit.
+//! the table half full (a key then finds no slot with probability about 2^-16).
+//!
+//! A slot holds one fixed-size record of [`RECORD_LEN`] bytes: magic and format version,
+//! the owner (a fingerprint of the descriptor's definition and a salted 128-bit digest of the
+//! key — never the key itself, so a slot costs the same for a 5-byte key and a 50 KB one), the
+//! bucket's parameters and its state. Bytes that are not such a record, or whose numbers this
+//! crate could not have written, are treated as an empty slot: never trusted, overwritten.
+//!
+//! **Eviction rule**: a slot may be taken over only when its bucket has refilled to full — a full
+//! bucket owes nothing, so handing its key a fresh full bucket later gives nobody extra tokens.
+//! When every probed slot holds a bucket that is not full, the key gets the configured overflow
+//! behaviour instead of a fresh bucket, so flooding the table with new keys cannot reset
+//! anybody's limit. The rule holds for records of any owner, including buckets of an earlier
+//! configuration, which are reclaimed as soon as they have refilled.
+
+use sha2::{Digest, Sha256};
 
 use crate::Millis;
-use crate::bucket::{Bucket, State, Taken};
+use crate::bucket::{Bucket, MIN_FILL_INTERVAL_MS, State, Taken};
 
 /// Slots probed per key.
 pub const PROBES: u64 = 16;
@@ -72,67 +83,136 @@ impl Take {
 pub struct Table {
     prefix: String,
     slots: u64,
+    salt: Salt,
 }
 
-/// A slot's record: the bucket state, the parameters it was made with, and its key.
+/// A secret shared by every worker of one Envoy, mixed into key digests so that nobody who does
+/// not know it can choose keys that collide or that land on chosen slots.
+pub type Salt = [u8; 16];
+
+/// Whose bucket a record holds: the descriptor (a fingerprint of its definition, so a record
+/// of a descriptor that was changed or removed belongs to nobody current) and the key (a
+/// salted digest: fixed size whatever the key's length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// Fingerprint of the descriptor's definition ([`fingerprint`]).
+    pub fingerprint: u64,
+    /// SHA-256 of salt, fingerprint and key, cut to 128 bits.
+    pub digest: [u8; 16],
+}
+
+/// The 64-bit fingerprint of a definition's canonical text (the first 8 bytes of its SHA-256).
+pub fn fingerprint(text: &str) -> u64 {
+    let hash = Sha256::digest(text.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// Marks a record of this crate, so bytes of anything else are never read as a bucket.
+pub const RECORD_MAGIC: [u8; 4] = *b"MGRL";
+/// The record layout's version: a record of another version is treated as an empty slot.
+pub const RECORD_VERSION: u8 = 1;
+/// Bytes of every record: magic 4, version 1, padding 3, fingerprint 8, digest 16, five u64.
+pub const RECORD_LEN: usize = 72;
+
+/// A slot's record: who owns it, the bucket's parameters and its state. Fixed size, so a slot
+/// costs the same whatever the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Record {
-    state: State,
-    bucket: Bucket,
-    key: String,
+pub(crate) struct Record {
+    pub(crate) owner: Owner,
+    pub(crate) bucket: Bucket,
+    pub(crate) state: State,
 }
 
 impl Record {
-    fn encode(&self) -> Vec<u8> {
-        format!(
-            "{} {} {} {} {} {}",
+    pub(crate) fn encode(&self) -> [u8; RECORD_LEN] {
+        let mut out = [0u8; RECORD_LEN];
+        out[..4].copy_from_slice(&RECORD_MAGIC);
+        out[4] = RECORD_VERSION;
+        out[8..16].copy_from_slice(&self.owner.fingerprint.to_le_bytes());
+        out[16..32].copy_from_slice(&self.owner.digest);
+        let numbers = [
             self.state.tokens,
             self.state.last_fill_ms,
             self.bucket.max_tokens,
             self.bucket.tokens_per_fill,
             self.bucket.fill_interval_ms,
-            self.key
-        )
-        .into_bytes()
+        ];
+        for (i, n) in numbers.iter().enumerate() {
+            out[32 + i * 8..40 + i * 8].copy_from_slice(&n.to_le_bytes());
+        }
+        out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Record> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let mut parts = text.splitn(6, ' ');
-        let mut number = || parts.next()?.parse::<u64>().ok();
-        let (tokens, last_fill_ms, max_tokens, tokens_per_fill, fill_interval_ms) =
-            (number()?, number()?, number()?, number()?, number()?);
-        if fill_interval_ms == 0 {
+    /// The record in `bytes`, or `None` unless they are exactly a record of this version with
+    /// parameters this crate could have written (a bucket never holds more than its capacity,
+    /// never fills faster than [`MIN_FILL_INTERVAL_MS`]).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
+        let bytes: &[u8; RECORD_LEN] = bytes.try_into().ok()?;
+        if bytes[..4] != RECORD_MAGIC || bytes[4] != RECORD_VERSION || bytes[5..8] != [0; 3] {
             return None;
         }
-        Some(Record {
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&bytes[16..32]);
+        let record = Record {
+            owner: Owner {
+                fingerprint: u64_at(8),
+                digest,
+            },
             state: State {
-                tokens,
-                last_fill_ms,
+                tokens: u64_at(32),
+                last_fill_ms: u64_at(40),
             },
             bucket: Bucket {
-                max_tokens,
-                tokens_per_fill,
-                fill_interval_ms,
+                max_tokens: u64_at(48),
+                tokens_per_fill: u64_at(56),
+                fill_interval_ms: u64_at(64),
             },
-            key: parts.next()?.to_string(),
-        })
+        };
+        let b = &record.bucket;
+        let sane = b.max_tokens >= 1
+            && b.tokens_per_fill >= 1
+            && b.fill_interval_ms >= MIN_FILL_INTERVAL_MS
+            && record.state.tokens <= b.max_tokens;
+        sane.then_some(record)
     }
-}
 
-/// FNV-1a: a hash every worker computes the same way (std's hasher is seeded per process).
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    /// Whether the record's clock makes sense at `now`: a last fill more than one interval in
+    /// the future would never refill, pinning its slot.
+    fn current(&self, now: Millis) -> bool {
+        self.state.last_fill_ms <= now.saturating_add(self.bucket.fill_interval_ms)
+    }
 }
 
 impl Table {
-    /// A table of `slots` slots whose shared-data keys start with `prefix`.
-    pub fn new(prefix: impl Into<String>, slots: u32) -> Table {
+    /// A table of `slots` slots whose shared-data keys start with `prefix`, keys digested with
+    /// `salt`.
+    pub fn new(prefix: impl Into<String>, slots: u32, salt: Salt) -> Table {
         Table {
             prefix: prefix.into(),
             slots: u64::from(slots.max(1)),
+            salt,
+        }
+    }
+
+    /// The owner of `key`'s bucket for the descriptor with `fingerprint`.
+    pub fn owner(&self, fingerprint: u64, key: &str) -> Owner {
+        let mut hasher = Sha256::new();
+        hasher.update(self.salt);
+        hasher.update(fingerprint.to_le_bytes());
+        hasher.update(key.as_bytes());
+        let hash = hasher.finalize();
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&hash[..16]);
+        Owner {
+            fingerprint,
+            digest,
         }
     }
 
@@ -140,12 +220,21 @@ impl Table {
         format!("{}{}", self.prefix, index % self.slots)
     }
 
-    /// Takes a token from `key`'s bucket (created full on first use).
-    pub fn take(&self, store: &dyn SharedStore, key: &str, bucket: &Bucket, now: Millis) -> Take {
-        let home = fnv1a(key);
+    /// Takes a token from `owner`'s bucket (created full on first use).
+    pub fn take(
+        &self,
+        store: &dyn SharedStore,
+        owner: Owner,
+        bucket: &Bucket,
+        now: Millis,
+    ) -> Take {
+        // The digest is salted, so the home slot is as unpredictable as the digest.
+        let mut home = [0u8; 8];
+        home.copy_from_slice(&owner.digest[8..]);
+        let home = u64::from_le_bytes(home);
         for probe in 0..PROBES.min(self.slots) {
             let slot = self.slot_key(home.wrapping_add(probe));
-            match self.take_in_slot(store, &slot, key, bucket, now) {
+            match take_in_slot(store, &slot, owner, bucket, now) {
                 SlotResult::Taken(t) => return Take::Taken(t),
                 SlotResult::Occupied => continue,
                 SlotResult::Failed => return Take::StoreError,
@@ -154,75 +243,113 @@ impl Table {
         Take::Overflow
     }
 
-    /// Takes a token from `key`'s bucket in the fixed slot `slot` (outside the table: for
+    /// Takes a token from `owner`'s bucket in the fixed slot `slot` (outside the table: for
     /// buckets with a key of their own, such as the default and overflow buckets).
     pub fn take_in(
         &self,
         store: &dyn SharedStore,
         slot: &str,
-        key: &str,
+        owner: Owner,
         bucket: &Bucket,
         now: Millis,
     ) -> Take {
-        match self.take_in_slot(store, slot, key, bucket, now) {
+        match take_in_slot(store, slot, owner, bucket, now) {
             SlotResult::Taken(t) => Take::Taken(t),
-            // A fixed slot is only ever this key's.
+            // A fixed slot held by a live bucket of another owner (a filter of another
+            // configuration under the same name): no room, as in the table.
             SlotResult::Occupied => Take::Overflow,
             SlotResult::Failed => Take::StoreError,
         }
     }
+}
 
-    fn take_in_slot(
-        &self,
-        store: &dyn SharedStore,
-        slot: &str,
-        key: &str,
-        bucket: &Bucket,
-        now: Millis,
-    ) -> SlotResult {
-        for _ in 0..CAS_ATTEMPTS {
-            let (current, cas) = match store.get(slot) {
-                None => (None, CREATE_CAS),
-                Some((bytes, cas)) => (Record::decode(&bytes), cas),
-            };
-            let state = match current {
-                // Our key: its bucket, refilled.
-                Some(r) if r.key == key => {
-                    if r.bucket == *bucket {
-                        r.state
-                    } else {
-                        // The configuration changed: keep what was used, within the new capacity.
-                        State {
-                            tokens: r.state.tokens.min(bucket.max_tokens),
-                            last_fill_ms: r.state.last_fill_ms,
-                        }
+fn take_in_slot(
+    store: &dyn SharedStore,
+    slot: &str,
+    owner: Owner,
+    bucket: &Bucket,
+    now: Millis,
+) -> SlotResult {
+    for _ in 0..CAS_ATTEMPTS {
+        let (current, cas) = match store.get(slot) {
+            None => (None, CREATE_CAS),
+            Some((bytes, cas)) => (Record::decode(&bytes).filter(|r| r.current(now)), cas),
+        };
+        let state = match current {
+            // Our key: its bucket, refilled.
+            Some(r) if r.owner == owner => {
+                if r.bucket == *bucket {
+                    r.state
+                } else {
+                    // The bucket's parameters changed: keep what was used, within the new
+                    // capacity.
+                    State {
+                        tokens: r.state.tokens.min(bucket.max_tokens),
+                        last_fill_ms: r.state.last_fill_ms,
                     }
                 }
-                // Another key whose bucket is not full: this slot is taken.
-                Some(r) if !r.bucket.is_full(r.state, now) => return SlotResult::Occupied,
-                // Free, full (evictable) or unreadable: a fresh bucket for our key.
-                _ => bucket.fresh(now),
-            };
-            let (next, taken) = bucket.take(state, now);
-            let record = Record {
-                state: next,
-                bucket: *bucket,
-                key: key.to_string(),
-            };
-            match store.set(slot, &record.encode(), Some(cas)) {
-                Ok(()) => return SlotResult::Taken(taken),
-                Err(SetError::CasMismatch) => continue,
-                Err(SetError::Failed) => return SlotResult::Failed,
             }
+            // Another owner whose bucket is not full: this slot is taken.
+            Some(r) if !r.bucket.is_full(r.state, now) => return SlotResult::Occupied,
+            // Free, full (evictable) or unreadable: a fresh bucket for our key.
+            _ => bucket.fresh(now),
+        };
+        let (next, taken) = bucket.take(state, now);
+        let record = Record {
+            owner,
+            bucket: *bucket,
+            state: next,
+        };
+        match store.set(slot, &record.encode(), Some(cas)) {
+            Ok(()) => return SlotResult::Taken(taken),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Failed) => return SlotResult::Failed,
         }
-        SlotResult::Failed
     }
+    SlotResult::Failed
 }
 
 enum SlotResult {
     Taken(Taken),
     Occupied,
     Failed,
+}
+
+/// The shared-data key of the [`Salt`] of every table under the same `vm_id`.
+pub const SALT_KEY: &str = "meshgate.rl.salt";
+const SALT_MAGIC: [u8; 4] = *b"MGRS";
+
+/// The salt every worker uses: the one in the store, or `fresh()` written there first (the
+/// first worker to write wins; the others read its salt). `None` when the store keeps failing.
+/// A value under [`SALT_KEY`] that is not a salt is replaced.
+pub fn load_or_create_salt(store: &dyn SharedStore, fresh: impl Fn() -> Salt) -> Option<Salt> {
+    for _ in 0..CAS_ATTEMPTS {
+        let cas = match store.get(SALT_KEY) {
+            Some((bytes, cas)) => match decode_salt(&bytes) {
+                Some(salt) => return Some(salt),
+                None => cas,
+            },
+            None => CREATE_CAS,
+        };
+        let mut record = [0u8; 20];
+        record[..4].copy_from_slice(&SALT_MAGIC);
+        record[4..].copy_from_slice(&fresh());
+        match store.set(SALT_KEY, &record, Some(cas)) {
+            Ok(()) | Err(SetError::CasMismatch) => continue,
+            Err(SetError::Failed) => return None,
+        }
+    }
+    None
+}
+
+fn decode_salt(bytes: &[u8]) -> Option<Salt> {
+    let bytes: &[u8; 20] = bytes.try_into().ok()?;
+    if bytes[..4] != SALT_MAGIC {
+        return None;
+    }
+    let mut salt = [0u8; 16];
+    salt.copy_from_slice(&bytes[4..]);
+    Some(salt)
 }
 
 /// Entries (value, CAS) and the last CAS handed out.
@@ -271,6 +398,17 @@ impl MemoryStore {
             .len()
     }
 
+    /// Bytes of all the values held (what the entries cost beyond their names).
+    pub fn value_bytes(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .values()
+            .map(|(v, _)| v.len())
+            .sum()
+    }
+
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -278,105 +416,4 @@ impl MemoryStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-
-    fn bucket(max: u64, interval: u64) -> Bucket {
-        Bucket {
-            max_tokens: max,
-            tokens_per_fill: max,
-            fill_interval_ms: interval,
-        }
-    }
-
-    fn allowed(t: Take) -> bool {
-        matches!(t, Take::Taken(Taken { allowed: true, .. }))
-    }
-
-    #[test]
-    fn exact_under_concurrent_workers() {
-        let store = Arc::new(MemoryStore::default());
-        let table = Table::new("t|", 100);
-        let b = bucket(1000, 60_000);
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let (store, table) = (Arc::clone(&store), table.clone());
-                std::thread::spawn(move || {
-                    (0..500)
-                        .filter(|_| allowed(table.take(store.as_ref(), "k", &b, 1_000)))
-                        .count()
-                })
-            })
-            .collect();
-        let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-        assert_eq!(admitted, 1000, "4000 attempts on a bucket of 1000");
-    }
-
-    #[test]
-    fn keys_are_isolated_and_bounded() {
-        let store = MemoryStore::default();
-        let table = Table::new("t|", 8);
-        let b = bucket(1, 60_000);
-        assert!(allowed(table.take(&store, "alice", &b, 0)));
-        assert!(!allowed(table.take(&store, "alice", &b, 1)));
-        assert!(allowed(table.take(&store, "bob", &b, 1)));
-        for i in 0..1000 {
-            let _ = table.take(&store, &format!("k{i}"), &b, 2);
-        }
-        assert!(store.len() <= 8, "the table never grows past its slots");
-    }
-
-    #[test]
-    fn no_fresh_bucket_by_eviction() {
-        // The bypass of a small LRU: flood with new keys, then come back for a fresh bucket.
-        let store = MemoryStore::default();
-        let table = Table::new("t|", 4);
-        let b = bucket(1, 60_000);
-        assert!(allowed(table.take(&store, "victim", &b, 0)));
-        for i in 0..100 {
-            let result = table.take(&store, &format!("attacker{i}"), &b, 10);
-            assert!(matches!(result, Take::Taken(_) | Take::Overflow));
-        }
-        assert!(
-            !allowed(table.take(&store, "victim", &b, 20)),
-            "still empty"
-        );
-        // Once its fill interval has passed, a bucket is full again and its slot may be reused.
-        assert!(allowed(table.take(&store, "newcomer", &b, 60_000)));
-    }
-
-    #[test]
-    fn overflow_when_all_probed_slots_hold_live_buckets() {
-        let store = MemoryStore::default();
-        let table = Table::new("t|", 2);
-        let b = bucket(5, 60_000);
-        assert!(allowed(table.take(&store, "a", &b, 0)));
-        assert!(
-            allowed(table.take(&store, "b", &b, 0))
-                || table.take(&store, "b", &b, 0) == Take::Overflow
-        );
-        let results: Vec<Take> = (0..10)
-            .map(|i| table.take(&store, &format!("x{i}"), &b, 0))
-            .collect();
-        assert!(results.contains(&Take::Overflow));
-    }
-
-    #[test]
-    fn records_round_trip_and_garbage_is_replaced() {
-        let r = Record {
-            state: State {
-                tokens: 3,
-                last_fill_ms: 42,
-            },
-            bucket: bucket(5, 1000),
-            key: "per_user|user=a b".into(),
-        };
-        assert_eq!(Record::decode(&r.encode()), Some(r));
-        let store = MemoryStore::default();
-        store.set("t|0", b"garbage", None).unwrap();
-        let table = Table::new("t|", 1);
-        assert!(allowed(table.take(&store, "k", &bucket(1, 1000), 0)));
-    }
-}
+mod tests;

@@ -1,0 +1,282 @@
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const SALT: Salt = [7; 16];
+
+fn bucket(max: u64, interval: u64) -> Bucket {
+    Bucket {
+        max_tokens: max,
+        tokens_per_fill: max,
+        fill_interval_ms: interval,
+    }
+}
+
+fn allowed(t: Take) -> bool {
+    matches!(t, Take::Taken(Taken { allowed: true, .. }))
+}
+
+fn table(slots: u32) -> Table {
+    Table::new("t|", slots, SALT)
+}
+
+/// Takes from `key`'s bucket of descriptor fingerprint 1.
+fn take(table: &Table, store: &MemoryStore, key: &str, b: &Bucket, now: Millis) -> Take {
+    table.take(store, table.owner(1, key), b, now)
+}
+
+#[test]
+fn exact_under_concurrent_workers() {
+    let store = Arc::new(MemoryStore::default());
+    let table = table(100);
+    let b = bucket(1000, 60_000);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, table) = (Arc::clone(&store), table.clone());
+            std::thread::spawn(move || {
+                (0..500)
+                    .filter(|_| allowed(take(&table, &store, "k", &b, 1_000)))
+                    .count()
+            })
+        })
+        .collect();
+    let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(admitted, 1000, "4000 attempts on a bucket of 1000");
+}
+
+#[test]
+fn keys_are_isolated_and_bounded() {
+    let store = MemoryStore::default();
+    let table = table(8);
+    let b = bucket(1, 60_000);
+    assert!(allowed(take(&table, &store, "alice", &b, 0)));
+    assert!(!allowed(take(&table, &store, "alice", &b, 1)));
+    assert!(allowed(take(&table, &store, "bob", &b, 1)));
+    for i in 0..1000 {
+        let _ = take(&table, &store, &format!("k{i}"), &b, 2);
+    }
+    assert!(store.len() <= 8, "the table never grows past its slots");
+}
+
+#[test]
+fn a_slot_costs_the_same_whatever_the_key_length() {
+    let store = MemoryStore::default();
+    let table = table(64);
+    let b = bucket(5, 60_000);
+    for i in 0..20 {
+        let key = format!("{i}{}", "x".repeat(50_000));
+        assert!(allowed(take(&table, &store, &key, &b, 0)));
+    }
+    let bytes = store.value_bytes();
+    assert_eq!(
+        bytes,
+        20 * RECORD_LEN,
+        "20 keys of 50 KB stored in {bytes} bytes"
+    );
+}
+
+#[test]
+fn no_fresh_bucket_by_eviction() {
+    // The bypass of a small LRU: flood with new keys, then come back for a fresh bucket.
+    let store = MemoryStore::default();
+    let table = table(4);
+    let b = bucket(1, 60_000);
+    assert!(allowed(take(&table, &store, "victim", &b, 0)));
+    for i in 0..100 {
+        let result = take(&table, &store, &format!("attacker{i}"), &b, 10);
+        assert!(matches!(result, Take::Taken(_) | Take::Overflow));
+    }
+    assert!(
+        !allowed(take(&table, &store, "victim", &b, 20)),
+        "still empty"
+    );
+    // Once its fill interval has passed, a bucket is full again and its slot may be reused.
+    assert!(allowed(take(&table, &store, "newcomer", &b, 60_000)));
+}
+
+#[test]
+fn overflow_when_all_probed_slots_hold_live_buckets() {
+    let store = MemoryStore::default();
+    // Two slots, so every key probes both: "a" and "b" take one each.
+    let table = table(2);
+    let b = bucket(5, 60_000);
+    assert_eq!(
+        take(&table, &store, "a", &b, 0),
+        Take::Taken(Taken {
+            allowed: true,
+            remaining: 4,
+            next_fill_ms: 60_000
+        })
+    );
+    assert!(allowed(take(&table, &store, "b", &b, 0)));
+    for i in 0..10 {
+        assert_eq!(
+            take(&table, &store, &format!("x{i}"), &b, 1),
+            Take::Overflow,
+            "x{i} found a slot held by a live bucket"
+        );
+    }
+    // The live buckets kept their slots and their counts.
+    assert_eq!(
+        take(&table, &store, "a", &b, 2),
+        Take::Taken(Taken {
+            allowed: true,
+            remaining: 3,
+            next_fill_ms: 59_998
+        })
+    );
+    assert_eq!(store.len(), 2);
+    // Refilled, "a" and "b" owe nothing: a newcomer may take a slot.
+    assert!(allowed(take(&table, &store, "x0", &b, 60_000)));
+}
+
+#[test]
+fn records_round_trip_and_garbage_is_replaced() {
+    let r = Record {
+        owner: table(1).owner(3, "per_user|user=a b"),
+        state: State {
+            tokens: 3,
+            last_fill_ms: 42,
+        },
+        bucket: bucket(5, 1000),
+    };
+    assert_eq!(Record::decode(&r.encode()), Some(r));
+    let store = MemoryStore::default();
+    store.set("t|0", b"garbage", None).unwrap();
+    let table = table(1);
+    assert!(allowed(take(&table, &store, "k", &bucket(1, 1000), 0)));
+}
+
+#[test]
+fn records_that_do_not_parse_or_do_not_belong_are_never_trusted() {
+    let t = table(1);
+    let b = bucket(2, 60_000);
+    let mine = t.owner(1, "k");
+    let valid = Record {
+        owner: mine,
+        bucket: b,
+        state: State {
+            tokens: 0,
+            last_fill_ms: 1_000,
+        },
+    };
+    // What could hold a slot and refuse "k" forever, or hand it more than its capacity.
+    let mut other_version = valid.encode();
+    other_version[4] = RECORD_VERSION + 1;
+    let mut overfull = valid.clone();
+    overfull.state.tokens = 1_000;
+    let mut zero_interval = valid.clone();
+    zero_interval.bucket.fill_interval_ms = 0;
+    let mut from_the_future = valid.clone();
+    from_the_future.state.last_fill_ms = u64::MAX;
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("other version", other_version.to_vec()),
+        ("truncated", valid.encode()[..RECORD_LEN - 1].to_vec()),
+        ("over capacity", overfull.encode().to_vec()),
+        ("zero fill interval", zero_interval.encode().to_vec()),
+        ("last fill in the future", from_the_future.encode().to_vec()),
+    ];
+    for (what, bytes) in cases {
+        let store = MemoryStore::default();
+        store.set("t|0", &bytes, None).unwrap();
+        assert_eq!(
+            t.take(&store, mine, &b, 2_000),
+            Take::Taken(Taken {
+                allowed: true,
+                remaining: 1,
+                next_fill_ms: 60_000
+            }),
+            "{what}: treated as an empty slot"
+        );
+    }
+    // The valid record is ours and empty: refused.
+    let store = MemoryStore::default();
+    store.set("t|0", &valid.encode(), None).unwrap();
+    assert!(!allowed(t.take(&store, mine, &b, 2_000)));
+    // Same key under another descriptor fingerprint or another salt: not ours.
+    assert_ne!(t.owner(2, "k"), mine);
+    assert_ne!(Table::new("t|", 1, [8; 16]).owner(1, "k"), mine);
+}
+
+#[test]
+fn one_salt_for_every_worker() {
+    let store = MemoryStore::default();
+    let first = load_or_create_salt(&store, || [1; 16]);
+    assert_eq!(first, Some([1; 16]));
+    assert_eq!(load_or_create_salt(&store, || [2; 16]), Some([1; 16]));
+    // Something else under the salt's key is replaced, not trusted.
+    let store = MemoryStore::default();
+    store.set(SALT_KEY, b"short", None).unwrap();
+    assert_eq!(load_or_create_salt(&store, || [3; 16]), Some([3; 16]));
+}
+
+fn any_record() -> impl Strategy<Value = Record> {
+    (
+        any::<u64>(),
+        any::<[u8; 16]>(),
+        1..=u64::MAX,
+        1..=u64::MAX,
+        MIN_FILL_INTERVAL_MS..=u64::MAX,
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(fp, digest, max, per_fill, interval, tokens, last)| Record {
+                owner: Owner {
+                    fingerprint: fp,
+                    digest,
+                },
+                bucket: Bucket {
+                    max_tokens: max,
+                    tokens_per_fill: per_fill,
+                    fill_interval_ms: interval,
+                },
+                state: State {
+                    tokens: tokens % (max.saturating_add(1)).max(1),
+                    last_fill_ms: last,
+                },
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+    /// Whatever the store holds, reading it never panics and yields only a record this crate
+    /// could have written.
+    #[test]
+    fn any_bytes_decode_to_nothing_or_a_sane_record(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+        if let Some(r) = Record::decode(&bytes) {
+            prop_assert_eq!(bytes.len(), RECORD_LEN);
+            prop_assert!(r.state.tokens <= r.bucket.max_tokens);
+            prop_assert!(r.bucket.fill_interval_ms >= MIN_FILL_INTERVAL_MS);
+            prop_assert!(r.bucket.tokens_per_fill >= 1);
+        }
+    }
+
+    /// A valid record with bytes flipped: never a panic; taking from it never panics and never
+    /// leaves more tokens than the capacity.
+    #[test]
+    fn damaged_records_are_safe_to_take_from(
+        record in any_record(),
+        flips in proptest::collection::vec((0..RECORD_LEN, any::<u8>()), 0..4),
+        now in any::<u64>(),
+    ) {
+        prop_assert_eq!(Record::decode(&record.encode()), Some(record.clone()));
+        let mut bytes = record.encode();
+        for (at, value) in flips {
+            bytes[at] = value;
+        }
+        let store = MemoryStore::default();
+        store.set("t|0", &bytes, None).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        let t = table(1);
+        let b = bucket(3, 1000);
+        if let Take::Taken(taken) = t.take(&store, record.owner, &b, now) {
+            prop_assert!(taken.remaining < b.max_tokens);
+        }
+        let stored = store.get("t|0").map(|(v, _)| v.len());
+        prop_assert_eq!(stored, Some(RECORD_LEN));
+    }
+}
