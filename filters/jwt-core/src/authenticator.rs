@@ -67,7 +67,8 @@ pub struct Authenticator {
     providers: Vec<Provider>,
     runtime: Vec<Runtime>,
     rules: Vec<Rule>,
-    all_locations: Vec<Location>,
+    /// Every provider's output headers, removed from every request before anything is added.
+    output_headers: Vec<String>,
     bypass_cors_preflight: bool,
     stat_prefix: Option<String>,
     tally: Tally,
@@ -144,11 +145,15 @@ impl Authenticator {
                 requirement,
             });
         }
-        let mut all_locations: Vec<Location> = Vec::new();
+        let mut output_headers: Vec<String> = Vec::new();
         for p in &providers {
-            for l in &p.locations {
-                if !all_locations.contains(l) {
-                    all_locations.push(l.clone());
+            let names = p
+                .forward_payload_header
+                .iter()
+                .chain(p.claim_to_headers.iter().map(|(h, _)| h));
+            for name in names {
+                if !output_headers.contains(name) {
+                    output_headers.push(name.clone());
                 }
             }
         }
@@ -163,7 +168,7 @@ impl Authenticator {
             providers,
             runtime,
             rules,
-            all_locations,
+            output_headers,
             bypass_cors_preflight: raw.bypass_cors_preflight,
             stat_prefix: raw.stat_prefix.clone(),
             tally: Tally::default(),
@@ -179,6 +184,29 @@ impl Authenticator {
     /// The compiled providers, in name order (their index is what [`Outcome::NeedKeys`] names).
     pub fn providers(&self) -> &[Provider] {
         &self.providers
+    }
+
+    /// What an operator should know about a configuration that loads: providers that can verify
+    /// no token, because their key set has no key this filter can use (Envoy's `jwt_authn` loads
+    /// such a configuration too and rejects those providers' tokens).
+    pub fn warnings(&self) -> Vec<String> {
+        self.providers
+            .iter()
+            .filter_map(|p| match &p.keys {
+                Keys::Local(keys) if keys.keys().is_empty() => Some(format!(
+                    "provider {:?}: local_jwks has no usable signing key ({}); its tokens are rejected",
+                    p.name,
+                    keys.skipped().join("; ")
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every provider's output headers (`forward_payload_header`, `claim_to_headers`), which are
+    /// removed from every request.
+    pub fn output_headers(&self) -> &[String] {
+        &self.output_headers
     }
 
     /// `stat_prefix` from the configuration.
@@ -213,8 +241,10 @@ impl Authenticator {
 
     /// Decides what to do with a request, given its headers and the time in milliseconds.
     pub fn authenticate(&mut self, headers: &Headers, now_ms: u64) -> Outcome {
+        // Output headers are removed whatever happens next: only a verified token may set them.
+        let unverified = || Outcome::Allow(Mutations::default().finish(&self.output_headers, None));
         if self.bypass_cors_preflight && is_cors_preflight(headers) {
-            return Outcome::Allow(Mutations::default());
+            return unverified();
         }
         let Some(requirement) = self
             .rules
@@ -222,10 +252,12 @@ impl Authenticator {
             .find(|r| r.matcher.matches(headers))
             .and_then(|r| r.requirement.clone())
         else {
-            return Outcome::Allow(Mutations::default());
+            return unverified();
         };
         match self.evaluate(&requirement, headers, now_ms) {
-            Verdict::Ok(m) => Outcome::Allow(m),
+            Verdict::Ok(m) => {
+                Outcome::Allow(m.finish(&self.output_headers, header(headers, ":path")))
+            }
             Verdict::Fail(status) => Outcome::Deny(denial(status, headers)),
             Verdict::NeedKeys(mut providers) => {
                 providers.sort_unstable();
@@ -246,7 +278,8 @@ impl Authenticator {
                     return Verdict::Fail(Status::JwtMissed);
                 }
                 let mut mutations = Mutations::default();
-                for f in &found {
+                // Envoy verifies the last token found first; every one must be good.
+                for f in found.iter().rev() {
                     match self.verify(*provider, audiences.as_deref(), f, None, now_ms) {
                         Verdict::Ok(m) => mutations.extend(m),
                         other => return other,
@@ -254,13 +287,24 @@ impl Authenticator {
                 }
                 Verdict::Ok(mutations)
             }
-            Requirement::AllowMissing | Requirement::AllowMissingOrFailed => {
-                let tolerate_failure = *requirement == Requirement::AllowMissingOrFailed;
-                let found = extract(&self.all_locations, headers);
+            Requirement::AllowMissing { among } | Requirement::AllowMissingOrFailed { among } => {
+                let tolerate_failure =
+                    matches!(requirement, Requirement::AllowMissingOrFailed { .. });
+                let among: Vec<usize> = match among {
+                    Some(list) => list.clone(),
+                    None => (0..self.providers.len()).collect(),
+                };
+                let locations: Vec<Location> = among
+                    .iter()
+                    .flat_map(|p| self.providers[*p].locations.iter().cloned())
+                    .collect();
+                let found = extract(&locations, headers);
                 let mut mutations = Mutations::default();
                 let mut need = Vec::new();
-                for f in &found {
-                    match self.verify_by_issuer(f, now_ms) {
+                // Unlike Envoy, which under allow_missing lets the request through when only the
+                // last token it checks is good, every present token must be good here.
+                for f in found.iter().rev() {
+                    match self.verify_by_issuer(f, &among, now_ms) {
                         Verdict::Ok(m) => mutations.extend(m),
                         Verdict::NeedKeys(p) => need.extend(p),
                         Verdict::Fail(_) if tolerate_failure => {}
@@ -274,18 +318,15 @@ impl Authenticator {
                 }
             }
             Requirement::Any(children) => {
-                let verdicts: Vec<Verdict> = children
-                    .iter()
-                    .map(|c| self.evaluate(c, headers, now_ms))
-                    .collect();
-                let mut ok: Option<Mutations> = None;
                 let mut need = Vec::new();
                 // Envoy: the last failure that is not "missing" or "unknown issuer" (a token meant
                 // for another provider) speaks for the group.
                 let mut status = Status::JwtMissed;
-                for v in verdicts {
-                    match v {
-                        Verdict::Ok(m) => ok.get_or_insert_with(Mutations::default).extend(m),
+                for c in children {
+                    // As in Envoy, the first good requirement ends the group: later ones are not
+                    // checked and add no headers.
+                    match self.evaluate(c, headers, now_ms) {
+                        Verdict::Ok(m) => return Verdict::Ok(m),
                         Verdict::NeedKeys(p) => need.extend(p),
                         Verdict::Fail(s) => {
                             if !matches!(s, Status::JwtMissed | Status::JwtUnknownIssuer) {
@@ -294,10 +335,10 @@ impl Authenticator {
                         }
                     }
                 }
-                match ok {
-                    Some(m) => Verdict::Ok(m),
-                    None if !need.is_empty() => Verdict::NeedKeys(need),
-                    None => Verdict::Fail(status),
+                if need.is_empty() {
+                    Verdict::Fail(status)
+                } else {
+                    Verdict::NeedKeys(need)
                 }
             }
             Requirement::All(children) => {
@@ -320,22 +361,25 @@ impl Authenticator {
     }
 
     /// For requirements without a provider: the token's issuer picks the provider (the first
-    /// with that issuer, else the first without one) among those that read this location.
-    fn verify_by_issuer(&mut self, found: &Found, now_ms: u64) -> Verdict {
+    /// with that issuer, else the first without one) among `among` that read this location.
+    fn verify_by_issuer(&mut self, found: &Found, among: &[usize], now_ms: u64) -> Verdict {
         let jwt = match Jwt::parse(&found.token) {
             Ok(jwt) => Arc::new(jwt),
             Err(s) => return Verdict::Fail(s),
         };
-        let accepts = |p: &Provider| p.locations.contains(&found.location);
-        let provider = self
-            .providers
+        let providers = &self.providers;
+        let accepts = |i: &&usize| providers[**i].locations.contains(&found.location);
+        let provider = among
             .iter()
-            .position(|p| p.issuer == jwt.iss && accepts(p))
+            .filter(accepts)
+            .find(|i| providers[**i].issuer == jwt.iss)
             .or_else(|| {
-                self.providers
+                among
                     .iter()
-                    .position(|p| p.issuer.is_empty() && accepts(p))
-            });
+                    .filter(accepts)
+                    .find(|i| providers[**i].issuer.is_empty())
+            })
+            .copied();
         match provider {
             Some(p) => self.verify(p, None, found, Some(jwt), now_ms),
             _ => Verdict::Fail(Status::JwtUnknownIssuer),

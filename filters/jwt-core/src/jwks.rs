@@ -153,11 +153,47 @@ fn required(
     Ok(value)
 }
 
+/// The largest JWKS document read (fetched, shared between workers, or in the configuration).
+/// Issuers publish a few keys, a few KiB; this bounds what a hostile endpoint can make each
+/// worker parse and hold.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
 impl KeySet {
-    /// Parses a JWKS document. Keys of a type or curve this filter cannot verify (e.g. P-521,
-    /// encryption keys) are skipped and listed by [`KeySet::skipped`]; a malformed key refuses the
-    /// whole document, since a half-read key set hides mistakes.
+    /// Parses a fetched JWKS document. Keys of a type or curve this filter cannot verify (e.g.
+    /// P-521, encryption keys) are skipped and listed by [`KeySet::skipped`]; a malformed key
+    /// refuses the whole document, since a half-read key set hides mistakes; a document with no
+    /// usable key is refused, so the keys held before keep serving.
     pub fn parse(json: &str) -> Result<KeySet, JwksError> {
+        let set = Self::parse_entries(json)?;
+        if set.keys.is_empty() {
+            let detail = if set.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" (skipped: {})", set.skipped.join("; "))
+            };
+            return Err(JwksError::NoValidKeys(detail));
+        }
+        Ok(set)
+    }
+
+    /// Parses a JWKS from the configuration as Envoy's `jwt_authn` accepts it: a document whose
+    /// keys this filter cannot use (only `use: enc` keys, say) loads, with no key, so its
+    /// provider's tokens are refused; a document without any key is refused.
+    pub fn parse_local(json: &str) -> Result<KeySet, JwksError> {
+        let set = Self::parse_entries(json)?;
+        if set.keys.is_empty() && set.skipped.is_empty() {
+            return Err(JwksError::NoValidKeys(String::new()));
+        }
+        Ok(set)
+    }
+
+    fn parse_entries(json: &str) -> Result<KeySet, JwksError> {
+        if json.len() > MAX_JWKS_BYTES {
+            return Err(JwksError::NotJwks(format!(
+                "{} bytes, more than the {MAX_JWKS_BYTES} allowed",
+                json.len()
+            )));
+        }
         let raw: RawJwks =
             serde_json::from_str(json).map_err(|e| JwksError::NotJwks(e.to_string()))?;
         let mut set = KeySet::default();
@@ -237,14 +273,6 @@ impl KeySet {
                 key,
                 spki_der,
             });
-        }
-        if set.keys.is_empty() {
-            let detail = if set.skipped.is_empty() {
-                String::new()
-            } else {
-                format!(" (skipped: {})", set.skipped.join("; "))
-            };
-            return Err(JwksError::NoValidKeys(detail));
         }
         Ok(set)
     }
@@ -453,5 +481,31 @@ mod tests {
         .unwrap();
         assert_eq!(skipped.keys().len(), 1);
         assert_eq!(skipped.skipped().len(), 1);
+    }
+
+    #[test]
+    fn a_configured_set_without_usable_keys_loads_as_envoy_loads_it() {
+        let rsa = SigningKey::rsa("e1", Algorithm::RS256);
+        let mut jwk = rsa.jwk().clone();
+        jwk["use"] = json!("enc");
+        let only_enc = json!({ "keys": [jwk] }).to_string();
+        assert!(
+            KeySet::parse(&only_enc).is_err(),
+            "a fetched one is refused"
+        );
+        let set = KeySet::parse_local(&only_enc).unwrap();
+        assert!(set.keys().is_empty());
+        assert_eq!(set.skipped(), ["keys[0]: use=enc"]);
+        let token = Jwt::parse(&rsa.sign(&json!({"sub": "x"}))).unwrap();
+        assert_eq!(set.verify(&token), Err(Status::JwksKidAlgMismatch));
+        // No key at all is refused, as Envoy refuses it.
+        assert!(KeySet::parse_local(r#"{"keys":[]}"#).is_err());
+        let huge = format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(MAX_JWKS_BYTES));
+        assert!(
+            KeySet::parse_local(&huge)
+                .unwrap_err()
+                .to_string()
+                .contains("allowed")
+        );
     }
 }

@@ -25,6 +25,7 @@ pub mod provider;
 pub mod remote;
 pub mod requirement;
 pub mod rules;
+pub mod shared;
 pub mod token;
 pub mod verify;
 
@@ -48,3 +49,6 @@ pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 
 #[cfg(feature = "mint")]
 pub mod mint;
+
+#[cfg(test)]
+mod proptests;

@@ -243,7 +243,7 @@ fn compile_local(source: &config::DataSource, field: &str) -> Result<KeySet, Con
             ));
         }
     };
-    KeySet::parse(&text).map_err(|e| ConfigError::invalid(field, e.to_string()))
+    KeySet::parse_local(&text).map_err(|e| ConfigError::invalid(field, e.to_string()))
 }
 
 fn compile_remote(raw: &config::RemoteJwks, field: &str) -> Result<RemoteJwks, ConfigError> {

@@ -20,9 +20,50 @@ pub enum Requirement {
     /// All of these.
     All(Vec<Requirement>),
     /// A token, if present, must be valid for the provider its issuer names.
-    AllowMissing,
+    AllowMissing {
+        /// The providers whose locations and issuers count; `None` for all. Inside
+        /// `requires_any` these are the providers its other requirements name, as in Envoy.
+        among: Option<Vec<usize>>,
+    },
     /// Tokens are verified (and their outputs applied when good), but never block.
-    AllowMissingOrFailed,
+    AllowMissingOrFailed {
+        /// As for [`Requirement::AllowMissing`].
+        among: Option<Vec<usize>>,
+    },
+}
+
+impl Requirement {
+    fn is_bypass(&self) -> bool {
+        matches!(
+            self,
+            Requirement::AllowMissing { .. } | Requirement::AllowMissingOrFailed { .. }
+        )
+    }
+}
+
+/// Envoy's `requires_any`: the regular requirements in order, then at most one bypass
+/// requirement (`allow_missing_or_failed` over `allow_missing`) limited to the providers the
+/// regular ones name.
+fn any_in_envoy_order(children: Vec<Requirement>) -> Vec<Requirement> {
+    let (bypass, mut regular): (Vec<_>, Vec<_>) =
+        children.into_iter().partition(Requirement::is_bypass);
+    let among: Vec<usize> = regular
+        .iter()
+        .filter_map(|r| match r {
+            Requirement::Provider { provider, .. } => Some(*provider),
+            _ => None,
+        })
+        .collect();
+    let among = (!among.is_empty()).then_some(among);
+    let lenient = bypass
+        .iter()
+        .any(|r| matches!(r, Requirement::AllowMissingOrFailed { .. }));
+    if lenient {
+        regular.push(Requirement::AllowMissingOrFailed { among });
+    } else if !bypass.is_empty() {
+        regular.push(Requirement::AllowMissing { among });
+    }
+    regular
 }
 
 /// Compiles a requirement; `providers` maps names to indices; `field` names it in errors.
@@ -71,10 +112,10 @@ pub fn compile(
         });
     }
     if let Some(any) = &raw.requires_any {
-        set.push(Requirement::Any(list(
+        set.push(Requirement::Any(any_in_envoy_order(list(
             &any.requirements,
             &format!("{field}.requires_any"),
-        )?));
+        )?)));
     }
     if let Some(all) = &raw.requires_all {
         set.push(Requirement::All(list(
@@ -83,10 +124,10 @@ pub fn compile(
         )?));
     }
     if raw.allow_missing.is_some() {
-        set.push(Requirement::AllowMissing);
+        set.push(Requirement::AllowMissing { among: None });
     }
     if raw.allow_missing_or_failed.is_some() {
-        set.push(Requirement::AllowMissingOrFailed);
+        set.push(Requirement::AllowMissingOrFailed { among: None });
     }
     match set.len() {
         0 => Ok(None),
@@ -129,8 +170,26 @@ mod tests {
                         provider: 1,
                         audiences: None
                     },
-                    Requirement::AllowMissing
+                    Requirement::AllowMissing { among: None }
                 ]),
+            ]))
+        );
+        // In requires_any the bypass goes last and covers only the named providers.
+        let r = compile_json(
+            r#"{"requires_any":{"requirements":[{"allow_missing":{}},{"provider_name":"b"},
+                {"allow_missing_or_failed":{}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Some(Requirement::Any(vec![
+                Requirement::Provider {
+                    provider: 1,
+                    audiences: None
+                },
+                Requirement::AllowMissingOrFailed {
+                    among: Some(vec![1])
+                },
             ]))
         );
         assert_eq!(compile_json("{}").unwrap(), None);

@@ -130,8 +130,8 @@ fn outputs_of_a_good_token() {
     };
     assert_eq!(
         m.remove_headers,
-        ["authorization"],
-        "token is not forwarded by default"
+        ["x-jwt-payload", "x-sub", "x-groups", "authorization"],
+        "output headers first, then the token, which is not forwarded by default"
     );
     let set: std::collections::HashMap<_, _> = m.set_headers.iter().cloned().collect();
     assert_eq!(set["x-sub"], "alice");
@@ -477,4 +477,136 @@ fn camel_case_config_is_accepted() {
         status_of(&a.authenticate(&request("/other", &[]), NOW_MS)),
         200
     );
+}
+
+/// Every header a client could forge as a verified identity: the output headers of both
+/// providers. None may reach the upstream unless a verified token set it.
+const FORGEABLE: [&str; 3] = ["x-jwt-payload", "x-sub", "x-groups"];
+
+fn forged(extra: &[(&'static str, String)]) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = FORGEABLE
+        .iter()
+        .map(|n| (n.to_string(), "admin".to_string()))
+        .collect();
+    h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    h
+}
+
+fn allowed(outcome: Outcome) -> Mutations {
+    match outcome {
+        Outcome::Allow(m) => m,
+        other => panic!("not allowed: {other:?}"),
+    }
+}
+
+#[test]
+fn forged_output_headers_are_removed_whenever_no_token_verified() {
+    let mut tampered = keys().es256.sign(&claims());
+    tampered.replace_range(tampered.len() - 6.., "AAAAAA");
+    let good = keys().es256.sign(&claims());
+    let cases: Vec<(&str, Vec<(&'static str, String)>)> = vec![
+        ("/public", vec![]),
+        ("/public", vec![("authorization", bearer(&good))]),
+        ("/optional", vec![]),
+        ("/lenient", vec![]),
+        ("/lenient", vec![("authorization", bearer(&tampered))]),
+    ];
+    for (path, extra) in cases {
+        let mut headers = request(path, &[]);
+        headers.extend(forged(&extra));
+        let m = allowed(authenticator().authenticate(&headers, NOW_MS));
+        for name in FORGEABLE {
+            assert!(
+                m.remove_headers.iter().any(|h| h == name),
+                "{path}: {name} kept"
+            );
+        }
+        assert!(m.set_headers.is_empty(), "{path}: {:?}", m.set_headers);
+    }
+    // A CORS preflight skips the check but not the removal.
+    let mut preflight = request(
+        "/api",
+        &[
+            ("origin", "https://app"),
+            ("access-control-request-method", "GET"),
+        ],
+    );
+    preflight.retain(|(k, _)| k != ":method");
+    preflight.push((":method".into(), "OPTIONS".into()));
+    preflight.extend(forged(&[]));
+    let m = allowed(authenticator().authenticate(&preflight, NOW_MS));
+    assert_eq!(m.remove_headers, FORGEABLE);
+}
+
+#[test]
+fn a_query_token_is_removed_from_the_path() {
+    let token = keys().es256.sign(&claims());
+    let path = format!("/api?a=1&access_token={token}&b=%2F");
+    let m = allowed(authenticator().authenticate(&request(&path, &[]), NOW_MS));
+    assert_eq!(m.path.as_deref(), Some("/api?a=1&b=%2F"));
+    assert!(!m.remove_headers.iter().any(|h| h == "authorization"));
+}
+
+#[test]
+fn several_tokens_all_verify_and_each_adds_its_headers() {
+    let alice = keys().es256.sign(&claims());
+    let mut bob_claims = claims();
+    bob_claims["sub"] = json!("bob");
+    let bob = keys().es256.sign(&bob_claims);
+    let path = format!("/api?access_token={alice}");
+    let m = allowed(
+        authenticator().authenticate(&request(&path, &[("authorization", &bearer(&bob))]), NOW_MS),
+    );
+    let subs: Vec<&str> = m
+        .set_headers
+        .iter()
+        .filter(|(k, _)| k == "x-sub")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    // Envoy checks the last token found first: the parameter, then the header.
+    assert_eq!(subs, ["alice", "bob"]);
+    let mut tampered = bob.clone();
+    tampered.replace_range(tampered.len() - 6.., "AAAAAA");
+    let outcome = authenticator().authenticate(
+        &request(&path, &[("authorization", &bearer(&tampered))]),
+        NOW_MS,
+    );
+    assert_eq!(status_of(&outcome), 401, "one bad token fails the request");
+}
+
+#[test]
+fn bypass_inside_requires_any_covers_only_the_named_providers() {
+    let mut config = config();
+    config["rules"] = json!([{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+        {"provider_name": "other"}, {"allow_missing_or_failed": {}}]}}}]);
+    let mut auth = Authenticator::from_json(config.to_string().as_bytes()).unwrap();
+    let main_token = keys().es256.sign(&claims());
+    let m = allowed(auth.authenticate(
+        &request("/x", &[("authorization", &bearer(&main_token))]),
+        NOW_MS,
+    ));
+    // As in Envoy: main's token is not looked at, so it stays and sets nothing.
+    assert!(m.set_headers.is_empty(), "{:?}", m.set_headers);
+    assert!(!m.remove_headers.iter().any(|h| h == "authorization"));
+}
+
+#[test]
+fn a_provider_without_usable_keys_loads_and_refuses_its_tokens() {
+    let rsa = SigningKey::rsa("enc", Algorithm::RS256);
+    let mut jwk = rsa.jwk().clone();
+    jwk["use"] = json!("enc");
+    let mut config = config();
+    config["providers"]["enc"] = json!({
+        "issuer": "https://enc.example",
+        "from_headers": [{"name": "x-enc"}],
+        "local_jwks": {"inline_string": json!({"keys": [jwk]}).to_string()}
+    });
+    config["rules"] = json!([{"match": {"prefix": "/"}, "requires": {"provider_name": "enc"}}]);
+    let mut auth = Authenticator::from_json(config.to_string().as_bytes()).unwrap();
+    let warnings = auth.warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("\"enc\""), "{warnings:?}");
+    let token = rsa.sign(&json!({"iss": "https://enc.example", "exp": NOW + 60}));
+    let outcome = auth.authenticate(&request("/", &[("x-enc", &token)]), NOW_MS);
+    assert_eq!(status_of(&outcome), 401);
 }
