@@ -18,6 +18,7 @@ pub struct Metrics {
     fetch_failed: Counter,
     cache_hit: Counter,
     cache_miss: Counter,
+    host_error: Counter,
 }
 
 impl Metrics {
@@ -37,6 +38,7 @@ impl Metrics {
             fetch_failed: Counter::define(&format!("{base}jwks_fetch_failed")),
             cache_hit: Counter::define(&format!("{base}cache_hit")),
             cache_miss: Counter::define(&format!("{base}cache_miss")),
+            host_error: Counter::define(&format!("{base}host_error")),
         }
     }
 
@@ -50,6 +52,11 @@ impl Metrics {
         if let Some(counter) = self.denied.get(status.reason()) {
             counter.add(1);
         }
+    }
+
+    /// A request was refused because the host would not read or change its headers.
+    pub fn host_error(&self) {
+        self.host_error.add(1);
     }
 
     /// A JWKS fetch ended.
@@ -75,6 +82,7 @@ impl Metrics {
             &self.fetch_failed,
             &self.cache_hit,
             &self.cache_miss,
+            &self.host_error,
         ] {
             counter.flush();
         }

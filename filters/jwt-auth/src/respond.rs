@@ -63,13 +63,21 @@ pub enum Applied {
 }
 
 /// Authenticates the effective context's request (`context_id`) and applies the outcome.
+///
+/// Fails closed: when the host will not hand over the headers (an empty list would match no
+/// rule and let the request through unchecked) or will not make a header change (a token or a
+/// forged identity header could stay), the request is answered 500 and counted as `host_error`.
 pub fn run(state: &mut State, context_id: u32, now_ms: u64) -> Applied {
-    let headers = host::request_headers();
+    let Some(headers) = host::request_headers() else {
+        return host_failure(state, "cannot read the request headers");
+    };
     let outcome = state.auth.authenticate(&headers, now_ms);
     state.metrics.tally(state.auth.take_tally());
     match outcome {
         Outcome::Allow(mutations) => {
-            apply(&mutations);
+            if let Err(what) = apply(&mutations) {
+                return host_failure(state, &what);
+            }
             state.metrics.allowed();
             Applied::Continue
         }
@@ -148,17 +156,45 @@ fn denial_for(status: Status) -> Denial {
     }
 }
 
-fn apply(mutations: &Mutations) {
+/// Refuses the request because the host failed it: 500, logged, counted.
+fn host_failure(state: &mut State, what: &str) -> Applied {
+    host::log(
+        LogLevel::Error,
+        &format!("jwt-auth: {what}; refusing the request"),
+    );
+    meshgate_wasm_host::send_reply(
+        500,
+        &[("content-type", "text/plain")],
+        b"jwt-auth: the request could not be checked",
+    );
+    state.metrics.host_error();
+    Applied::Replied
+}
+
+/// Applies the changes in [`Mutations`]' order; the first change the host refuses ends it.
+fn apply(mutations: &Mutations) -> Result<(), String> {
     for name in &mutations.remove_headers {
-        meshgate_wasm_host::set_request_header(name, None);
+        if !meshgate_wasm_host::set_request_header_checked(name, None) {
+            return Err(format!("cannot remove request header {name}"));
+        }
+    }
+    if let Some(path) = &mutations.path
+        && !meshgate_wasm_host::set_request_header_checked(":path", Some(path))
+    {
+        return Err("cannot remove the token from :path".into());
     }
     for (name, value) in &mutations.set_headers {
-        meshgate_wasm_host::set_request_header(name, Some(value));
+        if !meshgate_wasm_host::add_request_header(name, value) {
+            return Err(format!("cannot add request header {name}"));
+        }
     }
     for (name, json) in &mutations.publish {
         let key = format!("{PUBLISH_PREFIX}{name}");
-        let _ = hostcalls::set_property(vec![key.as_str()], Some(json.as_bytes()));
+        if hostcalls::set_property(vec![key.as_str()], Some(json.as_bytes())).is_err() {
+            return Err(format!("cannot publish {key}"));
+        }
     }
+    Ok(())
 }
 
 fn reply(denial: &Denial) {

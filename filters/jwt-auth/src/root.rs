@@ -12,12 +12,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use meshgate_jwt::Authenticator;
-use meshgate_jwt::jwks::KeySet;
+use meshgate_jwt::jwks::{KeySet, MAX_JWKS_BYTES};
 use meshgate_jwt::provider::Keys;
+use meshgate_jwt::shared;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
-use serde_json::json;
 
 use crate::crypto::EnvoyVerifier;
 use crate::host;
@@ -31,10 +31,6 @@ pub struct Root {
     state: Option<Shared>,
     /// Shared-data version (CAS) of the JWKS installed per provider.
     installed: HashMap<usize, u32>,
-}
-
-fn jwks_key(uri: &str) -> String {
-    format!("meshgate.jwt_auth.jwks|{uri}")
 }
 
 fn lease_key(uri: &str) -> String {
@@ -51,34 +47,38 @@ impl Root {
         }
     }
 
-    /// Installs JWKS documents other workers fetched since the last look.
-    fn sync_shared(&mut self, state: &mut State) {
+    /// Installs JWKS documents other workers fetched since the last look, after checking them
+    /// as a fetch is checked (see [`shared::decode`]): shared data is writable by any plugin of
+    /// the same `vm_id`.
+    fn sync_shared(&mut self, state: &mut State, now_ms: u64) {
         for p in 0..state.auth.providers().len() {
             let Keys::Remote(cfg) = &state.auth.providers()[p].keys else {
                 continue;
             };
-            let Ok((Some(bytes), Some(cas))) = hostcalls::get_shared_data(&jwks_key(&cfg.uri))
-            else {
+            let Ok((Some(bytes), Some(cas))) = hostcalls::get_shared_data(&shared::key(cfg)) else {
                 continue;
             };
             if self.installed.get(&p) == Some(&cas) {
                 continue;
             }
-            let document: serde_json::Value = match serde_json::from_slice(&bytes) {
-                Ok(v) => v,
-                Err(_) => continue,
+            self.installed.insert(p, cas);
+            let (keys, fetched_at) = match shared::decode(cfg, &bytes, now_ms) {
+                Ok(found) => found,
+                Err(e) => {
+                    host::log(
+                        LogLevel::Warn,
+                        &format!("jwt-auth: shared JWKS for {} ignored: {e}", cfg.uri),
+                    );
+                    continue;
+                }
             };
-            let fetched_at = document["fetched_at_ms"].as_u64().unwrap_or(0);
             let newer = state
                 .auth
                 .remote(p)
                 .is_none_or(|(_, s)| s.fetched_at_ms().is_none_or(|at| fetched_at > at));
-            if let (true, Some(jwks)) = (newer, document["jwks"].as_str())
-                && let Ok(keys) = KeySet::parse(jwks)
-            {
+            if newer {
                 state.auth.install_keys(p, Arc::new(keys), fetched_at);
             }
-            self.installed.insert(p, cas);
         }
     }
 
@@ -178,10 +178,18 @@ impl Context for Root {
             return;
         };
         let status = meshgate_wasm_host::call_response_header(":status").unwrap_or_default();
-        let body = meshgate_wasm_host::buffer(BufferType::HttpCallResponseBody, body_size)
-            .unwrap_or_default();
+        // A body beyond the bound is not even copied into the VM.
+        let body = if body_size > MAX_JWKS_BYTES {
+            Vec::new()
+        } else {
+            meshgate_wasm_host::buffer(BufferType::HttpCallResponseBody, body_size)
+                .unwrap_or_default()
+        };
         let body = String::from_utf8_lossy(&body).into_owned();
         let parsed = match status.as_str() {
+            "200" if body_size > MAX_JWKS_BYTES => Err(format!(
+                "JWKS of {body_size} bytes, more than the {MAX_JWKS_BYTES} allowed"
+            )),
             "200" => KeySet::parse(&body).map_err(|e| e.to_string()),
             "" => Err("no response (timeout or connection failure)".to_string()),
             other => Err(format!("HTTP {other}")),
@@ -200,8 +208,8 @@ impl Context for Root {
                     );
                 }
                 state.auth.install_keys(p, Arc::new(keys), now_ms);
-                let document = json!({"fetched_at_ms": now_ms, "jwks": body}).to_string();
-                let key = jwks_key(&cfg.uri);
+                let document = shared::encode(&cfg, now_ms, &body);
+                let key = shared::key(&cfg);
                 let _ = hostcalls::set_shared_data(&key, Some(document.as_bytes()), None);
                 if let Ok((_, Some(cas))) = hostcalls::get_shared_data(&key) {
                     self.installed.insert(p, cas);
@@ -241,6 +249,9 @@ impl RootContext for Root {
                 return false;
             }
         };
+        for warning in auth.warnings() {
+            host::log(LogLevel::Warn, &format!("jwt-auth: {warning}"));
+        }
         auth.set_signature_host(Box::new(EnvoyVerifier::default()));
         let metrics = Metrics::define(auth.stat_prefix());
         let has_remote = auth
@@ -285,7 +296,7 @@ impl RootContext for Root {
             .any(|p| matches!(p.keys, Keys::Remote(_)));
         if has_remote {
             let now_ms = host::now_ms();
-            self.sync_shared(&mut state);
+            self.sync_shared(&mut state, now_ms);
             self.fetch_due(&mut state, now_ms);
             if !state.waiting.is_empty() {
                 respond::resume_waiters(&mut state, now_ms);

@@ -100,6 +100,41 @@ pub fn set_request_header(name: &str, value: Option<&str>) {
     );
 }
 
+/// Sets (or, with `None`, removes) a header of the current request, saying whether the host did
+/// it: a filter whose header changes carry security weight refuses the request when it did not.
+pub fn set_request_header_checked(name: &str, value: Option<&str>) -> bool {
+    report(
+        "set request header",
+        hostcalls::set_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, name, value),
+    )
+    .is_some()
+}
+
+/// Adds a value to a header of the current request (another value when it is present already),
+/// saying whether the host did it.
+pub fn add_request_header(name: &str, value: &str) -> bool {
+    report(
+        "add request header",
+        hostcalls::add_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, name, value),
+    )
+    .is_some()
+}
+
+/// Every request header of the current request, values as [`text`]; `None` when the host refuses
+/// (a caller that decides on headers must not mistake that for "no headers").
+pub fn request_headers() -> Option<Vec<(String, String)>> {
+    report(
+        "get request headers",
+        hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpRequestHeaders),
+    )
+    .map(|pairs| {
+        pairs
+            .into_iter()
+            .map(|(name, value)| (name, text(value)))
+            .collect()
+    })
+}
+
 /// Sets a header of the current response.
 pub fn set_response_header(name: &str, value: &str) {
     report(
