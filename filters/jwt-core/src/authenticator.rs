@@ -423,7 +423,9 @@ impl Authenticator {
         match keys.verify_with(&jwt, self.host.as_ref()) {
             Ok(()) => {
                 let mutations = output::for_verified(provider, &jwt, found);
-                runtime.cache.insert(jwt);
+                if jwt.raw().len() <= provider.cache_max_token {
+                    runtime.cache.insert(jwt);
+                }
                 Verdict::Ok(mutations)
             }
             // A key id we have never seen may be a key the issuer just rotated in: refetch once

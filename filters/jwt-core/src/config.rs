@@ -223,7 +223,7 @@ pub struct JwtCacheConfig {
     /// Entries in the verified-token cache (per Envoy worker).
     #[serde(default, alias = "jwtCacheSize")]
     pub jwt_cache_size: Option<u32>,
-    /// Not supported.
+    /// Longest token cached, in bytes; 4096 by default (as Envoy).
     #[serde(default, alias = "jwtMaxTokenSize")]
     pub jwt_max_token_size: Option<u32>,
 }

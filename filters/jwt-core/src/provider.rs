@@ -17,6 +17,9 @@ pub const DEFAULT_CLOCK_SKEW: UnixSeconds = 60;
 pub const DEFAULT_CACHE_DURATION: Duration = Duration::from_secs(600);
 /// Verified tokens kept per provider and worker when `jwt_cache_config` does not say.
 pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 1000;
+/// Longest token cached when `jwt_cache_config.jwt_max_token_size` does not say (Envoy's
+/// default); longer tokens are verified every time, so the cache's memory stays bounded.
+pub const DEFAULT_MAX_CACHED_TOKEN: usize = 4096;
 
 /// Where a provider's keys come from.
 #[derive(Debug, Clone)]
@@ -89,6 +92,8 @@ pub struct Provider {
     pub claim_to_headers: Vec<(String, Vec<String>)>,
     /// Verified-token cache size.
     pub cache_size: usize,
+    /// Longest token the cache keeps, in bytes.
+    pub cache_max_token: usize,
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -165,18 +170,14 @@ impl Provider {
             .as_ref()
             .map(|m| StringMatch::compile(m, &field("subjects")))
             .transpose()?;
-        let cache_size = match &raw.jwt_cache_config {
-            Some(c) if c.jwt_max_token_size.is_some() => {
-                return unsupported(
-                    "jwt_cache_config.jwt_max_token_size",
-                    "not supported by the jwt-auth Wasm filter",
-                );
-            }
-            Some(c) => c
-                .jwt_cache_size
-                .map_or(DEFAULT_TOKEN_CACHE_SIZE, |n| n as usize),
-            None => DEFAULT_TOKEN_CACHE_SIZE,
-        };
+        let cache = raw.jwt_cache_config.as_ref();
+        let cache_size = cache
+            .and_then(|c| c.jwt_cache_size)
+            .map_or(DEFAULT_TOKEN_CACHE_SIZE, |n| n as usize);
+        let cache_max_token = cache
+            .and_then(|c| c.jwt_max_token_size)
+            .filter(|n| *n > 0)
+            .map_or(DEFAULT_MAX_CACHED_TOKEN, |n| n as usize);
         Ok(Provider {
             name: name.to_string(),
             issuer: raw.issuer.clone(),
@@ -197,6 +198,7 @@ impl Provider {
             header_in_metadata: non_empty(&raw.header_in_metadata),
             claim_to_headers,
             cache_size,
+            cache_max_token,
         })
     }
 }

@@ -610,3 +610,22 @@ fn a_provider_without_usable_keys_loads_and_refuses_its_tokens() {
     let outcome = auth.authenticate(&request("/", &[("x-enc", &token)]), NOW_MS);
     assert_eq!(status_of(&outcome), 401);
 }
+
+#[test]
+fn only_tokens_up_to_the_size_bound_are_cached() {
+    let mut auth = authenticator();
+    let small = keys().es256.sign(&claims());
+    let mut big_claims = claims();
+    big_claims["pad"] = json!("x".repeat(4096));
+    let big = keys().es256.sign(&big_claims);
+    for token in [&small, &small, &big, &big] {
+        let outcome = auth.authenticate(
+            &request("/api", &[("authorization", &bearer(token))]),
+            NOW_MS,
+        );
+        assert_eq!(status_of(&outcome), 200);
+    }
+    let tally = auth.take_tally();
+    // The small token once missed then hit; the big one is verified every time.
+    assert_eq!((tally.cache_hits, tally.cache_misses), (1, 3));
+}
