@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use meshgate_jwt::Authenticator;
 use meshgate_jwt::jwks::{KeySet, MAX_JWKS_BYTES};
-use meshgate_jwt::provider::Keys;
+use meshgate_jwt::provider::{Keys, RemoteJwks};
 use meshgate_jwt::shared;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -33,8 +33,9 @@ pub struct Root {
     installed: HashMap<usize, u32>,
 }
 
-fn lease_key(uri: &str) -> String {
-    format!("meshgate.jwt_auth.lease|{uri}")
+/// The refresh lease of one remote JWKS: per cluster and URI, as its shared document is.
+fn lease_key(cfg: &RemoteJwks) -> String {
+    format!("meshgate.jwt_auth.lease|{}|{}", cfg.cluster, cfg.uri)
 }
 
 impl Root {
@@ -99,7 +100,7 @@ impl Root {
             }
             // Fetches nobody here waits for (start-up, refresh) need the lease: one worker
             // fetches for all, the others install its result from shared data.
-            if !waited_for && !acquire_lease(&cfg.uri, now_ms, cfg.timeout.as_millis()) {
+            if !waited_for && !acquire_lease(cfg, now_ms) {
                 continue;
             }
             let headers = vec![
@@ -142,9 +143,10 @@ impl Root {
     }
 }
 
-/// Takes the refresh lease for `uri` until the fetch would have timed out.
-fn acquire_lease(uri: &str, now_ms: u64, timeout_ms: u128) -> bool {
-    let key = lease_key(uri);
+/// Takes the refresh lease for `cfg` until the fetch would have timed out.
+fn acquire_lease(cfg: &RemoteJwks, now_ms: u64) -> bool {
+    let timeout_ms = cfg.timeout.as_millis();
+    let key = lease_key(cfg);
     let (current, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
     let held_until = current
         .and_then(|b| String::from_utf8(b).ok())
@@ -157,8 +159,8 @@ fn acquire_lease(uri: &str, now_ms: u64, timeout_ms: u128) -> bool {
     hostcalls::set_shared_data(&key, Some(until.to_string().as_bytes()), cas).is_ok()
 }
 
-fn release_lease(uri: &str) {
-    let _ = hostcalls::set_shared_data(&lease_key(uri), Some(b"0"), None);
+fn release_lease(cfg: &RemoteJwks) {
+    let _ = hostcalls::set_shared_data(&lease_key(cfg), Some(b"0"), None);
 }
 
 impl Context for Root {
@@ -198,7 +200,7 @@ impl Context for Root {
             return;
         };
         let cfg = cfg.clone();
-        release_lease(&cfg.uri);
+        release_lease(&cfg);
         match parsed {
             Ok(keys) => {
                 for skipped in keys.skipped() {
