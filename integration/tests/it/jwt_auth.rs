@@ -129,15 +129,24 @@ struct Case {
     expect: u16,
 }
 
+/// Headers a client sends to pass for a verified identity: `main`'s `claim_to_headers` and
+/// `forward_payload_header`. Every case carries them; neither filter may let them through.
+const FORGED: [(&str, &str); 2] = [
+    ("x-sub", "admin"),
+    ("x-jwt-payload", "eyJzdWIiOiJhZG1pbiJ9"),
+];
+
 fn case(name: &str, path: &str, headers: &[(&str, String)], expect: u16) -> Case {
+    let mut all: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    all.extend(FORGED.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Case {
         name: name.into(),
         method: "GET",
         path: path.into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
+        headers: all,
         expect,
     }
 }
@@ -456,6 +465,7 @@ fn battery() -> Vec<Case> {
             401,
         ),
     ]);
+    cases.extend(extraction_and_output_cases());
     let mut post = case(
         "regex rule with POST",
         "/v1/x",
@@ -465,6 +475,214 @@ fn battery() -> Vec<Case> {
     post.method = "POST";
     cases.push(post);
     cases
+}
+
+/// Tokens in every place and form a client can put them, and what the upstream then receives.
+fn extraction_and_output_cases() -> Vec<Case> {
+    let good = key("es256").sign(&claims());
+    let bob = key("rs256").sign(&with(json!({"sub": "bob"})));
+    let mut tampered = good.clone();
+    let len = tampered.len();
+    tampered.replace_range(len - 8.., "AAAAAAAA");
+    let custom = key("es256").sign(&with(json!({"iss": CUSTOM_ISSUER})));
+    let encoded_dots = good.replace('.', "%2E");
+    vec![
+        case("open route: forged identity removed", "/public/x", &[], 200),
+        case(
+            "open route: token kept, identity not set",
+            "/public/x",
+            &[("authorization", bearer(&good))],
+            200,
+        ),
+        case(
+            "encoded path is not the open route",
+            "/%70ublic/x",
+            &[],
+            401,
+        ),
+        case("double slash is not the open route", "//public/x", &[], 401),
+        case("allow_missing: none, forged removed", "/optional", &[], 200),
+        case("allow_missing_or_failed: none", "/lenient", &[], 200),
+        case(
+            "allow_missing_or_failed: bad token kept, forged removed",
+            "/lenient",
+            &[("authorization", bearer(&tampered))],
+            200,
+        ),
+        case(
+            "allow_missing_or_failed: good",
+            "/lenient",
+            &[("authorization", bearer(&good))],
+            200,
+        ),
+        case(
+            "lowercase bearer is not the prefix",
+            "/api",
+            &[("authorization", format!("bearer {good}"))],
+            401,
+        ),
+        case(
+            "uppercase BEARER is not the prefix",
+            "/api",
+            &[("authorization", format!("BEARER {good}"))],
+            401,
+        ),
+        case(
+            "prefix in the middle of the value",
+            "/api",
+            &[(
+                "authorization",
+                format!("Basic YWxpY2U6cHc=, Bearer {good}"),
+            )],
+            200,
+        ),
+        case(
+            "spaces after the prefix",
+            "/api",
+            &[("authorization", format!("Bearer   {good}"))],
+            200,
+        ),
+        case(
+            "junk after the token",
+            "/api",
+            &[("authorization", format!("Bearer {good}, x"))],
+            401,
+        ),
+        case(
+            "two Authorization headers with tokens",
+            "/api",
+            &[
+                ("authorization", bearer(&good)),
+                ("authorization", bearer(&bob)),
+            ],
+            401,
+        ),
+        case(
+            "Basic then Bearer headers",
+            "/api",
+            &[
+                ("authorization", "Basic YWxpY2U6cHc=".into()),
+                ("authorization", bearer(&good)),
+            ],
+            200,
+        ),
+        case(
+            "percent-encoded query value",
+            &format!("/api?access_token={encoded_dots}"),
+            &[],
+            200,
+        ),
+        case(
+            "percent-encoded query key",
+            &format!("/api?a=1&access%5Ftoken={good}&b=2"),
+            &[],
+            200,
+        ),
+        case(
+            "percent-encoded bad token in the query",
+            &format!("/api?access%5Ftoken={tampered}"),
+            &[],
+            401,
+        ),
+        case(
+            "repeated query parameter: first is bad",
+            &format!("/api?access_token={tampered}&access_token={good}"),
+            &[],
+            401,
+        ),
+        case(
+            "repeated query parameter: first is good",
+            &format!("/api?access_token={good}&access_token={tampered}"),
+            &[],
+            200,
+        ),
+        case(
+            "tokens in the query and the header",
+            &format!("/api?access_token={good}"),
+            &[("authorization", bearer(&bob))],
+            200,
+        ),
+        case(
+            "bad header token beside a good query token",
+            &format!("/api?access_token={good}"),
+            &[("authorization", bearer(&tampered))],
+            401,
+        ),
+        case("query name without a value", "/api?access_token", &[], 401),
+        case(
+            "custom prefix in the middle of the value",
+            "/custom",
+            &[("x-jwt", format!("scheme=x Token {custom}"))],
+            200,
+        ),
+        case(
+            "custom prefix in lowercase",
+            "/custom",
+            &[("x-jwt", format!("token {custom}"))],
+            401,
+        ),
+        case(
+            "custom cookie in quotes",
+            "/custom",
+            &[("cookie", format!("session=\"{custom}\"; a=b"))],
+            200,
+        ),
+    ]
+}
+
+/// Percent-decodes a query component (test side; `%XY` only, as Envoy).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What the upstream received that authentication decides: the identity and token headers and
+/// the path, its query as decoded and sorted pairs (Envoy rebuilds the query that way when it
+/// removes a token parameter; jwt-auth keeps the other parameters as sent).
+fn upstream_view(response: reqwest::blocking::Response) -> Value {
+    let status = response.status().as_u16();
+    if status != 200 {
+        return json!({"status": status});
+    }
+    let seen: Value = response.json().unwrap();
+    let path = seen["path"].as_str().unwrap_or_default();
+    let (base, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect();
+    pairs.sort();
+    let headers = &seen["headers"];
+    let pick = |name: &str| headers.get(name).cloned().unwrap_or(Value::Null);
+    json!({
+        "status": 200,
+        "path": base,
+        "query": pairs,
+        "x-sub": pick("x-sub"),
+        "x-jwt-payload": pick("x-jwt-payload"),
+        "authorization": pick("authorization"),
+        "x-other-token": pick("x-other-token"),
+        "x-jwt": pick("x-jwt"),
+        "cookie": pick("cookie"),
+    })
 }
 
 fn send(client: &reqwest::blocking::Client, base: &str, c: &Case) -> reqwest::blocking::Response {
@@ -484,18 +702,24 @@ fn same_decisions_as_envoy_jwt_authn() {
     let mut mismatches = Vec::new();
     let cases = battery();
     for c in &cases {
-        let native = send(&client, &envoy.url("native"), c).status().as_u16();
-        let wasm = send(&client, &envoy.url("wasm"), c).status().as_u16();
-        if native != wasm || wasm != c.expect {
+        let native = upstream_view(send(&client, &envoy.url("native"), c));
+        let wasm = upstream_view(send(&client, &envoy.url("wasm"), c));
+        if native != wasm || wasm["status"] != c.expect {
             mismatches.push(format!(
-                "{}: native {native}, wasm {wasm}, expected {}",
+                "{}: expected {}\n  native {native}\n  wasm   {wasm}",
                 c.name, c.expect
+            ));
+        }
+        if wasm["x-sub"] == "admin" || wasm["x-jwt-payload"] == FORGED[1].1 {
+            mismatches.push(format!(
+                "{}: a forged identity reached the upstream",
+                c.name
             ));
         }
     }
     assert!(
         mismatches.is_empty(),
-        "{} of {} cases differ:\n{}\n--- envoy log ---\n{}",
+        "{} of {} cases differ in what the upstream receives:\n{}\n--- envoy log ---\n{}",
         mismatches.len(),
         cases.len(),
         mismatches.join("\n"),
@@ -805,4 +1029,176 @@ fn envoy_refuses_bad_config_and_says_which_field() {
             .unwrap_or_else(|| panic!("Envoy accepted {config}"));
         assert!(err.contains(field), "log does not name {field}:\n{err}");
     }
+}
+
+#[test]
+fn a_provider_without_usable_keys_loads_in_both_and_its_tokens_are_refused_alike() {
+    // An encryption key (RSA-OAEP, `use: enc`): Envoy's jwt_authn loads the key set and finds no
+    // key for an RS256 token; jwt-auth skips the key, loads the provider with a warning and
+    // refuses its tokens the same way.
+    let encryption = SigningKey::rsa("enc", Algorithm::RS256);
+    let mut oaep = encryption.jwk().clone();
+    oaep["use"] = json!("enc");
+    oaep["alg"] = json!("RSA-OAEP");
+    // The same key marked `use: enc` but with a signing `alg`: Envoy verifies signatures with
+    // it; jwt-auth does not use an encryption key to verify signatures (a deliberate, stricter
+    // difference).
+    let mut enc_rs256 = encryption.jwk().clone();
+    enc_rs256["use"] = json!("enc");
+    let mut config = config();
+    for (name, header, jwk) in [
+        ("encrypting", "x-enc-token", &oaep),
+        ("enc_use_only", "x-enc-use-token", &enc_rs256),
+    ] {
+        config["providers"][name] = json!({
+            "issuer": "https://enc.test",
+            "from_headers": [{"name": header}],
+            "local_jwks": {"inline_string": json!({"keys": [jwk]}).to_string()}
+        });
+    }
+    config["rules"] = json!([
+        {"match": {"prefix": "/enc-use"}, "requires": {"provider_name": "enc_use_only"}},
+        {"match": {"prefix": "/enc"}, "requires": {"provider_name": "encrypting"}},
+        {"match": {"prefix": "/"}, "requires": {"provider_name": "main"}}
+    ]);
+    let upstream = Echo::start();
+    let envoy = side_by_side(&config, &upstream, 1)
+        .try_start()
+        .unwrap_or_else(|log| {
+            panic!("Envoy refused a configuration native jwt_authn loads:\n{log}")
+        });
+    let token = encryption.sign(&json!({"iss": "https://enc.test", "exp": now() + 600}));
+    let client = http_client();
+    let answer = |listener: &str, path: &str, header: &str| {
+        let response = client
+            .get(format!("{}{path}", envoy.url(listener)))
+            .header(header, &token)
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    let native = answer("native", "/enc", "x-enc-token");
+    let wasm = answer("wasm", "/enc", "x-enc-token");
+    assert_eq!(native.0, 401, "{native:?}");
+    assert_eq!(native, wasm);
+    assert_eq!(answer("native", "/enc-use", "x-enc-use-token").0, 200);
+    assert_eq!(answer("wasm", "/enc-use", "x-enc-use-token").0, 401);
+    // The other providers work as before.
+    let good = key("es256").sign(&claims());
+    let response = client
+        .get(format!("{}/api", envoy.url("wasm")))
+        .header("authorization", bearer(&good))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        envoy
+            .log()
+            .contains("provider \"encrypting\": local_jwks has no usable signing key"),
+        "no warning naming the provider:\n{}",
+        envoy.log_tail(30)
+    );
+}
+
+/// Two listeners whose jwt-auth plugins share one VM (same `vm_id`, so the same shared data): the
+/// victim's provider fetches from the `jwks` cluster, the other configuration names the same JWKS
+/// URI but fetches it through an `evil` cluster that serves the attacker's keys.
+const SHARED_VM_TEMPLATE: &str = r#"
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: {{admin_port}} } }
+static_resources:
+  listeners:
+  - name: victim
+    address: { socket_address: { address: 127.0.0.1, port_value: {{port:victim}} } }
+    filter_chains: [{ filters: [{{hcm_victim}}] }]
+  - name: other
+    address: { socket_address: { address: 127.0.0.1, port_value: {{port:other}} } }
+    filter_chains: [{ filters: [{{hcm_other}}] }]
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment: { cluster_name: upstream, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{upstream_port}} } } } }] }] }
+  - name: jwks
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment: { cluster_name: jwks, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{jwks_port}} } } } }] }] }
+  - name: evil
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment: { cluster_name: evil, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {{evil_port}} } } } }] }] }
+"#;
+
+fn hcm_with_jwt_auth(name: &str, config: &Value) -> String {
+    let wasm = meshgate_integration::paths::dist_dir().join("jwt-auth.wasm");
+    let wasm = wasm.display().to_string();
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": name,
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]},
+            "http_filters": [
+                {"name": "meshgate.jwt_auth", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": format!("jwt_auth_{name}"),
+                        "vm_config": {"vm_id": "jwt_auth", "runtime": "envoy.wasm.runtime.v8",
+                                      "code": {"local": {"filename": wasm}}},
+                        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                          "value": config.to_string()}
+                    }}},
+                {"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+            ]
+        }
+    })
+    .to_string()
+}
+
+#[test]
+fn another_configuration_in_the_vm_cannot_feed_its_keys_through_shared_data() {
+    let honest = SigningKey::es256("k");
+    let attacker = SigningKey::es256("k");
+    let jwks = JwksServer::start(&mint::jwks(&[&honest]));
+    let evil = JwksServer::start(&mint::jwks(&[&attacker]));
+    let upstream = Echo::start();
+    let victim = remote_config(&jwks, json!({"async_fetch": {}}));
+    let mut other = victim.clone();
+    other["providers"]["remote"]["remote_jwks"]["http_uri"]["cluster"] = json!("evil");
+    let envoy = meshgate_integration::Envoy::builder(SHARED_VM_TEMPLATE)
+        .var("hcm_victim", hcm_with_jwt_auth("victim", &victim))
+        .var("hcm_other", hcm_with_jwt_auth("other", &other))
+        .var("upstream_port", upstream.port())
+        .var("jwks_port", jwks.port())
+        .var("evil_port", evil.port())
+        .start();
+    // Both configurations fetch at start; the victim's workers then tick over shared data.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jwks.requests() < 1 || evil.requests() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no fetches:\n{}",
+            envoy.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let forged = attacker.sign(&claims());
+    let genuine = honest.sign(&claims());
+    assert_eq!(
+        get_with(&envoy.url("victim"), &genuine),
+        200,
+        "{}",
+        envoy.log_tail(30)
+    );
+    assert_eq!(
+        get_with(&envoy.url("victim"), &forged),
+        401,
+        "the victim verified a token with keys another configuration fetched:\n{}",
+        envoy.log_tail(30)
+    );
+    // The other configuration keeps its own keys.
+    assert_eq!(get_with(&envoy.url("other"), &forged), 200);
 }
