@@ -3,7 +3,6 @@
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::OciImageManifest;
-use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 /// CNCF TAG Runtime Wasm artifact: config media type.
@@ -148,13 +147,8 @@ pub enum ArtifactError {
     #[error("{0}: not a WebAssembly binary (no \\0asm header)")]
     NotWasm(String),
     /// The registry refused or could not be reached.
-    #[error("registry {registry}: {message}")]
-    Registry {
-        /// The registry host.
-        registry: String,
-        /// What it said.
-        message: String,
-    },
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 /// Which manifest layout to push.
@@ -168,16 +162,7 @@ pub enum Format {
     Istio,
 }
 
-/// Whether a registry host is on this machine, where plain HTTP is allowed.
-pub fn is_loopback(registry: &str) -> bool {
-    let host = registry
-        .rsplit_once(':')
-        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-        .map_or(registry, |(host, _)| host);
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-}
-
-/// A client speaking HTTPS, except plain HTTP to loopback registries and to `plain_http`.
+/// A client speaking HTTPS, except plain HTTP to the registries in `plain_http`.
 pub fn client(plain_http: &[String]) -> Client {
     Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(plain_http.to_vec()),
@@ -185,13 +170,13 @@ pub fn client(plain_http: &[String]) -> Client {
     })
 }
 
-/// Pushes `wasm` to `reference` in `format`; returns the manifest digest the registry reports
-/// (`sha256:<hex>`).
+/// Pushes `wasm` to `reference` in `format` with `registries`' protocol and credentials for
+/// that registry; returns the manifest digest the registry reports (`sha256:<hex>`).
 pub async fn push(
     wasm: Vec<u8>,
     reference: &str,
     format: Format,
-    auth: &RegistryAuth,
+    registries: &crate::registry::Registries,
 ) -> Result<String, ArtifactError> {
     if !wasm.starts_with(b"\0asm") {
         return Err(ArtifactError::NotWasm(reference.to_string()));
@@ -204,10 +189,7 @@ pub async fn push(
                 message: e.to_string(),
             })?;
     let registry = parsed.resolve_registry().to_string();
-    let registry_error = |e: oci_client::errors::OciDistributionError| ArtifactError::Registry {
-        registry: registry.clone(),
-        message: e.to_string(),
-    };
+    let registry_error = |e| crate::registry::upload_error(&registry, reference, e);
     let (config_type, layer_type, config_body) = match format {
         Format::Oci => (
             WASM_CONFIG,
@@ -223,20 +205,16 @@ pub async fn push(
         None,
     );
     let manifest = OciImageManifest::build(&layers, &config, None);
-    let plain = if is_loopback(&registry) {
-        vec![registry.clone()]
-    } else {
-        Vec::new()
-    };
-    let client = client(&plain);
+    let auth = registries.auth(&registry);
+    let client = registries.push_client(&registry);
     client
-        .push(&parsed, &layers, config, auth, Some(manifest))
+        .push(&parsed, &layers, config, &auth, Some(manifest))
         .await
         .map_err(registry_error)?;
-    client
-        .fetch_manifest_digest(&parsed, auth)
+    Ok(client
+        .fetch_manifest_digest(&parsed, &auth)
         .await
-        .map_err(registry_error)
+        .map_err(registry_error)?)
 }
 
 #[cfg(test)]
@@ -293,14 +271,5 @@ mod tests {
         assert!(parse_wasm(b"\0asm\x01\0\0\0").is_ok());
         assert!(parse_wasm(b"\0asm\x01\0\0\0\x01\xff").is_err());
         assert!(parse_wasm(b"MZ").is_err());
-    }
-
-    #[test]
-    fn loopback_registries_are_recognised() {
-        assert!(is_loopback("127.0.0.1:5000"));
-        assert!(is_loopback("localhost"));
-        assert!(is_loopback("[::1]:5000"));
-        assert!(!is_loopback("ghcr.io"));
-        assert!(!is_loopback("127.0.0.1.example.com:5000"));
     }
 }

@@ -332,9 +332,14 @@ pub struct RegistryAccess {
     pub password: Option<String>,
     /// File holding the password (a mounted Secret).
     pub password_file: Option<PathBuf>,
-    /// Use plain HTTP. Loopback registries always use it; anything else only with this set.
+    /// Use plain HTTP. Every registry without this, loopback ones included, is HTTPS.
     #[serde(default)]
     pub insecure: bool,
+    /// Hosts (globs over `host[:port]`) a blob download from this registry may be redirected
+    /// to, such as a storage service; without credentials, over HTTPS (or plain HTTP to a host
+    /// listed `insecure`). Any other redirect must stay on the registry's own host.
+    #[serde(default)]
+    pub blob_redirect_hosts: Vec<String>,
 }
 
 /// Where the serving certificate comes from.

@@ -18,6 +18,16 @@ use meshgate_admission::registry::Registries;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A registry (`host[:port]`) spoken to in plain HTTP, such as a local development
+    /// registry; repeat for several. Every other registry, loopback ones included, is HTTPS.
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST",
+        env = "MESHGATE_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    insecure_registries: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -108,13 +118,14 @@ enum PolicyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let insecure = cli.insecure_registries;
     match cli.command {
         Command::Serve { config, listen } => serve(&config, listen),
         Command::Push {
             file,
             reference,
             format,
-        } => push(&file, &reference, format),
+        } => push(&file, &reference, format, &insecure),
         Command::GenerateKeyPair {
             output_prefix,
             algorithm,
@@ -124,8 +135,8 @@ fn main() -> ExitCode {
             key,
             bundle,
             reference,
-        } => sign(&key, bundle, &reference),
-        Command::Verify { key, reference } => verify(&key, &reference),
+        } => sign(&key, bundle, &reference, &insecure),
+        Command::Verify { key, reference } => verify(&key, &reference, &insecure),
         Command::Policy {
             command:
                 PolicyCommand::Bench {
@@ -234,18 +245,14 @@ fn push(
     file: &std::path::Path,
     reference: &str,
     format: meshgate_admission::artifact::Format,
+    insecure: &[String],
 ) -> ExitCode {
     let wasm = match std::fs::read(file) {
         Ok(bytes) => bytes,
         Err(e) => return fail(&format!("{}: {e}", file.display())),
     };
-    let auth = match reference.parse::<oci_client::Reference>() {
-        Ok(r) => r.resolve_registry().to_string(),
-        Err(e) => return fail(&format!("invalid reference {reference}: {e}")),
-    };
-    with_registries("push failed", |registries| async move {
-        let auth = registries.auth(&auth);
-        meshgate_admission::artifact::push(wasm, reference, format, &auth).await
+    with_registries("push failed", insecure, |registries| async move {
+        meshgate_admission::artifact::push(wasm, reference, format, &registries).await
     })
     .map_or_else(|code| code, |digest| succeed(&digest))
 }
@@ -314,7 +321,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         .write_all(bytes)
 }
 
-fn sign(key: &std::path::Path, bundle: bool, reference: &str) -> ExitCode {
+fn sign(key: &std::path::Path, bundle: bool, reference: &str, insecure: &[String]) -> ExitCode {
     let password = match cosign_password() {
         Ok(p) => p,
         Err(code) => return code,
@@ -327,7 +334,7 @@ fn sign(key: &std::path::Path, bundle: bool, reference: &str) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&format!("{}: {e}", key.display())),
     };
-    with_registries("sign failed", |registries| async move {
+    with_registries("sign failed", insecure, |registries| async move {
         meshgate_admission::signing::sign(&registries, reference, &signer, bundle).await
     })
     .map_or_else(
@@ -340,7 +347,7 @@ fn sign(key: &std::path::Path, bundle: bool, reference: &str) -> ExitCode {
     )
 }
 
-fn verify(keys: &[PathBuf], reference: &str) -> ExitCode {
+fn verify(keys: &[PathBuf], reference: &str, insecure: &[String]) -> ExitCode {
     let mut public = Vec::new();
     for path in keys {
         let name = path.display().to_string();
@@ -355,19 +362,22 @@ fn verify(keys: &[PathBuf], reference: &str) -> ExitCode {
             Err(e) => return fail(&format!("{name}: {e}")),
         }
     }
-    with_registries("verification failed", |registries| async move {
+    with_registries("verification failed", insecure, |registries| async move {
         meshgate_admission::signing::verify(&registries, reference, &public).await
     })
     .map_or_else(|code| code, |summary| succeed(&summary))
 }
 
-/// Runs a registry task with the CLI's registry access (credentials from the environment) on
-/// a single-threaded runtime; a failure is printed as `what: error`.
+/// Runs a registry task with the CLI's registry access (credentials for one host from the
+/// environment, plain HTTP to `insecure` hosts) on a single-threaded runtime; a failure is
+/// printed as `what: error`.
 fn with_registries<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
     what: &str,
+    insecure: &[String],
     task: impl FnOnce(Registries) -> F,
 ) -> Result<T, ExitCode> {
-    let registries = Registries::from_env(REGISTRY_TIMEOUT).map_err(|e| fail(&e.to_string()))?;
+    let registries =
+        Registries::from_env(insecure, REGISTRY_TIMEOUT).map_err(|e| fail(&e.to_string()))?;
     let runtime =
         runtime(tokio::runtime::Builder::new_current_thread()).ok_or(ExitCode::FAILURE)?;
     runtime

@@ -19,15 +19,22 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// Test registries are plain HTTP on loopback: the CLI is told so, as users tell it about a
+/// local registry (every registry is HTTPS otherwise).
+pub const INSECURE_REGISTRIES: &str = "127.0.0.1:*";
+
 /// Runs `meshgate ARGS` with `COSIGN_PASSWORD` set to [`KEY_PASSWORD`].
 pub fn meshgate(args: &[&str]) -> Output {
     meshgate_with(args, &[("COSIGN_PASSWORD", Some(KEY_PASSWORD))])
 }
 
-/// Runs `meshgate ARGS` with environment changes (`None` removes a variable).
+/// Runs `meshgate ARGS` with `MESHGATE_INSECURE_REGISTRIES` set to [`INSECURE_REGISTRIES`]
+/// and environment changes (`None` removes a variable).
 pub fn meshgate_with(args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
     let mut command = Command::new(meshgate_binary());
-    command.args(args);
+    command
+        .args(args)
+        .env("MESHGATE_INSECURE_REGISTRIES", INSECURE_REGISTRIES);
     for (name, value) in env {
         match value {
             Some(v) => command.env(name, v),

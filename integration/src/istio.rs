@@ -4,6 +4,7 @@
 //! pointed at the pushed artifact and pinned to its digest.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use meshgate_admission::artifact::{self, Format};
 use sha2::Digest as _;
@@ -14,24 +15,33 @@ pub const FILTERS: [&str; 2] = ["jwt-auth", "rate-limit"];
 pub const TAG: &str = "0.1.0";
 const PUBLISHED: &str = "ghcr.io/meshgate";
 
-/// Renders every file of `source` into `out`; returns the files written.
-pub fn render(source: &Path, out: &Path, registry: Option<&str>) -> Result<Vec<PathBuf>, String> {
+/// Renders every file of `source` into `out`; returns the files written. With `insecure`,
+/// the registry is spoken to in plain HTTP (a local development registry).
+pub fn render(
+    source: &Path,
+    out: &Path,
+    registry: Option<&str>,
+    insecure: bool,
+) -> Result<Vec<PathBuf>, String> {
     let mut digests = Vec::new();
     if let Some(registry) = registry {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
+        let plain: Vec<String> = if insecure {
+            vec![registry.to_string()]
+        } else {
+            Vec::new()
+        };
+        let registries =
+            meshgate_admission::registry::Registries::from_env(&plain, Duration::from_secs(30))
+                .map_err(|e| e.to_string())?;
         for name in FILTERS {
             let wasm = std::fs::read(crate::paths::wasm(name)).map_err(|e| e.to_string())?;
             let reference = format!("{registry}/meshgate/{name}:{TAG}");
             let digest = runtime
-                .block_on(artifact::push(
-                    wasm,
-                    &reference,
-                    Format::Istio,
-                    &oci_client::secrets::RegistryAuth::Anonymous,
-                ))
+                .block_on(artifact::push(wasm, &reference, Format::Istio, &registries))
                 .map_err(|e| e.to_string())?;
             digests.push((name, digest));
         }

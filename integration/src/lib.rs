@@ -40,7 +40,7 @@ pub use envoy::{Envoy, EnvoyBuilder};
 pub use jwks::JwksServer;
 pub use process::Process;
 pub use redis::Redis;
-pub use registry::Registry;
+pub use registry::{HostileRegistry, Registry};
 pub use rls::RlsServer;
 pub use webhook::Webhook;
 

@@ -14,7 +14,9 @@ use serde_json::json;
 use sigstore::crypto::SigStoreSigner;
 
 use super::{Format, PublicKey, Report, SignError, at_digest, at_tag, repository_name};
-use crate::registry::{MAX_METADATA_BYTES, Registries, RegistryError};
+use crate::registry::{
+    MAX_SIGNATURE_BYTES, MAX_SIGNATURES, Registries, RegistryError, json_error, shown,
+};
 
 /// Media type and artifact type of a sigstore bundle v0.3.
 pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
@@ -77,24 +79,26 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 impl Bundle {
-    /// Parses bundle JSON.
+    /// Parses bundle JSON; the error is a fixed phrase (no text of the input beyond a
+    /// shortened media type).
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let bundle: Bundle =
-            serde_json::from_slice(bytes).map_err(|e| format!("sigstore bundle: {e}"))?;
+        let bundle: Bundle = serde_json::from_slice(bytes)
+            .map_err(|e| format!("sigstore bundle is {}", json_error(e)))?;
         if !bundle
             .media_type
             .starts_with("application/vnd.dev.sigstore.bundle")
         {
             return Err(format!(
                 "sigstore bundle: unexpected media type {}",
-                bundle.media_type
+                shown(&bundle.media_type)
             ));
         }
         Ok(bundle)
     }
 
     /// Checks the envelope's signatures against every key and the statement against `digest`.
-    pub(super) fn check(&self, digest: &str, keys: &[PublicKey], report: &mut Report) {
+    /// Only the first [`MAX_SIGNATURES`] envelope signatures are tried.
+    pub fn check(&self, digest: &str, keys: &[PublicKey], report: &mut Report) {
         let Some(envelope) = &self.dsse_envelope else {
             let what = if self.message_signature.is_some() {
                 "a message signature, not an image signature"
@@ -106,7 +110,7 @@ impl Bundle {
         if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
             return report.reject(format!(
                 "sigstore bundle payload type {}",
-                envelope.payload_type
+                shown(&envelope.payload_type)
             ));
         }
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -114,17 +118,25 @@ impl Bundle {
             return report.reject("sigstore bundle payload is not base64".into());
         };
         let message = pae(&envelope.payload_type, &payload);
-        let signer = envelope.signatures.iter().find_map(|s| {
-            let sig = b64.decode(&s.sig).ok()?;
-            keys.iter().find(|k| k.verifies(&sig, &message))
-        });
+        let signer = envelope
+            .signatures
+            .iter()
+            .take(MAX_SIGNATURES)
+            .find_map(|s| {
+                let sig = b64.decode(&s.sig).ok()?;
+                keys.iter().find(|k| k.verifies(&sig, &message))
+            });
         let Some(key) = signer else {
             return report.reject("sigstore bundle signed by an untrusted key".into());
         };
         let statement = match serde_json::from_slice::<Statement>(&payload) {
             Ok(s) => s,
             Err(e) => {
-                return report.reject(format!("statement signed by {}: {e}", key.name));
+                return report.reject(format!(
+                    "statement signed by {} is {}",
+                    key.name,
+                    json_error(e)
+                ));
             }
         };
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
@@ -133,7 +145,8 @@ impl Bundle {
         {
             report.reject(format!(
                 "bundle signed by {} is a {} statement, not an image signature",
-                key.name, statement.predicate_type
+                key.name,
+                shown(&statement.predicate_type)
             ));
         } else if statement
             .subject
@@ -163,11 +176,11 @@ pub async fn fetch(
         Err(e) => return Err(e),
     };
     let mut bundles = Vec::new();
-    for entry in index
+    let entries = index
         .manifests
         .iter()
-        .filter(|m| m.artifact_type.as_deref() == Some(BUNDLE_MEDIA_TYPE))
-    {
+        .filter(|m| m.artifact_type.as_deref() == Some(BUNDLE_MEDIA_TYPE));
+    for entry in entries.take(MAX_SIGNATURES) {
         let referrer = at_digest(repository, &entry.digest);
         let manifest = registries.manifest(&referrer).await?;
         if manifest.json["subject"]["digest"] != digest {
@@ -182,7 +195,7 @@ pub async fn fetch(
             continue;
         };
         let bytes = registries
-            .blob(&referrer, layer_digest, MAX_METADATA_BYTES)
+            .blob(&referrer, layer_digest, MAX_SIGNATURE_BYTES)
             .await?;
         bundles.push(Bundle::parse(&bytes));
     }

@@ -12,7 +12,9 @@ use sigstore::cosign::payload::simple_signing::{
 use sigstore::crypto::SigStoreSigner;
 
 use super::{Format, PublicKey, Report, SignError, at_tag, repository_name};
-use crate::registry::{MAX_METADATA_BYTES, Registries, RegistryError};
+use crate::registry::{
+    MAX_SIGNATURE_BYTES, MAX_SIGNATURES, Registries, RegistryError, json_error, shown,
+};
 
 /// Layer media type of a simple-signing payload.
 pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -42,17 +44,53 @@ impl LayerSignature {
             return report.reject("cosign signature by an untrusted key".into());
         };
         // Only a verified payload is read: its claims mean nothing unsigned.
-        match serde_json::from_slice::<SimpleSigning>(&self.payload) {
-            Ok(payload) if payload.critical.image.docker_manifest_digest == digest => {
-                report.accept(&key.name, Format::Legacy);
-            }
-            Ok(payload) => report.reject(format!(
+        match parse_payload(&self.payload) {
+            Ok(named) if named == digest => report.accept(&key.name, Format::Legacy),
+            Ok(named) => report.reject(format!(
                 "cosign signature by {} is for {}",
-                key.name, payload.critical.image.docker_manifest_digest
+                key.name,
+                shown(&named)
             )),
             Err(e) => report.reject(format!("cosign payload signed by {}: {e}", key.name)),
         }
     }
+}
+
+/// The digest a simple-signing payload names; the error is a fixed phrase.
+pub fn parse_payload(payload: &[u8]) -> Result<String, String> {
+    serde_json::from_slice::<SimpleSigning>(payload)
+        .map(|p| p.critical.image.docker_manifest_digest)
+        .map_err(|e| format!("payload is {}", json_error(e)))
+}
+
+/// A payload digest with its decoded signature, or why it has none.
+pub type SignatureLayer = (String, Result<Vec<u8>, String>);
+
+/// The simple-signing layers of a `.sig` manifest, at most [`MAX_SIGNATURES`]. The second
+/// value counts layers left out.
+pub fn signature_layers(manifest: &serde_json::Value) -> (Vec<SignatureLayer>, usize) {
+    let layers = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["mediaType"] == PAYLOAD_MEDIA_TYPE)
+        .filter_map(|l| Some((l["digest"].as_str()?, l)));
+    let mut found = Vec::new();
+    let mut skipped = 0;
+    for (digest, layer) in layers {
+        if found.len() == MAX_SIGNATURES {
+            skipped += 1;
+            continue;
+        }
+        let signature = match layer["annotations"][SIGNATURE_ANNOTATION].as_str() {
+            Some(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| "cosign signature annotation is not base64".to_string()),
+            None => Err("cosign layer without a signature annotation".to_string()),
+        };
+        found.push((digest.to_string(), signature));
+    }
+    (found, skipped)
 }
 
 /// The signature layers of `digest`; none when the `.sig` tag does not exist.
@@ -65,22 +103,14 @@ pub async fn fetch(
     let Some(manifest) = registries.manifest_if_exists(&tag).await? else {
         return Ok(Vec::new());
     };
+    let (layers, skipped) = signature_layers(&manifest.json);
+    if skipped > 0 {
+        tracing::warn!(tag = %tag, skipped, "more cosign signatures than are read");
+    }
     let mut found = Vec::new();
-    for layer in manifest.json["layers"].as_array().into_iter().flatten() {
-        if layer["mediaType"] != PAYLOAD_MEDIA_TYPE {
-            continue;
-        }
-        let Some(layer_digest) = layer["digest"].as_str() else {
-            continue;
-        };
-        let signature = match layer["annotations"][SIGNATURE_ANNOTATION].as_str() {
-            Some(b64) => base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|e| format!("cosign signature annotation: {e}")),
-            None => Err("cosign layer without a signature annotation".to_string()),
-        };
+    for (layer_digest, signature) in layers {
         let payload = registries
-            .blob(&tag, layer_digest, MAX_METADATA_BYTES)
+            .blob(&tag, &layer_digest, MAX_SIGNATURE_BYTES)
             .await?;
         found.push(LayerSignature { payload, signature });
     }

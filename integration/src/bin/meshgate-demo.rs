@@ -21,7 +21,8 @@ const LISTENER: &str = "http://127.0.0.1:10000";
 const WEBHOOK_PORT: u16 = 8443;
 
 /// Appended to dev.yaml (after a Wasm policy from the registry): images from loopback
-/// registries, policy images included, must be signed by the dev cosign key.
+/// registries, policy images included, must be signed by the dev cosign key. The local
+/// registry speaks plain HTTP, which the webhook uses only for registries listed `insecure`.
 const IMAGE_VERIFICATION: &str = r#"imageVerification:
   keys:
     - {name: dev, file: ../dev/cosign.pub}
@@ -29,6 +30,8 @@ const IMAGE_VERIFICATION: &str = r#"imageVerification:
     - name: local-registry
       images: ["127.0.0.1:*/**"]
       keys: [dev]
+  registries:
+    - {host: "127.0.0.1:*", insecure: true}
 "#;
 
 fn main() -> Result<()> {
@@ -156,7 +159,7 @@ fn main() -> Result<()> {
          \n  curl --cacert {ca} \\\
          \n       -H 'Content-Type: application/json' --data @{unsigned_pod} {webhook_url}/validate\
          \n                                                 # allowed: false, [image-verification] ... no signatures found\
-         \n  target/debug/meshgate verify --key .state/dev/cosign.pub {signed}\
+         \n  target/debug/meshgate verify --insecure-registry {registry} --key .state/dev/cosign.pub {signed}\
          \n  curl --cacert {ca} {webhook_url}/metrics\n\
          \nSelf-check: no token → {without_status}, dev token → {with_status}; privileged Wasm pod denied, signed clean one allowed, unsigned one denied.",
         upstream.port(),

@@ -37,17 +37,25 @@ enum Command {
         /// Registry to push to, e.g. 127.0.0.1:5000.
         #[arg(long)]
         registry: Option<String>,
+        /// Speak plain HTTP to the registry (a local development registry).
+        #[arg(long)]
+        insecure_registry: bool,
     },
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if let Command::Istio { registry } = &args.command {
+    if let Command::Istio {
+        registry,
+        insecure_registry,
+    } = &args.command
+    {
         let repo = meshgate_integration::paths::repo_root();
         let written = meshgate_integration::istio::render(
             &repo.join("istio/filters"),
             &repo.join("dist/istio"),
             registry.as_deref(),
+            *insecure_registry,
         )
         .map_err(anyhow::Error::msg)?;
         for file in written {

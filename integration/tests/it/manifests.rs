@@ -351,8 +351,14 @@ fn the_configmap_configuration_is_accepted_by_meshgate_serve() {
 /// The filter manifests as `make istio` renders them (optionally pushing to `registry`).
 fn rendered(registry: Option<&str>) -> (tempfile::TempDir, Vec<(PathBuf, Json)>) {
     let out = tempfile::tempdir().unwrap();
-    meshgate_integration::istio::render(&repo_root().join("istio/filters"), out.path(), registry)
-        .unwrap();
+    // Test registries are plain HTTP on loopback.
+    meshgate_integration::istio::render(
+        &repo_root().join("istio/filters"),
+        out.path(),
+        registry,
+        registry.is_some(),
+    )
+    .unwrap();
     let docs = documents(out.path());
     (out, docs)
 }

@@ -154,6 +154,8 @@ imageVerification:
   tagTtl: 0s
   negativeCacheTtl: 1s
   timeout: 2s
+  # Test registries are plain HTTP on loopback; the webhook speaks HTTPS to any other.
+  registries: [{{host: "127.0.0.1:*", insecure: true}}]
 {extra}
 policies:
   - name: image-facts
@@ -644,6 +646,7 @@ fn make_publish_pushes_and_signs_the_filters() {
         .arg(format!("REGISTRY={}", registry.host()))
         .arg(format!("KEY={}", key.display()))
         .arg("TAG=test")
+        .arg("INSECURE=1")
         .env("COSIGN_PASSWORD", cli::KEY_PASSWORD)
         .output()
         .unwrap();

@@ -360,6 +360,7 @@ fn policy_images_load_from_a_registry_only_when_signed() {
         format!(
             "imageVerification:\n  keys: [{{name: policies, file: {key}}}]\n  trust:\n\
              \x20   - {{name: policies, images: [\"{host}/policies/**\"], keys: [policies]}}\n\
+             \x20 registries: [{{host: \"{host}\", insecure: true}}]\n\
              policies:\n  - name: privileged\n    wasm: {{image: \"{image}\"}}\n",
             key = key.with_extension("pub").display(),
             host = registry.host(),

@@ -58,7 +58,8 @@ pub fn run(args: &Args) -> Result<String> {
     ] {
         let config = format!(
             "imageVerification:\n  keys:\n    - {{name: release, file: \"{}\"}}\n  trust:\n    \
-             - {{name: bench, images: [\"127.0.0.1:*/bench/*\"], keys: [release]}}\n{cache}\
+             - {{name: bench, images: [\"127.0.0.1:*/bench/*\"], keys: [release]}}\n  \
+             registries: [{{host: \"127.0.0.1:*\", insecure: true}}]\n{cache}\
              logging:\n  level: warn\n",
             key.with_extension("pub").display()
         );
