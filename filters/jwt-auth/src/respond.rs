@@ -81,6 +81,7 @@ pub fn run(state: &mut State, context_id: u32, now_ms: u64) -> Applied {
             state.metrics.allowed();
             Applied::Continue
         }
+        Outcome::Unreadable => host_failure(state, "the request headers came back empty"),
         Outcome::Deny(denial) => {
             reply(&denial);
             state.metrics.denied(denial.status);

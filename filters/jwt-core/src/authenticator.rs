@@ -25,6 +25,10 @@ pub enum Outcome {
     Deny(Denial),
     /// Hold it until these providers' remote keys are fetched (or fail), then ask again.
     NeedKeys(Vec<usize>),
+    /// The headers cannot be the request's (no `:method`, which every request has): the host
+    /// failed to hand them over. Envoy answers a failed read with an empty list, which would match
+    /// no rule and pass unchecked, so it is refused instead.
+    Unreadable,
 }
 
 /// A local reply for a refused request.
@@ -241,6 +245,9 @@ impl Authenticator {
 
     /// Decides what to do with a request, given its headers and the time in milliseconds.
     pub fn authenticate(&mut self, headers: &Headers, now_ms: u64) -> Outcome {
+        if header(headers, ":method").is_none() {
+            return Outcome::Unreadable;
+        }
         // Output headers are removed whatever happens next: only a verified token may set them.
         let unverified = || Outcome::Allow(Mutations::default().finish(&self.output_headers, None));
         if self.bypass_cors_preflight && is_cors_preflight(headers) {

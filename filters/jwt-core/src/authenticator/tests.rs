@@ -106,6 +106,7 @@ fn status_of(outcome: &Outcome) -> u32 {
         Outcome::Allow(_) => 200,
         Outcome::Deny(d) => d.http_status,
         Outcome::NeedKeys(_) => 0,
+        Outcome::Unreadable => 500,
     }
 }
 
@@ -628,4 +629,18 @@ fn only_tokens_up_to_the_size_bound_are_cached() {
     let tally = auth.take_tally();
     // The small token once missed then hit; the big one is verified every time.
     assert_eq!((tally.cache_hits, tally.cache_misses), (1, 3));
+}
+
+#[test]
+fn headers_the_host_failed_to_read_are_refused_not_let_through() {
+    // Envoy's get_header_map_pairs answers a missing map with an empty list, not an error.
+    assert_eq!(
+        authenticator().authenticate(&[], NOW_MS),
+        Outcome::Unreadable
+    );
+    let no_method = vec![(":path".to_string(), "/api".to_string())];
+    assert_eq!(
+        authenticator().authenticate(&no_method, NOW_MS),
+        Outcome::Unreadable
+    );
 }
