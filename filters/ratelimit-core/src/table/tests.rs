@@ -279,4 +279,18 @@ proptest! {
         let stored = store.get("t|0").map(|(v, _)| v.len());
         prop_assert_eq!(stored, Some(RECORD_LEN));
     }
+
+    /// Whatever is stored under the salt's key: no panic, and every worker ends with one salt
+    /// (the stored one when it is a salt, else the first fresh one written).
+    #[test]
+    fn any_bytes_under_the_salt_key_give_one_salt(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+        let store = MemoryStore::default();
+        store.set(SALT_KEY, &bytes, None).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        let first = load_or_create_salt(&store, || [1; 16]);
+        prop_assert!(first.is_some());
+        prop_assert_eq!(load_or_create_salt(&store, || [2; 16]), first);
+        if bytes.len() != 20 || bytes[..4] != *b"MGRS" {
+            prop_assert_eq!(first, Some([1; 16]));
+        }
+    }
 }
