@@ -5,6 +5,8 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::OciImageManifest;
 use oci_client::{Client, Reference};
 
+use crate::registry::shown;
+
 /// CNCF TAG Runtime Wasm artifact: config media type.
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 /// CNCF TAG Runtime Wasm artifact: layer media type.
@@ -86,38 +88,86 @@ impl Layout {
     }
 }
 
-/// From an image index, the digest of the Wasm manifest: the entry for platform `wasi/wasm`
-/// (or `os` `wasip1`/`wasip2`), else the only entry.
-pub fn pick_wasm_manifest(index: &serde_json::Value) -> Result<String, String> {
-    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
-    let wasm = entries.iter().find(|e| {
-        let os = e["platform"]["os"].as_str().unwrap_or("");
-        e["platform"]["architecture"] == "wasm" || os.starts_with("wasi")
-    });
-    let entry = match (wasm, entries.as_slice()) {
-        (Some(e), _) => e,
-        (None, [only]) => only,
-        (None, _) => {
-            let platforms: Vec<String> = entries
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{}/{}",
-                        e["platform"]["os"].as_str().unwrap_or("?"),
-                        e["platform"]["architecture"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect();
+/// Most entries of an image index that are checked; an index with more is refused rather than
+/// fetched entry by entry.
+pub const MAX_INDEX_ENTRIES: usize = 16;
+
+/// An entry of an image index that a node may pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The manifest's digest.
+    pub digest: String,
+    /// `os/architecture`.
+    pub platform: String,
+}
+
+/// Whether an index entry's platform is one no node pulls: buildx stores its attestation
+/// manifests (annotation `vnd.docker.reference.type: attestation-manifest`) as
+/// `unknown/unknown`, and platform matchers (containerd, CRI-O) never select an `unknown` OS.
+fn never_pulled(os: &str, architecture: &str) -> bool {
+    os == "unknown" && architecture == "unknown"
+}
+
+/// Whether a platform is a Wasm one: OS `wasi`/`wasip1`/`wasip2`..., or architecture `wasm`.
+fn is_wasm_platform(os: &str, architecture: &str) -> bool {
+    os.starts_with("wasi") || architecture == "wasm"
+}
+
+/// From an image index, the entries a node may pull, each on a Wasm platform. Under a Wasm
+/// RuntimeClass a node pulls the entry for its own platform, so one native entry (`linux/amd64`
+/// beside `wasip1/wasm`) would run native code: any entry with another platform, or with none
+/// (which matches every platform), refuses the whole index. `unknown/unknown` entries
+/// (attestations) are skipped, since no node pulls them.
+pub fn index_entries(index: &serde_json::Value) -> Result<Vec<IndexEntry>, String> {
+    let Some(entries) = index["manifests"].as_array() else {
+        return Err("image index without a manifests list".into());
+    };
+    let mut wasm = Vec::new();
+    let mut skipped = Vec::new();
+    for entry in entries {
+        let digest = entry["digest"].as_str().unwrap_or("");
+        if !crate::registry::is_sha256_digest(digest) {
             return Err(format!(
-                "image index has no wasi/wasm platform (has {})",
-                platforms.join(", ")
+                "image index entry with digest {:?}, not sha256:<64 hex digits>",
+                shown(digest)
             ));
         }
-    };
-    entry["digest"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| "image index entry without a digest".to_string())
+        let digest = digest.to_string();
+        let platform = &entry["platform"];
+        let (Some(os), Some(architecture)) =
+            (platform["os"].as_str(), platform["architecture"].as_str())
+        else {
+            return Err(format!(
+                "image index entry {digest} names no platform, so a node of any platform \
+                 would pull it; every entry must be for a Wasm platform"
+            ));
+        };
+        // Registry-supplied text reaches messages only shortened.
+        let platform = format!("{}/{}", shown(os), shown(architecture));
+        if never_pulled(os, architecture) {
+            skipped.push(platform);
+        } else if is_wasm_platform(os, architecture) {
+            wasm.push(IndexEntry { digest, platform });
+        } else {
+            return Err(format!(
+                "image index entry {digest} is for platform {platform}, which a node of that \
+                 platform would pull and run natively; every entry must be for a Wasm platform"
+            ));
+        }
+    }
+    if wasm.is_empty() {
+        return Err(format!(
+            "image index has no Wasm platform entry (has [{}])",
+            skipped.join(", ")
+        ));
+    }
+    if wasm.len() > MAX_INDEX_ENTRIES {
+        return Err(format!(
+            "image index lists {} Wasm entries; at most {MAX_INDEX_ENTRIES} are checked",
+            wasm.len()
+        ));
+    }
+    Ok(wasm)
 }
 
 /// Whether bytes are a well-formed Wasm module or component (every section parses; not a full
@@ -249,21 +299,143 @@ mod tests {
     }
 
     #[test]
-    fn indexes_yield_their_wasm_entry() {
-        let index = serde_json::json!({"manifests": [
-            {"digest": "sha256:a", "platform": {"os": "linux", "architecture": "amd64"}},
-            {"digest": "sha256:w", "platform": {"os": "wasip1", "architecture": "wasm"}},
-        ]});
-        assert_eq!(pick_wasm_manifest(&index).unwrap(), "sha256:w");
-        let linux = serde_json::json!({"manifests": [
-            {"digest": "sha256:a", "platform": {"os": "linux", "architecture": "amd64"}},
-            {"digest": "sha256:b", "platform": {"os": "linux", "architecture": "arm64"}},
-        ]});
+    fn indexes_yield_their_wasm_entries_and_refuse_native_ones() {
+        // sha256:<64 hex> from a short name.
+        let digest = |name: &str| format!("sha256:{name:0>64}");
+        let entry = |name: &str, os: &str, arch: &str| serde_json::json!({"digest": digest(name), "platform": {"os": os, "architecture": arch}});
+        let index = |entries: Vec<serde_json::Value>| serde_json::json!({"manifests": entries});
+        let wasip1 = entry("a1", "wasip1", "wasm");
+        let wasip2 = entry("a2", "wasip2", "wasm");
+        let mut attestation = entry("a3", "unknown", "unknown");
+        attestation["annotations"] =
+            serde_json::json!({"vnd.docker.reference.type": "attestation-manifest"});
+        let entries =
+            index_entries(&index(vec![wasip1.clone(), attestation.clone(), wasip2])).unwrap();
+        let digests: Vec<&str> = entries.iter().map(|e| e.digest.as_str()).collect();
+        assert_eq!(digests, [digest("a1"), digest("a2")]);
+        assert_eq!(entries[0].platform, "wasip1/wasm");
+
+        let mixed = index(vec![entry("b1", "linux", "amd64"), wasip1.clone()]);
+        let err = index_entries(&mixed).unwrap_err();
         assert!(
-            pick_wasm_manifest(&linux)
-                .unwrap_err()
-                .contains("linux/amd64")
+            err.contains(&format!("{} is for platform linux/amd64", digest("b1"))),
+            "{err}"
         );
+        let no_platform = index(vec![
+            wasip1.clone(),
+            serde_json::json!({"digest": digest("b2")}),
+        ]);
+        let err = index_entries(&no_platform).unwrap_err();
+        assert!(
+            err.contains(&format!("{} names no platform", digest("b2"))),
+            "{err}"
+        );
+        let bad_digest = index(vec![wasip1, entry("b3", "wasip1", "wasm")]);
+        let mut bad_digest = bad_digest;
+        bad_digest["manifests"][1]["digest"] = serde_json::json!("sha256:../../x");
+        assert!(
+            index_entries(&bad_digest)
+                .unwrap_err()
+                .contains("not sha256:<64 hex digits>")
+        );
+        let err = index_entries(&index(vec![attestation])).unwrap_err();
+        assert!(
+            err.contains("no Wasm platform entry (has [unknown/unknown])"),
+            "{err}"
+        );
+        let many = index(
+            (0..=MAX_INDEX_ENTRIES)
+                .map(|i| entry(&format!("{i:x}"), "wasip1", "wasm"))
+                .collect(),
+        );
+        assert!(index_entries(&many).unwrap_err().contains("at most"));
+        assert!(index_entries(&serde_json::json!({})).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+
+        /// Whatever an index lists, an accepted one yields exactly its Wasm-platform entries,
+        /// in order, and every other entry it has is `unknown/unknown`.
+        #[test]
+        fn index_entries_admit_only_wasm_platforms(
+            entries in proptest::collection::vec(
+                (
+                    proptest::option::of(proptest::sample::select(
+                        vec!["wasi", "wasip1", "wasip2", "linux", "windows", "unknown", "", "WASI"],
+                    )),
+                    proptest::option::of(proptest::sample::select(
+                        vec!["wasm", "amd64", "arm64", "unknown", "", "WASM"],
+                    )),
+                    proptest::option::of(proptest::sample::select(vec![
+                        "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                        "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+                        "sha256:0",
+                        "",
+                    ])),
+                ),
+                0..24,
+            )
+        ) {
+            let manifests: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|(os, arch, digest)| {
+                    let mut platform = serde_json::json!({});
+                    if let Some(os) = os { platform["os"] = serde_json::json!(os); }
+                    if let Some(arch) = arch { platform["architecture"] = serde_json::json!(arch); }
+                    serde_json::json!({"digest": digest, "platform": platform})
+                })
+                .collect();
+            let result = index_entries(&serde_json::json!({"manifests": manifests}));
+            if let Ok(picked) = result {
+                proptest::prop_assert!(!picked.is_empty() && picked.len() <= MAX_INDEX_ENTRIES);
+                let mut expected = Vec::new();
+                for (os, arch, digest) in &entries {
+                    let (os, arch) = (os.unwrap_or(""), arch.unwrap_or(""));
+                    proptest::prop_assert!(crate::registry::is_sha256_digest(digest.unwrap_or("")));
+                    if is_wasm_platform(os, arch) {
+                        expected.push(format!("{os}/{arch}"));
+                    } else {
+                        proptest::prop_assert!(os == "unknown" && arch == "unknown");
+                    }
+                }
+                let platforms: Vec<String> = picked.into_iter().map(|e| e.platform).collect();
+                proptest::prop_assert_eq!(platforms, expected);
+            }
+        }
+
+        /// Arbitrary JSON, shaped like indexes or not, never panics the index reader.
+        #[test]
+        fn index_entries_take_any_json(value in any_json()) {
+            let _ = index_entries(&value);
+            let _ = index_entries(&serde_json::json!({"manifests": [value]}));
+        }
+    }
+
+    /// JSON values whose object keys are mostly those an index reader looks at.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[a-z0-9/:]{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            let key = prop_oneof![
+                Just("manifests".to_string()),
+                Just("platform".to_string()),
+                Just("os".to_string()),
+                Just("architecture".to_string()),
+                Just("digest".to_string()),
+                "[a-z]{1,4}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 
     #[test]

@@ -159,8 +159,15 @@ pub struct ImageVerification {
     /// it is logged.
     #[serde(default)]
     pub mode: Mode,
-    /// Overrides the server's `failurePolicy` when a registry cannot be asked.
-    pub failure_policy: Option<FailurePolicy>,
+    /// What an image whose registry could not be asked (unreachable, timeout, 5xx) means:
+    /// `Fail` (default) denies; `Ignore` admits it unverified, with a warning. The server's
+    /// `failurePolicy` does not apply: admitting unverified images is opted into here only.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    /// Which images an UPDATE verifies: `changedImages` (default) only those its old object
+    /// (on a Wasm RuntimeClass) did not run; `allImages` every image again.
+    #[serde(default)]
+    pub on_update: OnUpdate,
     /// How strictly an image must be a Wasm artifact.
     #[serde(default)]
     pub artifact_check: ArtifactCheck,
@@ -242,6 +249,18 @@ impl ImageVerification {
     }
 }
 
+/// Which images of an UPDATE are verified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OnUpdate {
+    /// Images the old object already ran keep their verdict and are not fetched again, so an
+    /// UPDATE that changes no image (a finalizer, a label) does not depend on registries.
+    #[default]
+    ChangedImages,
+    /// Every image is verified again, as on CREATE.
+    AllImages,
+}
+
 /// How strictly an image on a Wasm RuntimeClass must be a Wasm artifact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -283,6 +302,10 @@ pub struct TrustRule {
     /// `any` (default): one key; `all`: every key; a number: that many distinct keys.
     #[serde(default)]
     pub require: Require,
+    /// Deny references by tag (`repo:v1`); only `repo@sha256:...` is admitted, so the kubelet
+    /// pulls exactly the verified content.
+    #[serde(default)]
+    pub require_digest: bool,
 }
 
 /// How many of a rule's keys must have signed.
@@ -918,5 +941,28 @@ policies:
             .unwrap_err()
             .to_string();
         assert!(err.contains("exactly one of file, pem"), "{err}");
+    }
+
+    #[test]
+    fn images_fail_closed_unless_their_own_section_says_ignore() {
+        let section = "imageVerification: {keys: [], trust: [{name: t, images: ['**']";
+        // The server's Ignore is for policy errors; it does not reach images.
+        let config = parse(&format!("failurePolicy: Ignore\n{section}}}]}}")).unwrap();
+        let images = config.image_verification.unwrap();
+        assert_eq!(images.failure_policy, FailurePolicy::Fail);
+        assert_eq!(images.on_update, OnUpdate::ChangedImages);
+        assert!(!images.trust[0].require_digest);
+        let config = parse(&format!(
+            "{section}, requireDigest: true}}], failurePolicy: Ignore, onUpdate: allImages}}"
+        ))
+        .unwrap();
+        let images = config.image_verification.unwrap();
+        assert_eq!(images.failure_policy, FailurePolicy::Ignore);
+        assert_eq!(images.on_update, OnUpdate::AllImages);
+        assert!(images.trust[0].require_digest);
+        let err = parse(&format!("{section}}}], onUpdate: never}}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("imageVerification.onUpdate"), "{err}");
     }
 }

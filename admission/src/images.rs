@@ -2,11 +2,13 @@
 //! signed as its trust rule requires.
 //!
 //! Per image: parse the reference, pick the trust rule (first glob over `registry/repository`
-//! that matches; none denies), resolve a tag to a digest, check the artifact layout, then find
-//! the cosign signatures of the digest (both layouts, see [`crate::signing`]) and count the
-//! rule's keys that verified. Results are cached per (repository, digest, rule), since
-//! signatures live in the image's repository: verified ones for `cacheTtl`, failures for
-//! `negativeCacheTtl`. Concurrent checks of the same entry share one registry visit.
+//! that matches; none denies), refuse a tag if the rule requires a digest, resolve a tag to a
+//! digest, check the artifact layout (every runnable entry of an index), then find the cosign
+//! signatures of the digest (both layouts, see [`crate::signing`]) and count the rule's keys
+//! that verified. On UPDATE, images the old object ran may keep their verdict unfetched.
+//! Results are cached per (repository, digest, rule), since signatures live in the image's
+//! repository: verified ones for `cacheTtl`, failures for `negativeCacheTtl`. Concurrent checks
+//! of the same entry share one registry visit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::OnceCell;
 
 use crate::artifact;
-use crate::config::{ArtifactCheck, FailurePolicy, ImageVerification, Mode};
+use crate::config::{ArtifactCheck, FailurePolicy, ImageVerification, Mode, OnUpdate};
 use crate::metrics::Metrics;
 use crate::registry::{Manifest, Registries, RegistryError};
 use crate::signing::{self, PublicKey};
@@ -36,6 +38,7 @@ struct Rule {
     patterns: Vec<glob::Pattern>,
     keys: Vec<PublicKey>,
     needed: usize,
+    require_digest: bool,
 }
 
 /// The outcome of one image's checks.
@@ -121,19 +124,16 @@ pub struct ImageVerifier {
     tag_ttl: Duration,
     mode: Mode,
     failure_policy: FailurePolicy,
+    on_update: OnUpdate,
     verified: Flights<(String, String, usize), Outcome>,
     tags: Flights<String, Result<Manifest, RegistryError>>,
     metrics: Arc<Metrics>,
 }
 
 impl ImageVerifier {
-    /// Reads keys and credentials; `server_failure_policy` applies unless the section sets its
-    /// own.
-    pub fn new(
-        config: &ImageVerification,
-        server_failure_policy: FailurePolicy,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, SetupError> {
+    /// Reads keys and credentials. Only the section's own `failurePolicy` may admit an image
+    /// that could not be verified; the server's does not apply.
+    pub fn new(config: &ImageVerification, metrics: Arc<Metrics>) -> Result<Self, SetupError> {
         let mut keys = HashMap::new();
         for key in &config.keys {
             let pem = match (&key.file, &key.pem) {
@@ -162,6 +162,7 @@ impl ImageVerifier {
             rules.push(Rule {
                 name: rule.name.clone(),
                 needed: rule.require.needed(rule_keys.len()),
+                require_digest: rule.require_digest,
                 patterns,
                 keys: rule_keys,
             });
@@ -181,25 +182,43 @@ impl ImageVerifier {
             negative_ttl: config.negative_cache_ttl,
             tag_ttl: config.tag_ttl,
             mode: config.mode,
-            failure_policy: config.failure_policy.unwrap_or(server_failure_policy),
+            failure_policy: config.failure_policy,
+            on_update: config.on_update,
             verified: Flights::new(),
             tags: Flights::new(),
             metrics,
         })
     }
 
-    /// Checks every distinct image of a pod spec, concurrently.
-    pub async fn check_pod(&self, pod_spec: &Json) -> PodImages {
-        let mut images: Vec<&str> = ["initContainers", "containers", "ephemeralContainers"]
-            .iter()
-            .flat_map(|field| pod_spec[*field].as_array().into_iter().flatten())
-            .filter_map(|c| c["image"].as_str())
-            .collect();
-        images.sort_unstable();
-        images.dedup();
+    /// Whether an UPDATE keeps the verdict of images its old object ran (`onUpdate`).
+    pub fn keeps_unchanged_images(&self) -> bool {
+        self.on_update == OnUpdate::ChangedImages
+    }
+
+    /// Whether a pod whose image checks could not finish may still be admitted: only when
+    /// findings do not deny (`warn`, `dry-run`) or the section's `failurePolicy` is `Ignore`.
+    pub fn admits_unverified(&self) -> bool {
+        self.mode != Mode::Enforce || self.failure_policy == FailurePolicy::Ignore
+    }
+
+    /// Checks every distinct image of a pod spec, concurrently. Images that `earlier` (the
+    /// pod spec an UPDATE replaces, already admitted) also runs keep their verdict and are not
+    /// fetched; policies see them as `{"image": ..., "unchanged": true}`.
+    pub async fn check_pod(&self, pod_spec: &Json, earlier: Option<&Json>) -> PodImages {
+        let earlier = earlier.map(images_of).unwrap_or_default();
+        let (unchanged, images): (Vec<&str>, Vec<&str>) = images_of(pod_spec)
+            .into_iter()
+            .partition(|image| earlier.contains(image));
+        let mut pod = PodImages::default();
+        for image in unchanged {
+            tracing::debug!(image, "image unchanged by the update: not verified again");
+            pod.facts.insert(
+                image.to_string(),
+                json!({"image": image, "unchanged": true}),
+            );
+        }
         let outcomes =
             futures_util::future::join_all(images.iter().map(|image| self.check(image))).await;
-        let mut pod = PodImages::default();
         for (image, outcome) in images.into_iter().zip(outcomes) {
             let (message, unavailable) = match outcome {
                 Outcome::Verified(facts) => {
@@ -217,9 +236,13 @@ impl ImageVerifier {
                 (Mode::DryRun, ..) => {
                     tracing::info!(image, finding = %message, "dry-run image finding");
                 }
-                (Mode::Warn, ..) | (Mode::Enforce, true, FailurePolicy::Ignore) => {
-                    pod.warnings.push(message)
+                (Mode::Enforce, true, FailurePolicy::Ignore) => {
+                    tracing::warn!(image, reason = %message, "image admitted unverified");
+                    pod.warnings.push(format!(
+                        "{message} (admitted unverified: imageVerification.failurePolicy is Ignore)"
+                    ));
                 }
+                (Mode::Warn, ..) => pod.warnings.push(message),
                 (Mode::Enforce, ..) => pod.violations.push(message),
             }
         }
@@ -297,6 +320,13 @@ impl ImageVerifier {
         }) else {
             return Outcome::Denied(format!("no trust rule matches {name}"));
         };
+        if rule.require_digest && reference.digest().is_none() {
+            // A tag is verified at admission but pulled later, when it may name other content.
+            return Outcome::Denied(format!(
+                "trust rule {} requires a digest reference (image@sha256:...), not a tag",
+                rule.name
+            ));
+        }
         // A tag's manifest is kept with its digest: the checks below reuse it.
         let (digest, manifest) = match reference.digest() {
             Some(digest) => (digest.to_string(), None),
@@ -415,19 +445,55 @@ impl ImageVerifier {
         if self.artifact_check == ArtifactCheck::None {
             return Ok(Ok(json!({"mediaType": manifest.media_type()})));
         }
-        let index_digest = manifest.is_index().then(|| manifest.digest.clone());
-        let manifest = if manifest.is_index() {
-            match artifact::pick_wasm_manifest(&manifest.json) {
-                Ok(child) => {
-                    self.registries
-                        .manifest(&signing::at_digest(repository, &child))
-                        .await?
-                }
-                Err(reason) => return Ok(Err(reason)),
-            }
-        } else {
-            manifest
+        if !manifest.is_index() {
+            return self.artifact_manifest(repository, manifest, None).await;
+        }
+        let entries = match artifact::index_entries(&manifest.json) {
+            Ok(entries) => entries,
+            Err(reason) => return Ok(Err(reason)),
         };
+        // Every entry a node may pull is checked, not only the first Wasm one: the node picks
+        // by its own platform, the webhook cannot know which.
+        let checks = entries.iter().map(|entry| async {
+            let child = signing::at_digest(repository, &entry.digest);
+            let child = self.registries.manifest(&child).await?;
+            self.artifact_manifest(repository, child, Some(manifest.digest.as_str()))
+                .await
+        });
+        let results = futures_util::future::join_all(checks).await;
+        let (mut first, mut unavailable) = (None, None);
+        for (entry, result) in entries.iter().zip(results) {
+            match result {
+                Ok(Ok(facts)) => {
+                    first.get_or_insert(facts);
+                }
+                // A refused entry decides, even if another one could not be fetched.
+                Ok(Err(reason)) => {
+                    return Ok(Err(format!(
+                        "image index entry {} ({}): {reason}",
+                        entry.digest, entry.platform
+                    )));
+                }
+                Err(e) => {
+                    unavailable.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = unavailable {
+            return Err(e);
+        }
+        // index_entries returns at least one entry, so `first` is set.
+        Ok(first.ok_or_else(|| "image index has no entry".to_string()))
+    }
+
+    /// Checks the layout of one image manifest (`index_digest`: the index it was reached
+    /// through).
+    async fn artifact_manifest(
+        &self,
+        repository: &Reference,
+        manifest: Manifest,
+        index_digest: Option<&str>,
+    ) -> Result<Result<Json, String>, RegistryError> {
         let layout = artifact::Layout::of(&manifest.json);
         let mut kind = layout.wasm_kind();
         if kind.is_none() && layout.has_image_config() {
@@ -467,6 +533,18 @@ impl ImageVerifier {
             "layerMediaTypes": layout.layer_media_types,
         })))
     }
+}
+
+/// The distinct images of a pod spec (containers, initContainers, ephemeralContainers).
+fn images_of(pod_spec: &Json) -> Vec<&str> {
+    let mut images: Vec<&str> = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|field| pod_spec[*field].as_array().into_iter().flatten())
+        .filter_map(|c| c["image"].as_str())
+        .collect();
+    images.sort_unstable();
+    images.dedup();
+    images
 }
 
 fn glob_options() -> glob::MatchOptions {

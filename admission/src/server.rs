@@ -335,13 +335,18 @@ async fn evaluate(app: &App, request: Json) -> Verdict {
         Ok(selected) => selected,
         Err(skipped) => return skipped,
     };
+    let subject = selected.subject().to_string();
+    // What the image checks concluded, once they have: a failure after them must not lose it.
+    let mut images = None;
     let work = async {
         // Image checks wait on registries, not on the CPU: they run before taking a permit.
         pipeline.check_images(&mut selected).await;
+        images = Some(selected.images().clone());
         let permit = app.evaluations.clone().acquire_owned().await;
+        let judge = pipeline.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            pipeline.judge(selected)
+            judge.judge(selected)
         })
         .await
     };
@@ -349,14 +354,15 @@ async fn evaluate(app: &App, request: Json) -> Verdict {
         Ok(Ok(verdict)) => verdict,
         Ok(Err(e)) => {
             app.metrics.error("internal");
-            internal_failure(app, &format!("evaluation failed: {e}"))
+            let reason = format!("evaluation failed: {e}");
+            let fallback = internal_failure(app, &reason);
+            pipeline.after_failure(&subject, images.as_ref(), &reason, fallback)
         }
         Err(_) => {
             app.metrics.error("deadline");
-            internal_failure(
-                app,
-                &format!("review not finished within {:?}", app.review_timeout),
-            )
+            let reason = format!("review not finished within {:?}", app.review_timeout);
+            let fallback = internal_failure(app, &reason);
+            pipeline.after_failure(&subject, images.as_ref(), &reason, fallback)
         }
     }
 }

@@ -135,7 +135,10 @@ fn message(response: &Json) -> String {
         .to_string()
 }
 
-fn webhook_config(keys: &Keys, extra: &str) -> String {
+/// The test configuration with `rules` (YAML list items, indented four spaces) after its own
+/// trust rules and `extra` at the end of the `imageVerification` section (two spaces) or at the
+/// top level (none).
+fn webhook_config_with_rules(keys: &Keys, rules: &str, extra: &str) -> String {
     format!(
         r#"
 imageVerification:
@@ -151,6 +154,7 @@ imageVerification:
     - name: meshgate
       images: ["127.0.0.1:*/meshgate/**"]
       keys: [release, ci, legacy-rsa]
+{rules}
   tagTtl: 0s
   negativeCacheTtl: 1s
   timeout: 2s
@@ -179,12 +183,17 @@ warn contains msg if {
 "#;
 
 fn start_webhook(keys: &Keys, extra: &str) -> Webhook {
+    start_webhook_with_rules(keys, "", extra)
+}
+
+fn start_webhook_with_rules(keys: &Keys, rules: &str, extra: &str) -> Webhook {
     // The policy file must exist before the server loads; write it where `{{dir}}` will point
     // by starting from a config that names an absolute path instead.
     let policy_dir = keys.dir.path().join(format!("policy-{}", free_port()));
     std::fs::create_dir_all(&policy_dir).unwrap();
     std::fs::write(policy_dir.join("facts.rego"), FACTS_POLICY).unwrap();
-    let config = webhook_config(keys, extra).replace("{{dir}}", &policy_dir.display().to_string());
+    let config = webhook_config_with_rules(keys, rules, extra)
+        .replace("{{dir}}", &policy_dir.display().to_string());
     Webhook::start(&config)
 }
 
@@ -698,4 +707,356 @@ fn artifact_check_parse_rejects_a_wasm_layer_that_does_not_parse() {
         review(&lenient, "broken-lenient", &[&broken])["allowed"],
         true
     );
+}
+
+/// `sha256:<hex>` of some bytes, as OCI digests are written.
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// The raw manifest a reference names: its bytes and media type.
+fn pull_raw(reference: &str) -> (Vec<u8>, String) {
+    let reference: oci_client::Reference = reference.parse().unwrap();
+    runtime().block_on(async {
+        let (bytes, digest) = http()
+            .pull_manifest_raw(
+                &reference,
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                &[
+                    "application/vnd.oci.image.manifest.v1+json",
+                    "application/vnd.oci.image.index.v1+json",
+                ],
+            )
+            .await
+            .unwrap();
+        let media_type = serde_json::from_slice::<Json>(&bytes).unwrap()["mediaType"]
+            .as_str()
+            .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+            .to_string();
+        assert!(digest.starts_with("sha256:"));
+        (bytes.to_vec(), media_type)
+    })
+}
+
+/// Pushes an OCI image index to `reference` whose entries are the manifests at the given tags
+/// of the same repository, each with the platform (`os/architecture`, or "" for none) and
+/// annotations given; returns the index's digest.
+fn push_index(reference: &str, entries: &[(&str, &str, Json)]) -> String {
+    let repository = reference.rsplit_once(':').unwrap().0;
+    let manifests: Vec<Json> = entries
+        .iter()
+        .map(|(tag, platform, annotations)| {
+            let (bytes, media_type) = pull_raw(&format!("{repository}:{tag}"));
+            let mut entry = json!({
+                "mediaType": media_type,
+                "size": bytes.len(),
+                "digest": sha256_of(&bytes),
+            });
+            if let Some((os, architecture)) = platform.split_once('/') {
+                entry["platform"] = json!({"os": os, "architecture": architecture});
+            }
+            if !annotations.is_null() {
+                entry["annotations"] = annotations.clone();
+            }
+            entry
+        })
+        .collect();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let digest = sha256_of(&bytes);
+    let target: oci_client::Reference = reference.parse().unwrap();
+    runtime().block_on(async {
+        http()
+            .push_manifest_raw(
+                &target,
+                bytes,
+                "application/vnd.oci.image.index.v1+json".parse().unwrap(),
+            )
+            .await
+            .unwrap();
+    });
+    digest
+}
+
+#[test]
+fn an_image_index_is_admitted_only_when_every_entry_a_node_may_pull_is_wasm() {
+    let registry = Registry::start();
+    let keys = Keys::new();
+    let host = registry.host();
+    let repository = format!("{host}/meshgate/multi");
+    cli::push(&wasm("jwt-auth.wasm"), &format!("{repository}:wasm"));
+    push_container_image(&format!("{repository}:linux"), "amd64");
+    // What buildx stores beside each platform: an in-toto attestation manifest.
+    push_raw(
+        &format!("{repository}:attestation"),
+        (
+            "application/vnd.oci.image.config.v1+json",
+            json!({"architecture": "unknown", "os": "unknown", "rootfs": {"type": "layers", "diff_ids": []}})
+                .to_string()
+                .into_bytes(),
+        ),
+        ("application/vnd.in-toto+json", b"{}".to_vec()),
+    );
+    let attestation = json!({
+        "vnd.docker.reference.type": "attestation-manifest",
+        "vnd.docker.reference.digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    });
+    let webhook = start_webhook(&keys, "");
+    let signed_index = |tag: &str, entries: &[(&str, &str, Json)]| {
+        let reference = format!("{repository}:{tag}");
+        push_index(&reference, entries);
+        cli::sign(&keys.private("release"), &reference, false);
+        reference
+    };
+
+    // A native entry beside the Wasm one: a linux/amd64 node would pull and run it.
+    let mixed = signed_index(
+        "mixed",
+        &[
+            ("linux", "linux/amd64", Json::Null),
+            ("wasm", "wasip1/wasm", Json::Null),
+        ],
+    );
+    let denied = review(&webhook, "mixed", &[&mixed]);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(
+        message(&denied).contains("is for platform linux/amd64"),
+        "{denied}"
+    );
+
+    // An entry that claims a Wasm platform but holds a native image.
+    let disguised = signed_index(
+        "disguised",
+        &[
+            ("wasm", "wasip1/wasm", Json::Null),
+            ("linux", "wasip2/wasm", Json::Null),
+        ],
+    );
+    let denied = review(&webhook, "disguised", &[&disguised]);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(
+        message(&denied).contains("(wasip2/wasm): not a Wasm artifact"),
+        "{denied}"
+    );
+
+    // An entry without a platform matches every node.
+    let unplatformed = signed_index(
+        "no-platform",
+        &[
+            ("wasm", "wasip1/wasm", Json::Null),
+            ("linux", "", Json::Null),
+        ],
+    );
+    let denied = review(&webhook, "no-platform", &[&unplatformed]);
+    assert!(message(&denied).contains("names no platform"), "{denied}");
+
+    // buildx attestations (unknown/unknown) are never pulled by a node: skipped.
+    let attested = signed_index(
+        "attested",
+        &[
+            ("wasm", "wasip1/wasm", Json::Null),
+            ("attestation", "unknown/unknown", attestation.clone()),
+        ],
+    );
+    let allowed = review(&webhook, "attested", &[&attested]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    let only_attestation = signed_index(
+        "only-attestation",
+        &[("attestation", "unknown/unknown", attestation)],
+    );
+    let denied = review(&webhook, "only-attestation", &[&only_attestation]);
+    assert!(
+        message(&denied).contains("no Wasm platform entry"),
+        "{denied}"
+    );
+}
+
+#[test]
+fn a_rule_that_requires_a_digest_refuses_tags() {
+    let registry = Registry::start();
+    let keys = Keys::new();
+    let host = registry.host();
+    let tagged = format!("{host}/pinned/app:v1");
+    let digest = cli::push(&wasm("jwt-auth.wasm"), &tagged);
+    cli::sign(&keys.private("release"), &tagged, false);
+    let webhook = start_webhook_with_rules(
+        &keys,
+        "    - {name: pinned, images: [\"127.0.0.1:*/pinned/**\"], keys: [release], requireDigest: true}",
+        "",
+    );
+    let denied = review(&webhook, "tag", &[&tagged]);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(
+        message(&denied).contains("trust rule pinned requires a digest reference"),
+        "{denied}"
+    );
+    for (name, image) in [
+        ("digest", format!("{host}/pinned/app@{digest}")),
+        ("tag-and-digest", format!("{tagged}@{digest}")),
+    ] {
+        let allowed = review(&webhook, name, &[&image]);
+        assert_eq!(allowed["allowed"], true, "{image}: {allowed}");
+    }
+    // Rules without requireDigest still take tags.
+    let other = format!("{host}/meshgate/app:v1");
+    cli::push(&wasm("jwt-auth.wasm"), &other);
+    cli::sign(&keys.private("release"), &other, false);
+    assert_eq!(review(&webhook, "other-tag", &[&other])["allowed"], true);
+}
+
+/// An UPDATE of `old` to `new` (both Pods or both workloads).
+fn update(webhook: &Webhook, name: &str, old: &Json, new: &Json) -> Json {
+    webhook.review(&request(&format!("uid-{name}"), "UPDATE", new, Some(old)))
+}
+
+#[test]
+fn an_update_that_keeps_its_images_does_not_need_the_registry() {
+    let registry = Registry::start();
+    let keys = Keys::new();
+    let host = registry.host();
+    let kept = format!("{host}/meshgate/kept:v1");
+    cli::push(&wasm("jwt-auth.wasm"), &kept);
+    cli::sign(&keys.private("release"), &kept, false);
+    let added = format!("{host}/meshgate/added:v1");
+    cli::push(&wasm("rate-limit.wasm"), &added);
+    cli::sign(&keys.private("release"), &added, false);
+    let webhook = start_webhook(&keys, "");
+
+    let pod = pod_with_images("job-pod", &[&kept], &[]);
+    assert_eq!(review(&webhook, "create", &[&kept])["allowed"], true);
+    drop(registry);
+
+    // A controller removes its finalizer while the registry is down.
+    let mut finalized = pod.clone();
+    finalized["metadata"]["finalizers"] = json!(["batch.kubernetes.io/job-tracking"]);
+    let allowed = update(&webhook, "finalizer", &finalized, &pod);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    // With onUpdate: allImages the same UPDATE verifies again, and the registry is down.
+    let every_image = start_webhook(&keys, "  onUpdate: allImages");
+    let denied = update(&every_image, "finalizer-all", &finalized, &pod);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(message(&denied).contains("unavailable"), "{denied}");
+
+    // An image the UPDATE brings is verified as usual.
+    let grown = pod_with_images("job-pod", &[&kept, &added], &[]);
+    let denied = update(&webhook, "added", &pod, &grown);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    let reason = message(&denied);
+    assert!(reason.contains(&format!("{added}: registry")), "{reason}");
+    assert!(!reason.contains(&format!("{kept}:")), "{reason}");
+
+    // A workload moved onto a Wasm RuntimeClass: its old pods ran elsewhere, so nothing is
+    // vouched for.
+    let deployment = |runtime_class: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "moved", "namespace": "apps"},
+            "spec": {"template": {"spec": {
+                "runtimeClassName": runtime_class,
+                "containers": [{"name": "c", "image": kept}],
+            }}},
+        })
+    };
+    let denied = update(
+        &webhook,
+        "moved",
+        &deployment("runc"),
+        &deployment("wasmtime"),
+    );
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(message(&denied).contains(&kept), "{denied}");
+}
+
+/// A registry that answers every request with `503`, or with nothing at all.
+struct HostileRegistry {
+    server: std::sync::Arc<tiny_http::Server>,
+    port: u16,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HostileRegistry {
+    /// `status` 0: requests are read and never answered.
+    fn start(status: u16) -> HostileRegistry {
+        let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let thread = {
+            let server = server.clone();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for request in server.incoming_requests() {
+                    if status == 0 {
+                        held.push(request);
+                    } else {
+                        let _ = request.respond(
+                            tiny_http::Response::from_string("unavailable")
+                                .with_status_code(status),
+                        );
+                    }
+                }
+            })
+        };
+        HostileRegistry {
+            server,
+            port,
+            thread: Some(thread),
+        }
+    }
+
+    fn image(&self) -> String {
+        format!("127.0.0.1:{}/meshgate/app:v1", self.port)
+    }
+}
+
+impl Drop for HostileRegistry {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn an_image_that_cannot_be_verified_is_admitted_only_under_the_sections_own_ignore() {
+    let keys = Keys::new();
+    let failing = HostileRegistry::start(503);
+    let image = failing.image();
+
+    // The server's failurePolicy is for policy errors; it does not admit unverified images.
+    let server_ignore = start_webhook(&keys, "failurePolicy: Ignore");
+    let denied = review(&server_ignore, "server-ignore", &[&image]);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(message(&denied).contains("unavailable"), "{denied}");
+
+    // Opted into here: admitted, and the warning says it was not verified.
+    let image_ignore = start_webhook(&keys, "  failurePolicy: Ignore");
+    let allowed = review(&image_ignore, "image-ignore", &[&image]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    let warnings = allowed["warnings"].to_string();
+    assert!(warnings.contains(&image), "{warnings}");
+    assert!(warnings.contains("admitted unverified"), "{warnings}");
+    assert!(
+        image_ignore.log().contains("image admitted unverified"),
+        "logged for audit"
+    );
+}
+
+#[test]
+fn a_review_deadline_under_the_servers_ignore_does_not_admit_unverified_images() {
+    let keys = Keys::new();
+    // A registry that never answers, and image checks allowed to outlast the review.
+    let stalling = HostileRegistry::start(0);
+    let slow = start_webhook(&keys, "failurePolicy: Ignore\nlimits:\n  reviewTimeout: 1s");
+    let denied = review(&slow, "deadline", &[&stalling.image()]);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(message(&denied).contains("did not finish"), "{denied}");
 }
