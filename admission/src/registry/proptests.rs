@@ -70,7 +70,13 @@ fn text() -> impl Strategy<Value = String> {
         "ab".repeat(32),
         "MEhUb2tlbg==".to_string(),
     ]);
-    prop_oneof![3 => known, 1 => "[ -~]{0,40}", 1 => any::<String>()]
+    // Long strings too: a parser that quotes its input in an error shows up as a long message.
+    prop_oneof![
+        6 => known,
+        2 => "[ -~]{0,40}",
+        2 => any::<String>(),
+        1 => "[ -~]{500,700}",
+    ]
 }
 
 /// Arbitrary JSON, biased towards the shapes of manifests, indexes, payloads and bundles.
