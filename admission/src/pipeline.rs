@@ -135,6 +135,16 @@ fn policy_images(
     })
 }
 
+/// Whether `config` enforces image verification and admits no image it could not verify:
+/// then a review that comes before the pipeline is loaded is denied, whatever the server's
+/// `failurePolicy`, since its images cannot be checked yet.
+pub fn images_fail_closed(config: &Config) -> bool {
+    config
+        .image_verification
+        .as_ref()
+        .is_some_and(|i| i.mode == Mode::Enforce && i.failure_policy == FailurePolicy::Fail)
+}
+
 /// The answer to one review.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {

@@ -32,6 +32,8 @@ struct App {
     max_body_bytes: usize,
     review_timeout: Duration,
     failure_policy: FailurePolicy,
+    /// Deny reviews while loading, whatever `failure_policy`: their images cannot be checked.
+    images_fail_closed: bool,
 }
 
 /// Serves the webhook until the process is stopped. Policies are loaded in the background
@@ -68,6 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.limits.max_body_bytes,
         review_timeout: config.limits.review_timeout,
         failure_policy: config.failure_policy,
+        images_fail_closed: crate::pipeline::images_fail_closed(&config),
     });
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let local = listener.local_addr()?;
@@ -329,7 +332,16 @@ async fn validate(State(app): State<Arc<App>>, version: Version, body: Body) -> 
 async fn evaluate(app: &App, request: Json) -> Verdict {
     let Some(pipeline) = app.pipeline.get().cloned() else {
         app.metrics.error("internal");
-        return internal_failure(app, "the webhook is still loading its policies");
+        let reason = "the webhook is still loading its policies";
+        if app.images_fail_closed {
+            return Verdict {
+                allowed: false,
+                message: Some(format!("meshgate: {reason}")),
+                warnings: Vec::new(),
+                skipped: None,
+            };
+        }
+        return internal_failure(app, reason);
     };
     let mut selected = match pipeline.select(request) {
         Ok(selected) => selected,

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use meshgate_integration::cli::{self, meshgate, meshgate_with};
 use meshgate_integration::ports::free_port;
+use meshgate_integration::registry::Reply;
 use meshgate_integration::webhook::request;
-use meshgate_integration::{Registry, Webhook, paths};
+use meshgate_integration::{HostileRegistry, Registry, Webhook, paths};
 use serde_json::{Value as Json, json};
 
 fn wasm(name: &str) -> PathBuf {
@@ -976,47 +977,38 @@ fn an_update_that_keeps_its_images_does_not_need_the_registry() {
     assert!(message(&denied).contains(&kept), "{denied}");
 }
 
-/// A registry that answers every request with `503`, or with nothing at all.
-struct HostileRegistry {
+/// A registry that reads every request and never answers.
+struct SilentRegistry {
     server: std::sync::Arc<tiny_http::Server>,
     port: u16,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl HostileRegistry {
-    /// `status` 0: requests are read and never answered.
-    fn start(status: u16) -> HostileRegistry {
+impl SilentRegistry {
+    fn start() -> SilentRegistry {
         let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let port = server.server_addr().to_ip().unwrap().port();
         let thread = {
             let server = server.clone();
             std::thread::spawn(move || {
-                let mut held = Vec::new();
-                for request in server.incoming_requests() {
-                    if status == 0 {
-                        held.push(request);
-                    } else {
-                        let _ = request.respond(
-                            tiny_http::Response::from_string("unavailable")
-                                .with_status_code(status),
-                        );
-                    }
-                }
+                // Held, unanswered, until the server is unblocked.
+                let held: Vec<_> = server.incoming_requests().collect();
+                drop(held);
             })
         };
-        HostileRegistry {
+        SilentRegistry {
             server,
             port,
             thread: Some(thread),
         }
     }
 
-    fn image(&self) -> String {
-        format!("127.0.0.1:{}/meshgate/app:v1", self.port)
+    fn image(&self, repository: &str) -> String {
+        format!("127.0.0.1:{}/{repository}:v1", self.port)
     }
 }
 
-impl Drop for HostileRegistry {
+impl Drop for SilentRegistry {
     fn drop(&mut self) {
         self.server.unblock();
         if let Some(thread) = self.thread.take() {
@@ -1028,8 +1020,8 @@ impl Drop for HostileRegistry {
 #[test]
 fn an_image_that_cannot_be_verified_is_admitted_only_under_the_sections_own_ignore() {
     let keys = Keys::new();
-    let failing = HostileRegistry::start(503);
-    let image = failing.image();
+    let failing = HostileRegistry::start(|_| Reply::status(503, "unavailable"));
+    let image = format!("{}/meshgate/app:v1", failing.host());
 
     // The server's failurePolicy is for policy errors; it does not admit unverified images.
     let server_ignore = start_webhook(&keys, "failurePolicy: Ignore");
@@ -1054,9 +1046,84 @@ fn an_image_that_cannot_be_verified_is_admitted_only_under_the_sections_own_igno
 fn a_review_deadline_under_the_servers_ignore_does_not_admit_unverified_images() {
     let keys = Keys::new();
     // A registry that never answers, and image checks allowed to outlast the review.
-    let stalling = HostileRegistry::start(0);
+    let stalling = SilentRegistry::start();
     let slow = start_webhook(&keys, "failurePolicy: Ignore\nlimits:\n  reviewTimeout: 1s");
-    let denied = review(&slow, "deadline", &[&stalling.image()]);
+    let denied = review(&slow, "deadline", &[&stalling.image("meshgate/app")]);
     assert_eq!(denied["allowed"], false, "{denied}");
     assert!(message(&denied).contains("did not finish"), "{denied}");
+}
+
+#[test]
+fn while_loading_the_servers_ignore_does_not_admit_pods_unverified() {
+    let keys = Keys::new();
+    // The webhook fetches a policy image at startup from a registry that never answers, so it
+    // serves reviews for `timeout` before its policies are loaded (then it exits).
+    let stalling = SilentRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+failurePolicy: Ignore
+tls: {{stateDir: "{tls}"}}
+imageVerification:
+  keys: [{{name: release, file: "{release}"}}]
+  trust: [{{name: all, images: ["127.0.0.1:*/**"], keys: [release]}}]
+  timeout: 20s
+  registries: [{{host: "127.0.0.1:*", insecure: true}}]
+policies:
+  - name: slow-to-load
+    wasm: {{image: "{policy}"}}
+"#,
+        tls = dir.path().join("tls").display(),
+        release = keys.public("release").display(),
+        policy = stalling.image("meshgate/policy"),
+    );
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let port = free_port();
+    let mut command = std::process::Command::new(meshgate_integration::webhook::meshgate_binary());
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"));
+    let mut process =
+        meshgate_integration::Process::spawn("meshgate serve", command, &dir.path().join("log"));
+    let ca = dir.path().join("tls/ca.crt");
+    process
+        .wait_until(Duration::from_secs(10), || ca.is_file())
+        .unwrap();
+    let client = meshgate_integration::webhook::client_trusting(&ca);
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": request("uid-loading", "CREATE", &pod_with_images("early", &["127.0.0.1:1/meshgate/app:v1"], &[]), None),
+    })
+    .to_string();
+    let started = Instant::now();
+    let answer: Json = loop {
+        let sent = client
+            .post(format!("https://127.0.0.1:{port}/validate"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send();
+        if let Ok(response) = sent {
+            break response.json().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            process.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let response = &answer["response"];
+    let readyz = client
+        .get(format!("https://127.0.0.1:{port}/readyz"))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(readyz, 503, "answered while still loading");
+    assert_eq!(response["allowed"], false, "{answer}");
+    assert!(message(response).contains("still loading"), "{answer}");
 }
