@@ -46,6 +46,10 @@ pub struct Config {
     /// Address the HTTPS server listens on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A plain-HTTP address serving only `/healthz`, `/readyz` and `/metrics`, for kubelet
+    /// probes and scrapers when `tls.clientCaFile` makes the HTTPS listener refuse clients
+    /// without a certificate. Off when absent.
+    pub probe_listen: Option<SocketAddr>,
     /// Serving certificate.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -380,6 +384,10 @@ pub struct TlsConfig {
     /// How often the files are checked for changes (cert-manager rotates them in place).
     #[serde(default = "default_reload_interval", with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// PEM CA bundle: when set, every client of the HTTPS listener (the API server) must
+    /// present a certificate signed by one of these CAs, or the TLS handshake fails. Read once
+    /// at startup.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for TlsConfig {
@@ -389,6 +397,7 @@ impl Default for TlsConfig {
             key_file: None,
             state_dir: None,
             reload_interval: default_reload_interval(),
+            client_ca_file: None,
         }
     }
 }
@@ -419,6 +428,19 @@ pub struct Limits {
     /// Reviews evaluated at once; further reviews wait (within their deadline). 0 = CPU count.
     #[serde(default)]
     pub max_concurrent_reviews: usize,
+    /// Request bodies held at once, in bytes (declared `Content-Length`, or `maxBodyBytes` when
+    /// unknown), reserved before a body is read and kept until its review is answered; a
+    /// request that cannot reserve its share within the review deadline gets 503. Bounds the
+    /// webhook's memory: the default admits four maximum-size reviews at once.
+    #[serde(default = "default_max_bytes_in_flight")]
+    pub max_bytes_in_flight: usize,
+    /// JSON values (scalars, arrays, objects) a review's `request` may hold; more is refused
+    /// as invalid before any policy runs. Real pods hold a few thousand.
+    #[serde(default = "default_max_json_values")]
+    pub max_json_values: usize,
+    /// Nesting depth of a review's JSON; deeper is refused (serde_json stops at 128 anyway).
+    #[serde(default = "default_max_json_depth")]
+    pub max_json_depth: usize,
 }
 
 impl Default for Limits {
@@ -428,6 +450,9 @@ impl Default for Limits {
             review_timeout: default_review_timeout(),
             policy_timeout: default_policy_timeout(),
             max_concurrent_reviews: 0,
+            max_bytes_in_flight: default_max_bytes_in_flight(),
+            max_json_values: default_max_json_values(),
+            max_json_depth: default_max_json_depth(),
         }
     }
 }
@@ -586,6 +611,18 @@ fn default_max_body_bytes() -> usize {
     3 * 1024 * 1024
 }
 
+fn default_max_bytes_in_flight() -> usize {
+    4 * default_max_body_bytes()
+}
+
+fn default_max_json_values() -> usize {
+    50_000
+}
+
+fn default_max_json_depth() -> usize {
+    64
+}
+
 fn default_review_timeout() -> Duration {
     Duration::from_secs(4)
 }
@@ -646,6 +683,25 @@ impl Config {
             return Err(invalid(
                 "limits.reviewTimeout".into(),
                 "must be greater than zero",
+            ));
+        }
+        // A body the budget cannot hold would wait forever.
+        if self.limits.max_bytes_in_flight < self.limits.max_body_bytes {
+            return Err(invalid(
+                "limits.maxBytesInFlight".into(),
+                "must be at least limits.maxBodyBytes",
+            ));
+        }
+        if u32::try_from(self.limits.max_bytes_in_flight).is_err() {
+            return Err(invalid(
+                "limits.maxBytesInFlight".into(),
+                "must be below 4Gi",
+            ));
+        }
+        if self.limits.max_json_values == 0 || self.limits.max_json_depth < 2 {
+            return Err(invalid(
+                "limits".into(),
+                "maxJsonValues must be at least 1 and maxJsonDepth at least 2",
             ));
         }
         let mut names = BTreeSet::new();
@@ -724,6 +780,7 @@ impl Config {
             &mut self.tls.cert_file,
             &mut self.tls.key_file,
             &mut self.tls.state_dir,
+            &mut self.tls.client_ca_file,
         ]
         .into_iter()
         .flatten()
@@ -846,6 +903,32 @@ policies:
             PathBuf::from("/etc/meshgate/p/a.rego")
         );
         assert_eq!(policy.timeout, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn front_door_limits_and_client_ca_are_checked() {
+        let config = parse("probeListen: 127.0.0.1:8081\ntls: {clientCaFile: ca/api.crt}").unwrap();
+        assert_eq!(
+            config.limits.max_bytes_in_flight,
+            4 * config.limits.max_body_bytes
+        );
+        assert_eq!(config.limits.max_json_values, 50_000);
+        assert_eq!(
+            config.tls.client_ca_file.as_deref(),
+            Some(Path::new("/etc/meshgate/ca/api.crt"))
+        );
+        assert_eq!(config.probe_listen.map(|a| a.port()), Some(8081));
+        for (limits, error) in [
+            (
+                "{maxBodyBytes: 2000, maxBytesInFlight: 1000}",
+                "limits.maxBytesInFlight: must be at least limits.maxBodyBytes",
+            ),
+            ("{maxBytesInFlight: 8589934592}", "must be below 4Gi"),
+            ("{maxJsonValues: 0}", "maxJsonValues must be at least 1"),
+        ] {
+            let err = parse(&format!("limits: {limits}")).unwrap_err().to_string();
+            assert!(err.contains(error), "{limits}: {err}");
+        }
     }
 
     #[test]

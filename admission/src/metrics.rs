@@ -18,8 +18,13 @@ fn histogram() -> Histogram {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
-    kind: String,
+    kind: &'static str,
     decision: &'static str,
+}
+
+/// The `kind` label: one of a fixed set.
+fn kind_label(kind: &str) -> &'static str {
+    crate::workload::known_kind(kind).unwrap_or("other")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,7 +105,7 @@ impl Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "errors",
-            "Requests that failed: bad_request, deadline, internal",
+            "Requests that failed: bad_request, too_large, busy, deadline, internal",
             errors.clone(),
         );
         let image_seconds =
@@ -136,11 +141,13 @@ impl Metrics {
         }
     }
 
-    /// Counts an answered review.
+    /// Counts an answered review. The `kind` label is the kind when it is one the webhook
+    /// judges (Pod and the workloads that make pods), else `other`: a label value never comes
+    /// from the request as sent, so hostile kinds cannot grow the metrics without bound.
     pub fn review(&self, kind: &str, decision: &'static str, seconds: f64) {
         self.reviews
             .get_or_create(&ReviewLabels {
-                kind: kind.to_string(),
+                kind: kind_label(kind),
                 decision,
             })
             .inc();

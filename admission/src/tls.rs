@@ -208,15 +208,41 @@ impl ResolvesServerCert for ReloadingCertificate {
 }
 
 /// A rustls server configuration (TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN) serving the
-/// reloading certificate.
-pub fn server_config(cert: Arc<ReloadingCertificate>) -> Result<rustls::ServerConfig, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(cert.provider())
+/// reloading certificate. With `client_ca`, a PEM bundle, every client must present a
+/// certificate chaining to one of its CAs: without one, the handshake fails.
+pub fn server_config(
+    cert: Arc<ReloadingCertificate>,
+    client_ca: Option<&Path>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(cert.provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Invalid(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(cert);
+        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path, cert.provider())?),
+    };
+    let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// A verifier that requires a client certificate chaining to a CA of the PEM bundle `path`.
+pub fn client_verifier(
+    path: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| file_error(path, e))? {
+        roots
+            .add(cert.map_err(|e| file_error(path, e))?)
+            .map_err(|e| file_error(path, e))?;
+    }
+    if roots.is_empty() {
+        return Err(file_error(path, "no CERTIFICATE block found"));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| file_error(path, e))
 }
 
 /// Checks the files every `interval` and swaps the certificate when they change.

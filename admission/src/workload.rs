@@ -21,7 +21,12 @@ const POD_TEMPLATES: [(&str, &[&str]); 8] = [
 
 /// Whether requests of this kind carry a pod.
 pub fn is_pod_kind(kind: &str) -> bool {
-    POD_TEMPLATES.iter().any(|(k, _)| *k == kind)
+    known_kind(kind).is_some()
+}
+
+/// The kind, as a `'static` name, when requests of it carry a pod.
+pub fn known_kind(kind: &str) -> Option<&'static str> {
+    POD_TEMPLATES.iter().map(|(k, _)| *k).find(|k| *k == kind)
 }
 
 /// The pod spec an object of `kind` carries (its own, or its template's), without copying.

@@ -40,13 +40,21 @@ pub fn meshgate_binary() -> PathBuf {
 
 /// An HTTPS client that trusts only `ca`.
 pub fn client_trusting(ca: &Path) -> reqwest::blocking::Client {
+    client_with_identity(ca, None)
+}
+
+/// An HTTPS client that trusts only `ca` and, with `identity` (PEM certificate chain and
+/// private key, concatenated), presents that client certificate.
+pub fn client_with_identity(ca: &Path, identity: Option<&[u8]>) -> reqwest::blocking::Client {
     let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
-    reqwest::blocking::Client::builder()
+    let mut builder = reqwest::blocking::Client::builder()
         .no_proxy()
         .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("CA certificate")])
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("building an HTTPS client")
+        .timeout(Duration::from_secs(30));
+    if let Some(identity) = identity {
+        builder = builder.identity(reqwest::Identity::from_pem(identity).expect("client identity"));
+    }
+    builder.build().expect("building an HTTPS client")
 }
 
 impl Webhook {
@@ -72,6 +80,18 @@ impl Webhook {
     /// Starts `meshgate serve --config path --listen 127.0.0.1:port`; `ca` is the CA to
     /// trust, `dir` receives the log.
     pub fn start_file(config_path: &Path, dir: tempfile::TempDir, ca: &Path, port: u16) -> Webhook {
+        Self::start_file_with_identity(config_path, dir, ca, port, None)
+    }
+
+    /// [`Webhook::start_file`] for a webhook that requires client certificates
+    /// (`tls.clientCaFile`): its client presents `identity` (PEM chain and key).
+    pub fn start_file_with_identity(
+        config_path: &Path,
+        dir: tempfile::TempDir,
+        ca: &Path,
+        port: u16,
+        identity: Option<&[u8]>,
+    ) -> Webhook {
         let mut command = Command::new(meshgate_binary());
         command
             .arg("serve")
@@ -90,7 +110,7 @@ impl Webhook {
         process
             .wait_until(Duration::from_secs(30), || ca.is_file())
             .unwrap_or_else(|e| panic!("{e}"));
-        let client = client_trusting(ca);
+        let client = client_with_identity(ca, identity);
         process
             .wait_until(Duration::from_secs(60), || {
                 client
@@ -171,6 +191,61 @@ impl Webhook {
     pub fn running(&mut self) -> bool {
         self.process.exited().is_none()
     }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:") * 1024
+    }
+
+    /// The process's resident memory now (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:") * 1024
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Shapes of a hostile review, each a Pod on wasmtime whose body is as large as allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostile {
+    /// One array of zeros: a million and a half values, the most a body can hold.
+    Zeros,
+    /// Short strings, just under the webhook's default value budget (50 000), so the review
+    /// passes parsing and reaches the policies: the largest tree a review can make them judge.
+    Strings,
+}
+
+/// An AdmissionReview of `bytes` bytes (at most; within a few bytes) shaped as `shape`.
+pub fn hostile_review(uid: &str, shape: Hostile, bytes: usize) -> String {
+    let mut review = sample_review(uid, false, Some("wasmtime"));
+    review["request"]["object"]["spec"]["containers"][0]["args"] = serde_json::json!(["FILL"]);
+    let text = review.to_string();
+    let room = bytes.saturating_sub(text.len());
+    let fill = match shape {
+        Hostile::Zeros => "0,".repeat(room / 2).trim_end_matches(',').to_string(),
+        Hostile::Strings => {
+            // Each element is `"x…x",`; the count stays 200 under the budget (the rest of the
+            // request holds a few dozen values).
+            let count = 49_800;
+            let len = (room / count).saturating_sub(3).max(1);
+            let element = format!("\"{}\"", "x".repeat(len));
+            vec![element; count].join(",")
+        }
+    };
+    text.replacen("\"FILL\"", &fill, 1)
 }
 
 /// The CA file a config's server will present: `tls.caFile`-less configs with certificate

@@ -250,14 +250,13 @@ fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
         r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"big","pad":"{}"}}}}"#,
         "x".repeat(4 * 1024 * 1024)
     );
-    // On its own connection: the server answers before reading the rest and closes it.
     let response = client_trusting(&webhook.ca)
         .post(format!("{}/validate", webhook.url))
         .body(huge)
         .send()
         .unwrap();
     let (status, body) = (response.status().as_u16(), response.text().unwrap());
-    assert_eq!(status, 400);
+    assert_eq!(status, 413);
     assert!(
         body.contains("exceeds the limit of 3145728 bytes"),
         "{body}"
@@ -273,7 +272,11 @@ fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
     );
     let (_, metrics) = webhook.get("/metrics");
     assert!(
-        metrics.contains(r#"meshgate_admission_errors_total{reason="bad_request"} 5"#),
+        metrics.contains(r#"meshgate_admission_errors_total{reason="bad_request"} 4"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"meshgate_admission_errors_total{reason="too_large"} 1"#),
         "{metrics}"
     );
 }
@@ -505,4 +508,354 @@ fn policy_test_runs_the_policy_library_and_fails_on_a_failing_test() {
         "{stdout}"
     );
     assert!(stdout.ends_with("1 passed, 2 failed\n"), "{stdout}");
+}
+
+/// What a client reads back from a `/validate` post: status and body, or the transport error.
+fn post_raw(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    body: reqwest::blocking::Body,
+) -> Result<(u16, String), String> {
+    let response = client
+        .post(format!("{url}/validate"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().map_err(|e| format!("{e:?}"))?))
+}
+
+/// A reader that yields `len` bytes of `b'x'` in 64 KiB pieces: a body without a known length
+/// (sent chunked), or a slow one when `gate` holds it back after `before_gate` bytes.
+struct Filler {
+    left: usize,
+    before_gate: usize,
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl std::io::Read for Filler {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.before_gate == 0
+            && let Some(gate) = self.gate.take()
+        {
+            let _ = gate.recv();
+        }
+        let mut n = buf.len().min(self.left).min(64 * 1024);
+        if self.gate.is_some() {
+            n = n.min(self.before_gate);
+        }
+        buf[..n].fill(b'x');
+        self.left -= n;
+        self.before_gate = self.before_gate.saturating_sub(n);
+        Ok(n)
+    }
+}
+
+/// An 8 MiB body, with and without a Content-Length: the client reads a 413 with a one-line
+/// reason (the server reads the rest of the body before answering, so the connection is not
+/// reset under the answer), and the connection stays usable.
+#[test]
+fn an_oversized_body_gets_a_413_the_client_can_read() {
+    let webhook = Webhook::start(STARTER);
+    let client = client_trusting(&webhook.ca);
+    let eight = 8 * 1024 * 1024;
+    for round in 0..3 {
+        let sized = post_raw(&client, &webhook.url, vec![b'x'; eight].into());
+        let (status, body) =
+            sized.unwrap_or_else(|e| panic!("round {round}, sized: no answer: {e}"));
+        assert_eq!(status, 413, "{body}");
+        assert_eq!(body, "request body exceeds the limit of 3145728 bytes\n");
+
+        let chunked = reqwest::blocking::Body::new(Filler {
+            left: eight,
+            before_gate: 0,
+            gate: None,
+        });
+        let (status, body) = post_raw(&client, &webhook.url, chunked)
+            .unwrap_or_else(|e| panic!("round {round}, chunked: no answer: {e}"));
+        assert_eq!(status, 413, "{body}");
+        assert!(body.len() < 100, "{body}");
+    }
+    // The same client goes on with a normal review.
+    let bad = privileged_pod("web", Some("wasmtime"), "app", "ghcr.io/acme/web:1");
+    assert_eq!(
+        webhook.review(&request("after-413", "CREATE", &bad, None))["allowed"],
+        false
+    );
+    let (_, metrics) = webhook.get("/metrics");
+    assert!(
+        metrics.contains(r#"meshgate_admission_errors_total{reason="too_large"} 6"#),
+        "{metrics}"
+    );
+}
+
+/// Four maximum-size hostile reviews at once, twice over: one array of 1.5 million zeros
+/// (refused at the value budget, with the uid) and 50 000 strings (just within the budget:
+/// every policy judges it). The real process's peak RSS stays under 128 MiB.
+#[test]
+fn peak_memory_stays_bounded_under_concurrent_hostile_reviews() {
+    use meshgate_integration::webhook::{Hostile, hostile_review};
+    let webhook = Webhook::start(&format!(
+        "{STARTER}\nlimits:\n  maxConcurrentReviews: 4\n  reviewTimeout: 30s\n  policyTimeout: 20s\n"
+    ));
+    let max = 3 * 1024 * 1024;
+    let baseline = webhook.peak_rss();
+    let mut answers = Vec::new();
+    for (shape, round) in [
+        (Hostile::Zeros, 0),
+        (Hostile::Strings, 1),
+        (Hostile::Zeros, 2),
+    ] {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let client = webhook.client().clone();
+                let url = webhook.url.clone();
+                let uid = format!("hostile-{round}-{i}");
+                let body = hostile_review(&uid, shape, max - 64);
+                assert!(body.len() <= max, "{}", body.len());
+                std::thread::spawn(move || (shape, uid, post_raw(&client, &url, body.into())))
+            })
+            .collect();
+        answers.extend(handles.into_iter().map(|h| h.join().unwrap()));
+    }
+    let peak = webhook.peak_rss();
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    eprintln!(
+        "peak RSS {:.1} MiB (at start {:.1} MiB)",
+        mib(peak),
+        mib(baseline)
+    );
+    assert!(
+        peak <= 128 * 1024 * 1024,
+        "peak RSS {:.1} MiB over 128 MiB (at start {:.1} MiB)",
+        mib(peak),
+        mib(baseline)
+    );
+    for (shape, uid, answer) in answers {
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, 200, "{shape:?}: {body}");
+        let answer: Json = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["response"]["uid"], uid);
+        if shape == Hostile::Zeros {
+            assert_eq!(answer["response"]["allowed"], false, "{body}");
+            assert!(
+                body.contains("more than 50000 JSON values"),
+                "{shape:?}: {body}"
+            );
+        } else {
+            // Judged by the policies (allowed-registries denies its ghcr.io/meshgate image).
+            assert_ne!(
+                answer["response"]["status"]["reason"], "InvalidRequest",
+                "{body}"
+            );
+            assert!(body.contains("[allowed-registries]"), "{body}");
+        }
+    }
+}
+
+/// Reviews wait for their share of `limits.maxBytesInFlight` before their body is read; one
+/// that cannot get it within half its deadline gets 503, and the budget frees up once the
+/// review holding it ends.
+#[test]
+fn reviews_over_the_in_flight_budget_wait_then_get_503() {
+    let webhook = Webhook::start(&format!(
+        "{STARTER}\nlimits:\n  maxBodyBytes: 1048576\n  maxBytesInFlight: 1048576\n  reviewTimeout: 1s\n"
+    ));
+    // A slow client declares 1 MiB and sends 1 KiB of it: the whole budget is reserved.
+    let (release, gate) = std::sync::mpsc::channel();
+    let slow = {
+        let client = client_trusting(&webhook.ca);
+        let url = webhook.url.clone();
+        std::thread::spawn(move || {
+            let body = Filler {
+                left: 1 << 20,
+                before_gate: 1024,
+                gate: Some(gate),
+            };
+            post_raw(&client, &url, reqwest::blocking::Body::sized(body, 1 << 20))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let p = pod(
+        "web",
+        Some("wasmtime"),
+        json!([container("app", "ghcr.io/acme/web:1", json!({}))]),
+    );
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request("queued", "CREATE", &p, None)});
+    let started = Instant::now();
+    let (status, body) = post_raw(
+        &client_trusting(&webhook.ca),
+        &webhook.url,
+        review.to_string().into(),
+    )
+    .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too many reviews in flight"), "{body}");
+    // It waited half its deadline (500 ms) for the budget.
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = release.send(());
+    let slow = slow.join().unwrap();
+    // The slow review ran out of its deadline while its body was still arriving.
+    assert!(
+        slow.as_ref().map_or(true, |(status, _)| *status == 400),
+        "{slow:?}"
+    );
+    // The budget is free again.
+    let (status, body) = webhook.post(review.to_string());
+    assert_eq!(status, 200, "{body}");
+    let (_, metrics) = webhook.get("/metrics");
+    assert!(
+        metrics.contains(r#"meshgate_admission_errors_total{reason="busy"} 1"#),
+        "{metrics}"
+    );
+}
+
+/// The `kind` label of the review counter comes from a fixed set: 300 unique 10 KB kinds
+/// leave `/metrics` small.
+#[test]
+fn metric_labels_do_not_grow_with_the_kinds_sent() {
+    let webhook = Webhook::start(STARTER);
+    let p = pod(
+        "web",
+        None,
+        json!([container("app", "ghcr.io/acme/web:1", json!({}))]),
+    );
+    let (_, before) = webhook.get("/metrics");
+    for i in 0..300 {
+        let mut r = request(&format!("kind-{i}"), "CREATE", &p, None);
+        r["kind"]["kind"] = json!(format!("{i:05}{}", "K".repeat(10_000)));
+        let response = webhook.review(&r);
+        assert_eq!(response["allowed"], true, "{response}");
+    }
+    let (_, after) = webhook.get("/metrics");
+    assert!(
+        after.len() < before.len() + 4096,
+        "/metrics grew from {} to {} bytes",
+        before.len(),
+        after.len()
+    );
+    assert!(
+        after.contains(r#"meshgate_admission_reviews_total{kind="other",decision="skipped"} 300"#),
+        "{after}"
+    );
+    // The decision log names the kind, cut short.
+    let log = webhook.log();
+    let line = log.lines().find(|l| l.contains("kind-7")).unwrap();
+    assert!(line.len() < 2000, "{} bytes", line.len());
+}
+
+/// A test PKI: a CA and a client certificate it signed, as PEM.
+struct ClientPki {
+    ca_pem: String,
+    identity: Vec<u8>,
+}
+
+fn client_pki(name: &str) -> ClientPki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{name} CA"));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} client"));
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = client.signed_by(&key, &issuer).unwrap();
+    ClientPki {
+        ca_pem: ca_cert.pem(),
+        identity: format!("{}{}", cert.pem(), key.serialize_pem()).into_bytes(),
+    }
+}
+
+/// With `tls.clientCaFile`, a client without a certificate, or with one from another CA, is
+/// refused at the TLS handshake on every path; the API server's certificate gets through.
+/// `probeListen` serves the probes and metrics over plain HTTP, and no reviews.
+#[test]
+fn client_certificates_are_required_when_a_client_ca_is_configured() {
+    use meshgate_integration::webhook::client_with_identity;
+    let trusted = client_pki("api-server");
+    let stranger = client_pki("stranger");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_file, &trusted.ca_pem).unwrap();
+    let probe_port = free_port();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "probeListen: 127.0.0.1:{probe_port}\ntls:\n  stateDir: {tls}\n  clientCaFile: {ca}\n{STARTER}",
+            tls = dir.path().join("tls").display(),
+            ca = ca_file.display(),
+        )
+        .replace("{{repo}}", &meshgate_integration::paths::repo_root().display().to_string()),
+    )
+    .unwrap();
+    let server_ca = dir.path().join("tls/ca.crt");
+    let webhook = Webhook::start_file_with_identity(
+        &config,
+        dir,
+        &server_ca,
+        free_port(),
+        Some(&trusted.identity),
+    );
+
+    // The API server's certificate: reviews are judged.
+    let bad = privileged_pod("web", Some("wasmtime"), "app", "ghcr.io/acme/web:1");
+    assert_eq!(
+        webhook.review(&request("mtls-1", "CREATE", &bad, None))["allowed"],
+        false
+    );
+
+    // No certificate, or another CA's: refused before any HTTP, on every path.
+    for (who, client) in [
+        ("no certificate", client_trusting(&webhook.ca)),
+        (
+            "another CA's certificate",
+            client_with_identity(&webhook.ca, Some(&stranger.identity)),
+        ),
+    ] {
+        for path in ["/validate", "/healthz", "/metrics"] {
+            let result = client.get(format!("{}{path}", webhook.url)).send();
+            assert!(result.is_err(), "{who} reached {path}: {result:?}");
+        }
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request("mtls-2", "CREATE", &bad, None)});
+        let result = post_raw(&client, &webhook.url, review.to_string().into());
+        assert!(result.is_err(), "{who} got an answer: {result:?}");
+    }
+    assert!(
+        webhook.log().contains("clients must present a certificate"),
+        "{}",
+        webhook.log()
+    );
+
+    // The probe listener: plain HTTP, probes and metrics only.
+    let plain = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let probes = format!("http://127.0.0.1:{probe_port}");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = plain.get(format!("{probes}{path}")).send().unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let response = plain
+        .post(format!("{probes}/validate"))
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 404);
 }

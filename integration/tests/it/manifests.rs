@@ -235,6 +235,19 @@ fn webhook_objects_reference_each_other_consistently() {
             pod["containers"][0]["ports"][0]["containerPort"]
         )
     );
+    // The NetworkPolicy admits ingress to those pods on the webhook port only.
+    let policy = find(&docs, "NetworkPolicy", "meshgate-webhook");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(
+        ingress[0]["ports"],
+        json!([{"protocol": "TCP", "port": pod["containers"][0]["ports"][0]["name"]}])
+    );
     // cert-manager: the Secret the pod mounts, the CA injected into the webhook, the DNS name
     // the API server dials.
     let tls_volume = pod["volumes"]
