@@ -6,6 +6,7 @@
 
 mod admission;
 mod images;
+mod memory;
 mod wasm_policies;
 
 use std::fmt::Write as _;
@@ -39,8 +40,9 @@ pub(crate) struct Args {
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
     /// Run only the rows whose name contains this (the floor rows always run); `admission`
-    /// runs only the webhook rows (with image verification and Wasm policies), `images` only
-    /// image verification, `wasm` only Wasm policies.
+    /// runs only the webhook rows (with image verification, Wasm policies and memory),
+    /// `images` only image verification, `wasm` only Wasm policies, `memory` only the
+    /// webhook's memory under hostile reviews.
     #[arg(long)]
     only: Option<String>,
 }
@@ -421,6 +423,13 @@ fn main() -> Result<()> {
         .is_none_or(|o| "admission".contains(o) || "wasm".contains(o))
     {
         markdown.push_str(&wasm_policies::run(&args)?);
+    }
+    if args
+        .only
+        .as_deref()
+        .is_none_or(|o| "admission".contains(o) || "memory".contains(o))
+    {
+        markdown.push_str(&memory::run(&args)?);
     }
     std::fs::write(&args.output, &markdown)?;
     println!("{markdown}");
