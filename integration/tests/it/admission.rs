@@ -29,7 +29,12 @@ policies:
 
 const DIGEST: &str = "sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
-fn container(name: &str, image: &str, security: Json) -> Json {
+/// A container with limits; `allowPrivilegeEscalation: false` unless `security` says otherwise,
+/// as the `privileged` starter requires of every container.
+fn container(name: &str, image: &str, mut security: Json) -> Json {
+    if security.get("allowPrivilegeEscalation").is_none() {
+        security["allowPrivilegeEscalation"] = json!(false);
+    }
     json!({
         "name": name,
         "image": image,
@@ -149,7 +154,7 @@ fn pods_on_wasm_runtimes_are_judged_and_other_pods_pass() {
         "metadata": {"name": "report", "namespace": "apps"},
         "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
             "runtimeClassName": "wasmtime", "restartPolicy": "OnFailure",
-            "containers": [{"name": "report", "image": pinned}],
+            "containers": [{"name": "report", "image": pinned, "securityContext": {"allowPrivilegeEscalation": false}}],
         }}}}},
     });
     let r = webhook.review(&request("uid-7", "CREATE", &cronjob, None));

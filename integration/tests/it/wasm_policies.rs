@@ -177,7 +177,7 @@ fn the_rego_and_wasm_privileged_policies_agree_through_policy_test() {
             .display()
             .to_string(),
     ]);
-    assert!(out.contains("8 passed, 0 failed"), "{out}");
+    assert!(out.contains("25 passed, 0 failed"), "{out}");
     assert!(
         out.contains("PASS")
             && out.contains(

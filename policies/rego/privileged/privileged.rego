@@ -1,5 +1,8 @@
 # No privileged containers and no privilege escalation on Wasm runtimes: a Wasm sandbox
-# means nothing if its host process runs with the node's privileges.
+# means nothing if its host process runs with the node's privileges. As the Pod Security
+# Standards' "restricted" profile: every container (init and ephemeral too) must set
+# `allowPrivilegeEscalation: false` explicitly, since Kubernetes allows escalation when it is
+# unset, and none may be privileged.
 package meshgate.privileged
 
 import data.meshgate.lib.kubernetes
@@ -15,8 +18,8 @@ deny contains msg if {
 
 deny contains msg if {
 	some c in kubernetes.containers
-	c.securityContext.allowPrivilegeEscalation == true
-	msg := sprintf("%s allows privilege escalation", [kubernetes.describe(c)])
+	not c.securityContext.allowPrivilegeEscalation == false
+	msg := sprintf("%s allows privilege escalation (securityContext.allowPrivilegeEscalation must be false)", [kubernetes.describe(c)])
 }
 
 deny contains msg if {

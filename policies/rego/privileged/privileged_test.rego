@@ -4,8 +4,10 @@ import data.meshgate.privileged
 
 pod(container) := {"object": {"spec": {"runtimeClassName": "wasmtime", "containers": [container]}}}
 
+restricted := {"allowPrivilegeEscalation": false}
+
 test_privileged_container_is_denied if {
-	msgs := privileged.deny with input as pod({"name": "app", "image": "i", "securityContext": {"privileged": true}})
+	msgs := privileged.deny with input as pod({"name": "app", "image": "i", "securityContext": {"privileged": true, "allowPrivilegeEscalation": false}})
 	msgs == {`container "app" (image i) is privileged`}
 }
 
@@ -14,14 +16,35 @@ test_privilege_escalation_is_denied if {
 	contains(msg, "allows privilege escalation")
 }
 
+test_unset_privilege_escalation_is_denied if {
+	msgs := privileged.deny with input as pod({"name": "app", "image": "i"})
+	msgs == {`container "app" (image i) allows privilege escalation (securityContext.allowPrivilegeEscalation must be false)`}
+	count(privileged.deny) == 1 with input as pod({"name": "app", "image": "i", "securityContext": {"privileged": false}})
+	count(privileged.deny) == 1 with input as pod({"name": "app", "image": "i", "securityContext": {"allowPrivilegeEscalation": null}})
+}
+
 test_sys_admin_capability_is_denied if {
-	some msg in privileged.deny with input as pod({"name": "app", "image": "i", "securityContext": {"capabilities": {"add": ["sys_admin"]}}})
+	some msg in privileged.deny with input as pod({"name": "app", "image": "i", "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"add": ["sys_admin"]}}})
 	contains(msg, "adds capability sys_admin")
 }
 
 test_privileged_init_container_is_denied if {
-	input_pod := {"object": {"spec": {"containers": [{"name": "app", "image": "i"}], "initContainers": [{"name": "setup", "image": "s", "securityContext": {"privileged": true}}]}}}
+	input_pod := {"object": {"spec": {"containers": [{"name": "app", "image": "i", "securityContext": restricted}], "initContainers": [{"name": "setup", "image": "s", "securityContext": {"privileged": true, "allowPrivilegeEscalation": false}}]}}}
 	count(privileged.deny) == 1 with input as input_pod
+}
+
+test_init_and_ephemeral_containers_must_forbid_escalation if {
+	input_pod := {"object": {"spec": {
+		"containers": [{"name": "app", "image": "i", "securityContext": restricted}],
+		"initContainers": [{"name": "setup", "image": "s"}],
+		"ephemeralContainers": [{"name": "debug", "image": "d", "securityContext": {}}],
+	}}}
+	msgs := privileged.deny with input as input_pod
+	count(msgs) == 2
+	some init in msgs
+	contains(init, `container "setup"`)
+	some ephemeral in msgs
+	contains(ephemeral, `container "debug"`)
 }
 
 test_unprivileged_container_is_allowed if {

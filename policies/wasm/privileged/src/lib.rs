@@ -1,6 +1,8 @@
 //! No privileged containers, no privilege escalation and no root-equivalent capabilities on
 //! Wasm RuntimeClasses: a Wasm sandbox means nothing if its host process runs with the node's
-//! privileges. The same rule, with the same messages, as the Rego starter
+//! privileges. As the Pod Security Standards' "restricted" profile, every container (init and
+//! ephemeral too) must set `allowPrivilegeEscalation: false` explicitly: Kubernetes allows
+//! escalation when it is unset. The same rule, with the same messages, as the Rego starter
 //! `policies/rego/privileged`; both run against its case file.
 
 use meshgate_policy::{NoSettings, Policy, Request, Verdict, containers, reject};
@@ -21,14 +23,18 @@ impl Policy for Privileged {
         };
         let mut violations = Vec::new();
         for c in containers(&pod) {
-            let Some(context) = c.security_context() else {
+            let context = c.security_context();
+            if context.and_then(|s| s.allow_privilege_escalation) != Some(false) {
+                violations.push(format!(
+                    "{} allows privilege escalation (securityContext.allowPrivilegeEscalation must be false)",
+                    c.describe()
+                ));
+            }
+            let Some(context) = context else {
                 continue;
             };
             if context.privileged == Some(true) {
                 violations.push(format!("{} is privileged", c.describe()));
-            }
-            if context.allow_privilege_escalation == Some(true) {
-                violations.push(format!("{} allows privilege escalation", c.describe()));
             }
             let added = context.capabilities.as_ref().and_then(|c| c.add.as_ref());
             for capability in added.into_iter().flatten() {
