@@ -79,13 +79,20 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WasmRuntimeConfig {
-    /// Keep compiled policies on disk so a restart skips compilation.
+    /// Keep compiled policies on disk so a restart skips compilation (only with
+    /// `cache_key_file`).
     #[serde(default = "default_true")]
     pub cache: bool,
-    /// Where compiled policies are kept (created with mode 0700; it must not be writable by
-    /// anyone else, since its files are loaded as machine code). Default:
-    /// `meshgate-wasm-cache` in the system temp directory.
+    /// Where compiled policies are kept. It must be a directory (not a symbolic link) of the
+    /// server's user that nobody else may write, since its files are loaded as machine code;
+    /// created with mode 0700. Default: `$XDG_CACHE_HOME/meshgate/wasm`, else
+    /// `~/.cache/meshgate/wasm`, else `meshgate-wasm-cache-<uid>` in the temp directory.
     pub cache_dir: Option<PathBuf>,
+    /// A file of at least 32 secret bytes (a Secret volume; the TLS private key will do) whose
+    /// MAC ties each cached file to its component, so a file written or swapped by anyone
+    /// without it is refused. The server must be able to read it and not write it. Without it
+    /// nothing is kept on disk.
+    pub cache_key_file: Option<PathBuf>,
     /// Instantiate from wasmtime's pooling allocator (pre-reserved memory slots) rather than
     /// on demand.
     #[serde(default = "default_true")]
@@ -97,6 +104,7 @@ impl Default for WasmRuntimeConfig {
         Self {
             cache: true,
             cache_dir: None,
+            cache_key_file: None,
             pooling_allocator: true,
         }
     }
@@ -816,6 +824,9 @@ impl Config {
         if let Some(dir) = &mut self.wasm.cache_dir {
             resolve(dir);
         }
+        if let Some(key) = &mut self.wasm.cache_key_file {
+            resolve(key);
+        }
     }
 }
 
@@ -934,7 +945,7 @@ policies:
     #[test]
     fn wasm_sources_and_quantities_are_checked() {
         let config = parse(
-            "wasm: {cacheDir: cache}\npolicies: [{name: a, wasm: {file: p.wasm, memoryLimit: 16Mi}, settings: {x: 1}}]",
+            "wasm: {cacheDir: cache, cacheKeyFile: key}\npolicies: [{name: a, wasm: {file: p.wasm, memoryLimit: 16Mi}, settings: {x: 1}}]",
         )
         .unwrap();
         let wasm = config.policies[0].wasm.as_ref().unwrap();
@@ -950,6 +961,10 @@ policies:
         assert_eq!(
             config.wasm.cache_dir.as_deref(),
             Some(Path::new("/etc/meshgate/cache"))
+        );
+        assert_eq!(
+            config.wasm.cache_key_file.as_deref(),
+            Some(Path::new("/etc/meshgate/key"))
         );
         assert_eq!(Quantity::parse("1Gi"), Ok(Quantity(1 << 30)));
         assert_eq!(Quantity::parse("4096"), Ok(Quantity(4096)));

@@ -8,6 +8,7 @@
 //! world imports nothing, and nothing is linked: an import the component carries anyway (Rust's
 //! standard library brings WASI's stderr and exit for panics) traps when called.
 
+mod cache;
 mod runtime;
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Policies compiled to WebAssembly components (`make policies`), run by the webhook's wasmtime
 //! host: every bound against a purpose-built misbehaving component, the on-disk cache of
-//! compiled code, policy images fetched from a real registry only when signed, and the real
-//! webhook over TLS.
+//! compiled code (and what it refuses to load), policy images fetched from a real registry only
+//! when signed, and the real webhook over TLS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -199,12 +199,64 @@ fn code_loads(webhook: &Webhook, policy: &str, source: &str) -> u64 {
         .map_or(0, |v| v.trim().parse().unwrap())
 }
 
+/// A cache MAC key in a directory of its own (never the cache's), readable only by its owner.
+fn cache_key() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cache.key");
+    std::fs::write(&key, b"0123456789abcdef0123456789abcdef-test-key").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+    (dir, key)
+}
+
+/// The webhook's `wasm:` section: compiled code in `cache`, vouched for by `key`.
+fn cache_section(cache: &Path, key: &Path) -> String {
+    format!(
+        "wasm: {{cacheDir: \"{}\", cacheKeyFile: \"{}\"}}\n",
+        cache.display(),
+        key.display()
+    )
+}
+
+/// The `.cwasm` files in `dir`.
+fn cached_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The cache file of `component` among `files`: its name starts with the component's sha256.
+fn cache_file_of(files: &[PathBuf], component: &Path) -> PathBuf {
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(std::fs::read(component).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    files
+        .iter()
+        .find(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&digest)
+        })
+        .unwrap_or_else(|| panic!("no cache file for {} in {files:?}", component.display()))
+        .clone()
+}
+
+const REFUSED: &str = "refusing a compiled policy from the cache";
+
 #[test]
 fn a_restart_loads_compiled_policies_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
+    let (_key_dir, key) = cache_key();
     let config = format!(
-        "wasm: {{cacheDir: {}}}\npolicies:\n  - name: privileged\n    wasm: {{file: {}}}\n",
-        cache.path().display(),
+        "{}policies:\n  - name: privileged\n    wasm: {{file: {}}}\n",
+        cache_section(cache.path(), &key),
         component("policies/privileged.wasm").display()
     );
     let first = Webhook::start(&config);
@@ -225,13 +277,164 @@ fn a_restart_loads_compiled_policies_from_the_cache() {
     assert_eq!(denied["allowed"], false);
     drop(second);
 
-    // A damaged cache file is ignored and replaced, never loaded.
+    // A damaged cache file is refused and replaced, never loaded.
     let file = cache.path().join(&cached[0]);
     std::fs::write(&file, b"not machine code").unwrap();
     let third = Webhook::start(&config);
     assert_eq!(code_loads(&third, "privileged", "compiled"), 1);
-    assert!(third.log().contains("ignoring unusable compiled policy"));
+    assert!(third.log().contains(REFUSED), "{}", third.log());
     assert_ne!(std::fs::read(&file).unwrap(), b"not machine code");
+}
+
+/// The attack the MAC stops: another policy's compiled code copied over `privileged`'s file.
+/// Both components take the settings given, so before the MAC the swapped code loaded and
+/// admitted the privileged pod.
+#[test]
+fn a_compiled_policy_swapped_in_the_cache_is_refused() {
+    let cache = tempfile::tempdir().unwrap();
+    let (_key_dir, key) = cache_key();
+    let privileged = component("policies/privileged.wasm");
+    let accepting = component("test/misbehaving-policy.wasm");
+    let config = format!(
+        "{}policies:\n\
+         \x20 - name: privileged\n    wasm: {{file: {}}}\n    settings: {{behavior: accept}}\n\
+         \x20 - name: audit\n    wasm: {{file: {}}}\n    settings: {{behavior: accept}}\n",
+        cache_section(cache.path(), &key),
+        privileged.display(),
+        accepting.display(),
+    );
+    let first = Webhook::start(&config);
+    assert_eq!(first.review(&wasm_pod_review(true))["allowed"], false);
+    drop(first);
+    let files = cached_files(cache.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    std::fs::copy(
+        cache_file_of(&files, &accepting),
+        cache_file_of(&files, &privileged),
+    )
+    .unwrap();
+
+    let second = Webhook::start(&config);
+    let answer = second.review(&wasm_pod_review(true));
+    assert_eq!(answer["allowed"], false, "{answer}");
+    assert!(
+        answer["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[privileged] container \"app\""),
+        "{answer}"
+    );
+    let log = second.log();
+    assert!(
+        log.contains(REFUSED) && log.contains("MAC does not match"),
+        "{log}"
+    );
+    assert_eq!(code_loads(&second, "privileged", "compiled"), 1, "{log}");
+    assert_eq!(code_loads(&second, "audit", "disk-cache"), 1, "{log}");
+}
+
+/// Starts the webhook with `privileged` cached in `cache` and returns its log and whether the
+/// code came from the disk cache.
+fn start_with_cache(cache: &Path, key: &Path) -> (String, bool) {
+    let config = format!(
+        "{}policies:\n  - name: privileged\n    wasm: {{file: {}}}\n",
+        cache_section(cache, key),
+        component("policies/privileged.wasm").display()
+    );
+    let webhook = Webhook::start(&config);
+    assert_eq!(
+        webhook.review(&wasm_pod_review(true))["allowed"],
+        false,
+        "{}",
+        webhook.log()
+    );
+    let from_disk = code_loads(&webhook, "privileged", "disk-cache") == 1;
+    (webhook.log(), from_disk)
+}
+
+#[test]
+fn cache_directories_others_could_write_are_not_used() {
+    use std::os::unix::fs::{PermissionsExt, chown, symlink};
+    let (_key_dir, key) = cache_key();
+    let root = tempfile::tempdir().unwrap();
+
+    // Writable by the group.
+    let shared = root.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let (log, _) = start_with_cache(&shared, &key);
+    assert!(log.contains("is writable by group or others"), "{log}");
+    assert!(cached_files(&shared).is_empty());
+
+    // A symbolic link to a private directory: whoever can change the link chooses the code.
+    let private = root.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = root.path().join("link");
+    symlink(&private, &link).unwrap();
+    let (log, _) = start_with_cache(&link, &key);
+    assert!(log.contains("is a symbolic link"), "{log}");
+    assert!(cached_files(&private).is_empty());
+
+    // Another user's directory (the tests may run as root, which can make one).
+    let theirs = root.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if chown(&theirs, Some(65534), Some(65534)).is_ok() {
+        let (log, _) = start_with_cache(&theirs, &key);
+        assert!(log.contains("is owned by uid 65534"), "{log}");
+        assert!(cached_files(&theirs).is_empty());
+    }
+}
+
+#[test]
+fn symbolic_links_in_the_cache_are_not_followed() {
+    use std::os::unix::fs::symlink;
+    let (_key_dir, key) = cache_key();
+    let cache = tempfile::tempdir().unwrap();
+    let (_, from_disk) = start_with_cache(cache.path(), &key);
+    assert!(!from_disk);
+    let files = cached_files(cache.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    // The file moved away and linked back: the link is refused, then replaced by a file of
+    // its own; its target is left alone.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("code.cwasm");
+    std::fs::rename(&files[0], &target).unwrap();
+    symlink(&target, &files[0]).unwrap();
+    let before = std::fs::read(&target).unwrap();
+    let (log, from_disk) = start_with_cache(cache.path(), &key);
+    assert!(!from_disk, "{log}");
+    assert!(
+        log.contains(REFUSED) && log.contains("symbolic link"),
+        "{log}"
+    );
+    let metadata = std::fs::symlink_metadata(&files[0]).unwrap();
+    assert!(metadata.file_type().is_file());
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+    // Then it loads as usual.
+    let (log, from_disk) = start_with_cache(cache.path(), &key);
+    assert!(from_disk, "{log}");
+}
+
+#[test]
+fn without_a_key_nothing_is_kept_on_disk() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = format!(
+        "wasm: {{cacheDir: {}}}\npolicies:\n  - name: privileged\n    wasm: {{file: {}}}\n",
+        cache.path().display(),
+        component("policies/privileged.wasm").display()
+    );
+    for _ in 0..2 {
+        let webhook = Webhook::start(&config);
+        assert_eq!(code_loads(&webhook, "privileged", "compiled"), 1);
+        assert!(
+            webhook.log().contains("wasm.cacheKeyFile is not"),
+            "{}",
+            webhook.log()
+        );
+    }
+    assert!(cached_files(cache.path()).is_empty());
 }
 
 #[test]

@@ -1,16 +1,16 @@
 //! The wasmtime engine shared by every Wasm policy of a server: its configuration, the epoch
 //! clock that bounds evaluation time, and compilation with an on-disk cache of compiled
-//! components.
+//! components ([`super::cache`] says why its files can be trusted).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::cache::{self, DiskCache, Lookup};
 use crate::config::WasmRuntimeConfig;
 use crate::metrics::Metrics;
 
@@ -61,7 +61,7 @@ pub struct WasmRuntime {
     engine: Engine,
     /// Whether stores meter fuel (then every store needs some).
     pub(crate) fuel: bool,
-    cache_dir: Option<PathBuf>,
+    cache: Option<DiskCache>,
     /// Components by sha256: policies sharing a file share its code.
     loaded: Mutex<HashMap<String, Component>>,
     pub(crate) metrics: Arc<Metrics>,
@@ -101,25 +101,32 @@ impl WasmRuntime {
         }
         let engine = Engine::new(&wasm).map_err(|e| format!("wasmtime: {e:#}"))?;
         spawn_epoch_clock(&engine);
-        let cache_dir = if config.cache {
-            let dir = config
-                .cache_dir
-                .clone()
-                .unwrap_or_else(|| std::env::temp_dir().join("meshgate-wasm-cache"));
-            match create_private_dir(&dir) {
-                Ok(()) => Some(dir),
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "no on-disk cache of compiled Wasm policies: every start compiles them");
-                    None
+        let cache = match (config.cache, &config.cache_key_file) {
+            (false, _) => None,
+            (true, None) => {
+                // Without a key no file in the cache can be trusted (see `cache`).
+                if config.cache_dir.is_some() {
+                    tracing::warn!(
+                        "wasm.cacheDir is set but wasm.cacheKeyFile is not: compiled Wasm policies are not kept on disk, every start compiles them"
+                    );
+                }
+                None
+            }
+            (true, Some(key_file)) => {
+                let dir = config.cache_dir.clone().unwrap_or_else(cache::default_dir);
+                match DiskCache::open(&dir, key_file) {
+                    Ok(cache) => Some(cache),
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "no on-disk cache of compiled Wasm policies: every start compiles them");
+                        None
+                    }
                 }
             }
-        } else {
-            None
         };
         Ok(Arc::new(Self {
             engine,
             fuel,
-            cache_dir,
+            cache,
             loaded: Mutex::new(HashMap::new()),
             metrics,
         }))
@@ -139,11 +146,11 @@ impl WasmRuntime {
         {
             return Ok((component.clone(), CodeSource::Memory));
         }
-        let cached = self
-            .cache_dir
+        let name = format!("{hex}-{:016x}", self.compatibility());
+        let loaded = self
+            .cache
             .as_ref()
-            .map(|dir| dir.join(format!("{hex}-{:016x}.cwasm", self.compatibility())));
-        let loaded = cached.as_deref().and_then(|path| self.load_cached(path));
+            .and_then(|cache| self.load_cached(cache, &name));
         let (component, source) = match loaded {
             Some(component) => (component, CodeSource::DiskCache),
             None => {
@@ -154,8 +161,8 @@ impl WasmRuntime {
                 let component = Component::new(&self.engine, bytes)
                     .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
                 tracing::info!(digest = %digest, seconds = started.elapsed().as_secs_f64(), "compiled Wasm policy");
-                if let Some(path) = &cached {
-                    self.store_cached(&component, path);
+                if let Some(cache) = &self.cache {
+                    store_cached(cache, &name, &component);
                 }
                 (component, CodeSource::Compiled)
             }
@@ -179,36 +186,39 @@ impl WasmRuntime {
     }
 
     #[allow(unsafe_code)]
-    fn load_cached(&self, path: &Path) -> Option<Component> {
-        if !path.is_file() {
-            return None;
-        }
-        // SAFETY: the file is machine code that wasmtime loads as is, so it must be code that
-        // `Component::serialize` wrote. It is: the cache directory is created private to this
-        // user, files are written whole and renamed into place, and their name carries the
-        // source's sha256 and the engine's compatibility hash; wasmtime itself also refuses
-        // files of another version or configuration (then the policy is compiled afresh).
-        match unsafe { Component::deserialize_file(&self.engine, path) } {
+    fn load_cached(&self, cache: &DiskCache, name: &str) -> Option<Component> {
+        let file = cache.path(name);
+        let code = match cache.load(name) {
+            Lookup::Miss => return None,
+            Lookup::Hit(code) => code,
+            Lookup::Refused(reason) => {
+                tracing::warn!(file = %file.display(), reason = %reason, "refusing a compiled policy from the cache: compiling the component again");
+                return None;
+            }
+        };
+        // SAFETY: the bytes are machine code that wasmtime loads as is, so they must be what
+        // `Component::serialize` wrote for this component. They are: `cache.load` returns
+        // them only under a MAC, keyed by a secret this server reads and cannot write, over
+        // the file's name (the component's sha256 and the engine's compatibility hash) and
+        // the code. wasmtime also refuses code of another version or configuration (then the
+        // policy is compiled afresh).
+        match unsafe { Component::deserialize(&self.engine, &code) } {
             Ok(component) => Some(component),
             Err(e) => {
-                tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "ignoring unusable compiled policy in the cache");
+                tracing::warn!(file = %file.display(), reason = %format!("{e:#}"), "refusing a compiled policy from the cache: compiling the component again");
                 None
             }
         }
     }
+}
 
-    fn store_cached(&self, component: &Component, path: &Path) {
-        let write = || -> std::io::Result<()> {
-            let bytes = component.serialize().map_err(std::io::Error::other)?;
-            // A unique temporary name, then an atomic rename: concurrent starts never see a
-            // partial file.
-            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, path)
-        };
-        if let Err(e) = write() {
-            tracing::warn!(file = %path.display(), error = %e, "could not cache a compiled policy");
-        }
+fn store_cached(cache: &DiskCache, name: &str, component: &Component) {
+    let stored = component
+        .serialize()
+        .map_err(std::io::Error::other)
+        .and_then(|code| cache.store(name, &code));
+    if let Err(e) = stored {
+        tracing::warn!(file = %cache.path(name).display(), error = %e, "could not cache a compiled policy");
     }
 }
 
@@ -228,19 +238,4 @@ fn spawn_epoch_clock(engine: &Engine) {
         // Without the clock only fuel bounds a policy; say so loudly.
         tracing::error!(error = %e, "could not start the Wasm epoch clock: policy timeouts will not fire");
     }
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let metadata = std::fs::metadata(dir)?;
-    if metadata.permissions().mode() & 0o022 != 0 {
-        return Err(std::io::Error::other(
-            "the directory is writable by others; compiled code must not be",
-        ));
-    }
-    Ok(())
 }
