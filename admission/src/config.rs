@@ -905,18 +905,6 @@ policies:
     }
 
     #[test]
-    fn relative_paths_resolve_against_the_config_file() {
-        let config =
-            parse("policies: [{name: a, rego: {files: [p/a.rego]}, timeout: 250ms}]").unwrap();
-        let policy = &config.policies[0];
-        assert_eq!(
-            policy.rego.as_ref().unwrap().files[0],
-            PathBuf::from("/etc/meshgate/p/a.rego")
-        );
-        assert_eq!(policy.timeout, Some(Duration::from_millis(250)));
-    }
-
-    #[test]
     fn front_door_limits_and_client_ca_are_checked() {
         let config = parse("probeListen: 127.0.0.1:8081\ntls: {clientCaFile: ca/api.crt}").unwrap();
         assert_eq!(
@@ -940,6 +928,18 @@ policies:
             let err = parse(&format!("limits: {limits}")).unwrap_err().to_string();
             assert!(err.contains(error), "{limits}: {err}");
         }
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_file() {
+        let config =
+            parse("policies: [{name: a, rego: {files: [p/a.rego]}, timeout: 250ms}]").unwrap();
+        let policy = &config.policies[0];
+        assert_eq!(
+            policy.rego.as_ref().unwrap().files[0],
+            PathBuf::from("/etc/meshgate/p/a.rego")
+        );
+        assert_eq!(policy.timeout, Some(Duration::from_millis(250)));
     }
 
     #[test]
