@@ -336,6 +336,11 @@ fn the_configmap_configuration_is_accepted_by_meshgate_serve() {
         .replace(
             "/etc/meshgate/tls",
             &dir.path().join("tls").display().to_string(),
+        )
+        // The Deployment's cache volume: the test's own directory, not the host's /var/cache.
+        .replace(
+            "/var/cache/meshgate",
+            &dir.path().join("cache").display().to_string(),
         );
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, config).unwrap();
