@@ -24,8 +24,9 @@ pub struct RateLimitConfig {
     /// What a new key gets when every slot it may use holds a bucket that has not refilled.
     #[serde(default)]
     pub overflow: Overflow,
-    /// The bucket keys share under `overflow: shared_bucket`, one per descriptor (default: the
-    /// descriptor's own bucket with its fill interval cut to at most 1 s).
+    /// The bucket keys without a slot share under `overflow: shared_bucket`, one per overflow
+    /// group of each descriptor (default: the descriptor's own bucket, fill interval included;
+    /// refused if it would give a key more than a descriptor's bucket).
     #[serde(default)]
     pub overflow_bucket: Option<TokenBucket>,
     /// Descriptor values (header values, claims, addresses) longer than this many bytes are cut
@@ -90,8 +91,9 @@ pub enum Overflow {
     /// Refuse the request (no key can win a fresh bucket by crowding others out, but a flood of
     /// new keys refuses every new client until the flood's buckets refill).
     Deny,
-    /// Take from one bucket shared by every key that found no slot: a flood of new keys costs
-    /// new clients at most that bucket's refill.
+    /// Take from the overflow bucket of the key's group (one of 16, by salted digest), shared
+    /// with the other keys without a slot in that group: a key never gets more than its quota
+    /// per fill interval that way.
     #[default]
     SharedBucket,
 }

@@ -10,9 +10,9 @@ use crate::{ConfigError, Millis};
 pub const DEFAULT_MAX_KEYS: u32 = 10_000;
 /// The name the default `token_bucket` reports under.
 pub const DEFAULT_NAME: &str = "default";
-/// The longest fill interval of a default overflow bucket: a flood of new keys keeps new
-/// clients out for at most this long after it stops.
-pub const OVERFLOW_MAX_FILL_INTERVAL_MS: u64 = 1_000;
+/// Overflow buckets per descriptor: a key without a slot shares one, chosen by its salted
+/// digest, with about 1/16 of the other keys without a slot.
+pub const OVERFLOW_GROUPS: u64 = 16;
 /// What a refusal for a failure (store, attribute) tells the client to wait.
 pub const RETRY_AFTER_FAILURE_MS: u64 = 1_000;
 
@@ -93,7 +93,8 @@ pub struct Limiter {
 #[derive(Debug, Clone)]
 struct Local {
     descriptor: Descriptor,
-    overflow_slot: String,
+    /// One slot per overflow group.
+    overflow_slots: Vec<String>,
     overflow_owner: Owner,
     overflow_bucket: Bucket,
 }
@@ -201,15 +202,30 @@ impl Limiter {
             salt,
         );
         let default = default.map(|b| (b, table.owner(fingerprint(DEFAULT_NAME), "")));
+        if let Some(o) = &overflow_bucket
+            && let Some((i, _)) = descriptors
+                .iter()
+                .enumerate()
+                .find(|(_, d)| gives_more(o, &d.bucket))
+        {
+            return Err(ConfigError::invalid(
+                "overflow_bucket",
+                format!(
+                    "gives a key without a slot more than its own bucket (descriptors[{i}]): \
+                     at most its max_tokens, and tokens_per_fill per fill_interval"
+                ),
+            ));
+        }
         let descriptors = descriptors
             .into_iter()
             .map(|d| Local {
-                overflow_slot: format!("{store_prefix}|overflow|{}", d.name),
+                overflow_slots: (0..OVERFLOW_GROUPS)
+                    .map(|g| format!("{store_prefix}|overflow|{}|{g}", d.name))
+                    .collect(),
                 overflow_owner: table.owner(d.fingerprint, "|overflow"),
-                overflow_bucket: overflow_bucket.unwrap_or(Bucket {
-                    fill_interval_ms: d.bucket.fill_interval_ms.min(OVERFLOW_MAX_FILL_INTERVAL_MS),
-                    ..d.bucket
-                }),
+                // The descriptor's own bucket, fill interval included: a key without a slot
+                // never gets more than its quota per interval from its group.
+                overflow_bucket: overflow_bucket.unwrap_or(d.bucket),
                 descriptor: d,
             })
             .collect();
@@ -294,7 +310,7 @@ impl Limiter {
                     .table
                     .take_in(
                         store,
-                        &local.overflow_slot,
+                        overflow_group(&local.overflow_slots, &owner),
                         local.overflow_owner,
                         &local.overflow_bucket,
                         now,
@@ -310,6 +326,25 @@ impl Limiter {
         }
         decision
     }
+}
+
+/// Whether `overflow` would give a key more than `own`: more tokens at once, or faster.
+fn gives_more(overflow: &Bucket, own: &Bucket) -> bool {
+    let rate =
+        |b: &Bucket, per: &Bucket| u128::from(b.tokens_per_fill) * u128::from(per.fill_interval_ms);
+    overflow.max_tokens > own.max_tokens || rate(overflow, own) > rate(own, overflow)
+}
+
+/// The overflow slot of `owner`'s group (from bits of the salted digest the home slot does not
+/// use).
+fn overflow_group<'a>(slots: &'a [String], owner: &Owner) -> &'a str {
+    let mut bits = [0u8; 8];
+    bits.copy_from_slice(&owner.digest[..8]);
+    let len = u64::try_from(slots.len()).unwrap_or(1).max(1);
+    usize::try_from(u64::from_le_bytes(bits) % len)
+        .ok()
+        .and_then(|g| slots.get(g))
+        .map_or("", String::as_str)
 }
 
 /// The verdict of a bucket that could not be counted: refused, retry in a second.
@@ -474,41 +509,67 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_new_keys_locks_nobody_out_by_default() {
-        // max_keys 1 → 2 slots, taken by the flood's first keys for an hour.
+    fn a_flood_of_new_keys_neither_resets_a_limit_nor_locks_new_clients_out() {
+        // max_keys 1 → 2 slots.
         let l = limiter(&format!(r#"{{"max_keys":1,"descriptors":[{PER_USER}]}}"#));
         let store = MemoryStore::default();
         let allowed = |r: &Req, now| l.check(r, &store, now).limited_by().is_none();
         assert!(allowed(&user("victim"), 0) && allowed(&user("victim"), 0));
         assert!(!allowed(&user("victim"), 0));
-        let flood: Vec<bool> = (0..100)
-            .map(|i| {
-                let key: &'static str = Box::leak(format!("attacker-{i}").into_boxed_str());
-                allowed(&user(key), 10)
-            })
-            .collect();
-        // One slot left for the flood, then the overflow bucket of 2: 3 of 100 get through.
-        assert_eq!(flood.iter().filter(|a| **a).count(), 3);
+        // A flood of keys, one request each: every one is a new key with a quota of its own.
+        for i in 0..100 {
+            let key: &'static str = Box::leak(format!("attacker-{i}").into_boxed_str());
+            let _ = allowed(&user(key), 10);
+        }
         // The victim's bucket was not reset by the flood.
         assert!(!allowed(&user("victim"), 20));
-        // A new client a second later is served (from the overflow bucket, refilled).
-        let newcomer = l.check(&user("newcomer"), &store, 1_010);
+        // A new client within the same second gets a bucket of its own (a slot whose bucket
+        // gave one token is reclaimed), not a share of what the flood drained.
+        let newcomer = l.check(&user("newcomer"), &store, 20);
         assert!(newcomer.limited_by().is_none());
-        assert!(newcomer.verdicts[0].overflow);
-        // With overflow: deny, the same flood refuses every new client for the hour.
-        let deny = limiter(&format!(
-            r#"{{"max_keys":1,"overflow":"deny","descriptors":[{PER_USER}]}}"#
-        ));
+        assert!(!newcomer.verdicts[0].overflow);
+    }
+
+    #[test]
+    fn a_key_without_a_slot_gets_at_most_its_quota_per_interval() {
+        let cfg = |overflow: &str| {
+            format!(r#"{{"max_keys":1,"overflow":"{overflow}","descriptors":[{PER_USER}]}}"#)
+        };
+        let l = limiter(&cfg("shared_bucket"));
         let store = MemoryStore::default();
-        for i in 0..4 {
-            let key: &'static str = Box::leak(format!("attacker-{i}").into_boxed_str());
-            let _ = deny.check(&user(key), &store, 10);
+        // Two keys empty their buckets: both slots are pinned for the hour.
+        for key in ["a", "b"] {
+            for _ in 0..2 {
+                assert!(l.check(&user(key), &store, 0).limited_by().is_none());
+            }
         }
-        assert!(
-            deny.check(&user("newcomer"), &store, 1_010)
-                .limited_by()
-                .is_some()
-        );
+        // Another key, one request every 100 ms for 10 s: 2 an hour, its own quota.
+        let admitted = (0..100u64)
+            .filter(|i| {
+                let d = l.check(&user("mallory"), &store, 10 + i * 100);
+                assert!(d.verdicts[0].overflow);
+                d.limited_by().is_none()
+            })
+            .count();
+        assert_eq!(admitted, 2, "a key without a slot got more than its quota");
+        // Other keys without a slot share with about 1/16 of the others, not with mallory.
+        let served = (0..20)
+            .filter(|i| {
+                let key: &'static str = Box::leak(format!("new-{i}").into_boxed_str());
+                l.check(&user(key), &store, 10_000).limited_by().is_none()
+            })
+            .count();
+        assert!(served >= 15, "{served} of 20 new keys served");
+        // With overflow: deny, keys without a slot are refused.
+        let deny = limiter(&cfg("deny"));
+        let store = MemoryStore::default();
+        for key in ["a", "b"] {
+            for _ in 0..2 {
+                let _ = deny.check(&user(key), &store, 0);
+            }
+        }
+        let d = deny.check(&user("mallory"), &store, 10);
+        assert!(d.limited_by().is_some_and(|v| v.overflow));
     }
 
     #[test]
@@ -607,20 +668,28 @@ mod tests {
                 .limited_by()
                 .is_none()
         };
-        // max_keys 1 → 2 slots: two keys fit, a third finds no room.
+        // max_keys 1 → 2 slots: two keys fit (here emptying their buckets, so their slots
+        // cannot be reclaimed), a third finds no room.
         let store = MemoryStore::default();
         let deny = limiter(&cfg("deny"));
-        assert!(allowed(&deny, &store, "a") && allowed(&deny, &store, "b"));
+        for key in ["a", "a", "b", "b"] {
+            assert!(allowed(&deny, &store, key));
+        }
         let d = deny.check(&Req([("x-ip", "c")].into()), &store, 0);
         assert!(d.limited_by().is_some_and(|v| v.overflow));
 
         let store = MemoryStore::default();
         let shared = limiter(&cfg("shared_bucket"));
-        assert!(allowed(&shared, &store, "a") && allowed(&shared, &store, "b"));
-        let admitted = (0..5)
-            .filter(|i| allowed(&shared, &store, &format!("n{i}")))
-            .count();
-        assert_eq!(admitted, 2, "newcomers share one overflow bucket of 2");
+        for key in ["a", "a", "b", "b"] {
+            assert!(allowed(&shared, &store, key));
+        }
+        let admitted = (0..5).filter(|_| allowed(&shared, &store, "n0")).count();
+        assert_eq!(
+            admitted, 2,
+            "a newcomer's overflow group has the bucket of 2"
+        );
+        let d = shared.check(&Req([("x-ip", "n1")].into()), &store, 0);
+        assert!(d.verdicts[0].overflow);
     }
 
     #[test]
@@ -658,6 +727,10 @@ mod tests {
             (
                 r#"{"token_bucket":{"max_tokens":1,"fill_interval":"1s"},"overflow_bucket":{"max_tokens":0,"fill_interval":"1s"}}"#,
                 "overflow_bucket.max_tokens",
+            ),
+            (
+                r#"{"max_keys":1,"overflow_bucket":{"max_tokens":2,"fill_interval":"1s"},"descriptors":[{"name":"a","entries":[{"generic_key":{"descriptor_value":"x"}}],"token_bucket":{"max_tokens":2,"fill_interval":"60s"}}]}"#,
+                "overflow_bucket",
             ),
             (
                 r#"{"token_bucket":{"max_tokens":1,"fill_interval":"1s","extra":2}}"#,

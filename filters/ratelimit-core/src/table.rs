@@ -15,12 +15,19 @@
 //! bucket's parameters and its state. Bytes that are not such a record, or whose numbers this
 //! crate could not have written, are treated as an empty slot: never trusted, overwritten.
 //!
-//! **Eviction rule**: a slot may be taken over only when its bucket has refilled to full — a full
-//! bucket owes nothing, so handing its key a fresh full bucket later gives nobody extra tokens.
-//! When every probed slot holds a bucket that is not full, the key gets the configured overflow
-//! behaviour instead of a fresh bucket, so flooding the table with new keys cannot reset
-//! anybody's limit. The rule holds for records of any owner, including buckets of an earlier
-//! configuration, which are reclaimed as soon as they have refilled.
+//! **Eviction rule**: a slot may be taken over when its bucket has refilled to full — a full
+//! bucket owes nothing, so handing its key a fresh full bucket later gives nobody extra tokens —
+//! or, when every probed slot is live, when its bucket has given at most [`RECLAIM_SLACK`]
+//! tokens and is not empty (the least used such bucket goes first). So a burst of one-request
+//! keys cannot pin the table for a fill interval, while an empty bucket, or one that gave more,
+//! is never taken over: flooding the table with new keys cannot reset a limited key. When no
+//! probed slot can be taken over, the key gets the configured overflow behaviour. The rule holds
+//! for records of any owner, including buckets of an earlier configuration.
+//!
+//! **One record per key**: a key's own record is looked for among all its probes before a slot
+//! is claimed. Two workers may still claim two slots for one new key at the same moment; each
+//! looks again after claiming, and whichever wrote last sees both records and merges them into
+//! the first in probe order (the other's tokens are charged to it and its slot released).
 
 use sha2::{Digest, Sha256};
 
@@ -31,6 +38,11 @@ use crate::bucket::{Bucket, MIN_FILL_INTERVAL_MS, State, Taken};
 pub const PROBES: u64 = 16;
 /// Compare-and-swap attempts per slot before giving up.
 pub const CAS_ATTEMPTS: u32 = 64;
+/// Tokens a live bucket may have given and still be reclaimed by a new key that finds every
+/// probed slot live: a burst of one-request keys then cannot pin the table for a fill
+/// interval. Each reclaim hands the reclaimed key, when it comes back, at most this many
+/// tokens more than its quota; a bucket that gave more, or is empty, is never reclaimed.
+pub const RECLAIM_SLACK: u64 = 1;
 /// The CAS a write of a new slot claims; the host compares it with the CAS of an existing entry,
 /// so the write succeeds only if nobody created the slot first (CAS values count up from 1 and
 /// never reach this one in practice).
@@ -60,7 +72,7 @@ pub trait SharedStore {
 pub enum Take {
     /// The key's bucket answered.
     Taken(Taken),
-    /// Every probed slot holds another key's bucket that is not full.
+    /// Every probed slot holds another key's bucket that is not full and cannot be reclaimed.
     Overflow,
     /// The key found no slot and took from the shared overflow bucket instead.
     OverflowTaken(Taken),
@@ -220,7 +232,24 @@ impl Table {
         format!("{}{}", self.prefix, index % self.slots)
     }
 
+    /// The shared-data keys of the slots `owner` probes, in probe order.
+    fn probe_slots(&self, owner: &Owner) -> Vec<String> {
+        // The digest is salted, so the home slot is as unpredictable as the digest.
+        let mut home = [0u8; 8];
+        home.copy_from_slice(&owner.digest[8..]);
+        let home = u64::from_le_bytes(home);
+        (0..PROBES.min(self.slots))
+            .map(|probe| self.slot_key(home.wrapping_add(probe)))
+            .collect()
+    }
+
     /// Takes a token from `owner`'s bucket (created full on first use).
+    ///
+    /// The key's own record is looked for in every probed slot before any slot is claimed, so
+    /// a record at a later probe is found even when an earlier slot is free or full (else the
+    /// key would get a fresh bucket as soon as an earlier slot refilled). Only when the key has
+    /// no record does it claim a slot: the first free or full one, else the least used live
+    /// bucket that has given at most [`RECLAIM_SLACK`] tokens and is not empty.
     pub fn take(
         &self,
         store: &dyn SharedStore,
@@ -228,19 +257,50 @@ impl Table {
         bucket: &Bucket,
         now: Millis,
     ) -> Take {
-        // The digest is salted, so the home slot is as unpredictable as the digest.
-        let mut home = [0u8; 8];
-        home.copy_from_slice(&owner.digest[8..]);
-        let home = u64::from_le_bytes(home);
-        for probe in 0..PROBES.min(self.slots) {
-            let slot = self.slot_key(home.wrapping_add(probe));
-            match take_in_slot(store, &slot, owner, bucket, now) {
-                SlotResult::Taken(t) => return Take::Taken(t),
-                SlotResult::Occupied => continue,
-                SlotResult::Failed => return Take::StoreError,
+        let slots = self.probe_slots(&owner);
+        for _ in 0..CAS_ATTEMPTS {
+            let mut seen = Vec::with_capacity(slots.len());
+            let mut own = None;
+            for (i, slot) in slots.iter().enumerate() {
+                let (record, cas) = read(store, slot, now);
+                if record.as_ref().is_some_and(|r| r.owner == owner) {
+                    own = Some(i);
+                    break;
+                }
+                seen.push((record, cas));
             }
+            if let Some(i) = own {
+                match take_own(store, &slots[i], owner, bucket, now) {
+                    Own::Taken(t) => return Take::Taken(t),
+                    // Reclaimed or merged away since we read it: look again.
+                    Own::Moved => continue,
+                    Own::Failed => return Take::StoreError,
+                }
+            }
+            let Some(claim) = claimable(&seen, now) else {
+                return Take::Overflow;
+            };
+            let (state, taken) = bucket.take(bucket.fresh(now), now);
+            let record = Record {
+                owner,
+                bucket: *bucket,
+                state,
+            };
+            // The CAS read above: the slot is overwritten only in the state it was judged in,
+            // so a bucket that gave more tokens meanwhile is never reclaimed.
+            match store.set(&slots[claim], &record.encode(), Some(seen[claim].1)) {
+                Ok(()) => {}
+                Err(SetError::CasMismatch) => continue,
+                Err(SetError::Failed) => return Take::StoreError,
+            }
+            // Another worker may have claimed another slot for the same key at the same time;
+            // whichever of them writes last sees both records and merges them.
+            return match merge(store, &slots, owner, now) {
+                Ok(()) => Take::Taken(taken),
+                Err(()) => Take::StoreError,
+            };
         }
-        Take::Overflow
+        Take::StoreError
     }
 
     /// Takes a token from `owner`'s bucket in the fixed slot `slot` (outside the table: for
@@ -307,6 +367,160 @@ fn take_in_slot(
         }
     }
     SlotResult::Failed
+}
+
+/// A slot's current record (a record this crate could have written whose clock makes sense) and
+/// the CAS to write it back with.
+fn read(store: &dyn SharedStore, slot: &str, now: Millis) -> (Option<Record>, u32) {
+    match store.get(slot) {
+        None => (None, CREATE_CAS),
+        Some((bytes, cas)) => (Record::decode(&bytes).filter(|r| r.current(now)), cas),
+    }
+}
+
+/// Tokens `record`'s bucket has given since it was last full, as of `now`.
+fn used(record: &Record, now: Millis) -> u64 {
+    let b = &record.bucket;
+    b.max_tokens - b.refill(record.state, now).tokens.min(b.max_tokens)
+}
+
+/// The probe to claim for a key that has no record: the first free, unreadable or full slot;
+/// else the live bucket that has given the fewest tokens, if at most [`RECLAIM_SLACK`] and it
+/// still has one (an empty bucket is never reclaimed, so a flood cannot reset a limited key).
+fn claimable(seen: &[(Option<Record>, u32)], now: Millis) -> Option<usize> {
+    let free = seen.iter().position(|(record, _)| {
+        record
+            .as_ref()
+            .is_none_or(|r| r.bucket.is_full(r.state, now))
+    });
+    free.or_else(|| {
+        seen.iter()
+            .enumerate()
+            .filter_map(|(i, (record, _))| record.as_ref().map(|r| (i, r)))
+            .filter(|(_, r)| {
+                used(r, now) <= RECLAIM_SLACK && r.bucket.refill(r.state, now).tokens > 0
+            })
+            .min_by_key(|(i, r)| (used(r, now), *i))
+            .map(|(i, _)| i)
+    })
+}
+
+/// The owner of released slots: nobody's key has this digest (2^-128).
+const NOBODY: Owner = Owner {
+    fingerprint: 0,
+    digest: [0; 16],
+};
+
+/// Leaves `owner` one record among its probes: the tokens given by every record after the
+/// first (in probe order) are charged to the first, and their slots released (a full
+/// bucket of nobody, free for any key).
+fn merge(store: &dyn SharedStore, slots: &[String], owner: Owner, now: Millis) -> Result<(), ()> {
+    let mut first: Option<&str> = None;
+    for slot in slots {
+        let (record, _) = read(store, slot, now);
+        if !record.is_some_and(|r| r.owner == owner) {
+            continue;
+        }
+        let Some(keep) = first else {
+            first = Some(slot);
+            continue;
+        };
+        let given = release(store, slot, owner, now)?;
+        if given > 0 {
+            charge(store, keep, owner, given, now)?;
+        }
+    }
+    Ok(())
+}
+
+/// Frees `slot` if it still holds `owner`'s record; the tokens that record had given.
+fn release(store: &dyn SharedStore, slot: &str, owner: Owner, now: Millis) -> Result<u64, ()> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (record, cas) = read(store, slot, now);
+        let Some(record) = record.filter(|r| r.owner == owner) else {
+            return Ok(0);
+        };
+        let freed = Record {
+            owner: NOBODY,
+            bucket: record.bucket,
+            state: record.bucket.fresh(now),
+        };
+        match store.set(slot, &freed.encode(), Some(cas)) {
+            Ok(()) => return Ok(used(&record, now)),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Failed) => return Err(()),
+        }
+    }
+    Err(())
+}
+
+/// Takes `tokens` from `owner`'s record in `slot` (down to empty).
+fn charge(
+    store: &dyn SharedStore,
+    slot: &str,
+    owner: Owner,
+    tokens: u64,
+    now: Millis,
+) -> Result<(), ()> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (record, cas) = read(store, slot, now);
+        // Gone: it refilled to full and was taken over, so what it owed is paid.
+        let Some(mut record) = record.filter(|r| r.owner == owner) else {
+            return Ok(());
+        };
+        let mut state = record.bucket.refill(record.state, now);
+        state.tokens = state.tokens.saturating_sub(tokens);
+        record.state = state;
+        match store.set(slot, &record.encode(), Some(cas)) {
+            Ok(()) => return Ok(()),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Failed) => return Err(()),
+        }
+    }
+    Err(())
+}
+
+/// Takes a token from `owner`'s record in `slot`, which a scan found there.
+fn take_own(
+    store: &dyn SharedStore,
+    slot: &str,
+    owner: Owner,
+    bucket: &Bucket,
+    now: Millis,
+) -> Own {
+    for _ in 0..CAS_ATTEMPTS {
+        let (record, cas) = read(store, slot, now);
+        let Some(r) = record.filter(|r| r.owner == owner) else {
+            return Own::Moved;
+        };
+        let state = if r.bucket == *bucket {
+            r.state
+        } else {
+            // The bucket's parameters changed: keep what was used, within the new capacity.
+            State {
+                tokens: r.state.tokens.min(bucket.max_tokens),
+                last_fill_ms: r.state.last_fill_ms,
+            }
+        };
+        let (next, taken) = bucket.take(state, now);
+        let record = Record {
+            owner,
+            bucket: *bucket,
+            state: next,
+        };
+        match store.set(slot, &record.encode(), Some(cas)) {
+            Ok(()) => return Own::Taken(taken),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Failed) => return Own::Failed,
+        }
+    }
+    Own::Failed
+}
+
+enum Own {
+    Taken(Taken),
+    Moved,
+    Failed,
 }
 
 enum SlotResult {

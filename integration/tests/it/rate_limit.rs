@@ -207,8 +207,6 @@ fn per_key_buckets_and_shadow_mode() {
 #[test]
 fn flooding_new_keys_does_not_reset_a_limit_nor_lock_new_clients_out() {
     let upstream = Echo::start();
-    // Default overflow: keys that find no slot share an overflow bucket (here 2 tokens, one
-    // more each second).
     let config = json!({
         "max_keys": 2,
         "descriptors": [{"name": "per_client",
@@ -220,26 +218,31 @@ fn flooding_new_keys_does_not_reset_a_limit_nor_lock_new_clients_out() {
     let victim = burst(&url, 1, 3, &[("x-client", "victim")]);
     assert_eq!(victim, [200, 200, 429]);
     // An attacker cycles through many fresh keys to push the victim's bucket out of the table
-    // (2 keys → 4 slots: the victim's and 3 attackers'), and to crowd everybody else out.
+    // (2 keys → 4 slots) and to crowd everybody else out. Each is a new key with a quota of
+    // its own, and takes over a slot whose bucket gave one token.
     let mut flood = Vec::new();
     for i in 0..40 {
         flood.extend(burst(&url, 1, 1, &[("x-client", &format!("attacker-{i}"))]));
     }
-    assert!(
-        count(&flood, 429) >= 30,
-        "the flood's keys beyond the table share one small bucket: {flood:?}"
-    );
-    // The victim's bucket was never evicted (it is not full): still limited.
+    assert_eq!(count(&flood, 200), 40, "{flood:?}");
+    // The victim's bucket was never taken over (it is empty): still limited.
     assert_eq!(burst(&url, 1, 1, &[("x-client", "victim")]), [429]);
-    envoy.wait_for_stat("wasmcustom.rate_limit.overflow", |v| v >= 30);
-    // A client never seen before is served once the overflow bucket has refilled (a second),
-    // not after the flood's buckets have (an hour).
-    std::thread::sleep(Duration::from_millis(1100));
+    // A client never seen before is served at once.
     assert_eq!(
         burst(&url, 1, 1, &[("x-client", "newcomer")]),
         [200],
         "a flood of new keys locked a new client out"
     );
+    // Keys that use more than one token pin the other slots for the hour: a key that then
+    // finds no slot shares an overflow bucket of the descriptor's size and interval, so it
+    // gets its quota (2 an hour), not 2 a second.
+    for i in 0..3 {
+        let heavy = burst(&url, 1, 2, &[("x-client", &format!("heavy-{i}"))]);
+        assert_eq!(heavy, [200, 200]);
+    }
+    let late = requests_of(&url, "x-client", "late", 6, Duration::from_millis(300));
+    assert_eq!(late, [200, 200, 429, 429, 429, 429]);
+    envoy.wait_for_stat("wasmcustom.rate_limit.overflow", |v| v == 6);
 }
 
 #[test]
@@ -651,4 +654,85 @@ fn slow_rate_limit_service_times_out() {
         started.elapsed()
     );
     envoy.wait_for_stat("wasmcustom.rate_limit.rls_errors", |v| v == 1);
+}
+
+/// `n` requests of the key `value` in header `header`, one at a time, `pause` apart.
+fn requests_of(url: &str, header: &str, value: &str, n: usize, pause: Duration) -> Vec<u16> {
+    (0..n)
+        .flat_map(|i| {
+            if i > 0 {
+                std::thread::sleep(pause);
+            }
+            burst(url, 1, 1, &[(header, value)])
+        })
+        .collect()
+}
+
+#[test]
+fn one_request_junk_keys_neither_pin_the_table_nor_raise_a_key_above_its_quota() {
+    let upstream = Echo::start();
+    // 3 tokens a minute per key; 4 keys → 8 slots.
+    let config = json!({
+        "max_keys": 4,
+        "descriptors": [{"name": "per_key",
+                         "entries": [{"request_header": {"header_name": "x-api-key", "descriptor_key": "key"}}],
+                         "token_bucket": {"max_tokens": 3, "tokens_per_fill": 3, "fill_interval": "60s"}}]
+    });
+    let envoy = start_one(&config, &upstream);
+    let url = envoy.url("wasm");
+    // A burst of junk keys, one request each, then nothing: every slot holds a bucket that
+    // is not full, for the whole minute.
+    for i in 0..40 {
+        let _ = burst(&url, 1, 1, &[("x-api-key", &format!("junk-{i}"))]);
+    }
+    // New clients still get a bucket (a slot whose bucket gave one token is reclaimed).
+    for i in 0..5 {
+        let key = format!("legit-{i}");
+        assert_eq!(
+            burst(&url, 1, 1, &[("x-api-key", &key)]),
+            [200],
+            "{key} was locked out by junk keys"
+        );
+    }
+    // The attacker's own key, over 2.5 s: its quota, 3 a minute, whichever bucket it uses.
+    let attacker = requests_of(
+        &url,
+        "x-api-key",
+        "attacker",
+        25,
+        Duration::from_millis(100),
+    );
+    assert_eq!(count(&attacker, 200), 3, "{attacker:?}");
+}
+
+#[test]
+fn a_key_is_not_handed_a_fresh_bucket_when_an_earlier_probed_slot_refills() {
+    let upstream = Echo::start();
+    // 8 keys → 16 slots, all probed by every key. Probe keys' buckets empty at once and are
+    // full again a second later.
+    let config = json!({
+        "max_keys": 8,
+        "descriptors": [
+            {"name": "per_key", "entries": [{"request_header": {"header_name": "x-api-key", "descriptor_key": "key"}}],
+             "token_bucket": {"max_tokens": 3, "tokens_per_fill": 3, "fill_interval": "60s"}},
+            {"name": "per_probe", "entries": [{"request_header": {"header_name": "x-probe", "descriptor_key": "probe"}}],
+             "token_bucket": {"max_tokens": 1, "fill_interval": "1s"}}
+        ]
+    });
+    let envoy = start_one(&config, &upstream);
+    let url = envoy.url("wasm");
+    let keys = ["k0", "k1", "k2"];
+    let mut admitted = [0usize; 3];
+    for round in 0..4 {
+        // Probe keys take most slots, so each key's bucket lands behind some of them.
+        for i in 0..12 {
+            let _ = burst(&url, 1, 1, &[("x-probe", &format!("p{round}-{i}"))]);
+        }
+        for (k, key) in keys.iter().enumerate() {
+            admitted[k] += count(&burst(&url, 1, 2, &[("x-api-key", key)]), 200);
+        }
+        // The probe buckets refill: their slots may be taken over, but not by these keys.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    assert_eq!(admitted, [3, 3, 3], "a key got more than 3 in a minute");
 }

@@ -110,6 +110,9 @@ fn overflow_when_all_probed_slots_hold_live_buckets() {
             next_fill_ms: 60_000
         })
     );
+    // Two tokens each: more than a slot may have given and still be reclaimed.
+    assert!(allowed(take(&table, &store, "a", &b, 0)));
+    assert!(allowed(take(&table, &store, "b", &b, 0)));
     assert!(allowed(take(&table, &store, "b", &b, 0)));
     for i in 0..10 {
         assert_eq!(
@@ -123,13 +126,169 @@ fn overflow_when_all_probed_slots_hold_live_buckets() {
         take(&table, &store, "a", &b, 2),
         Take::Taken(Taken {
             allowed: true,
-            remaining: 3,
+            remaining: 2,
             next_fill_ms: 59_998
         })
     );
     assert_eq!(store.len(), 2);
     // Refilled, "a" and "b" owe nothing: a newcomer may take a slot.
     assert!(allowed(take(&table, &store, "x0", &b, 60_000)));
+}
+
+/// The slot a key of descriptor fingerprint 1 probes first, in a table of `slots`.
+fn home_slot(table: &Table, slots: u64, key: &str) -> u64 {
+    let digest = table.owner(1, key).digest;
+    let mut home = [0u8; 8];
+    home.copy_from_slice(&digest[8..]);
+    u64::from_le_bytes(home) % slots
+}
+
+/// Writes, at slot `index`, a record of another key whose bucket (1 token a second) was
+/// emptied at `emptied`.
+fn other_key_emptied_at(store: &MemoryStore, index: u64, emptied: Millis) {
+    let other = Record {
+        owner: table(1).owner(1, "other"),
+        bucket: Bucket {
+            max_tokens: 1,
+            tokens_per_fill: 1,
+            fill_interval_ms: 1_000,
+        },
+        state: State {
+            tokens: 0,
+            last_fill_ms: emptied,
+        },
+    };
+    store
+        .set(&format!("t|{index}"), &other.encode(), None)
+        .unwrap();
+}
+
+/// Records in `store` that hold `owner`'s bucket.
+fn records_of(store: &MemoryStore, slots: u64, owner: Owner) -> Vec<Record> {
+    (0..slots)
+        .filter_map(|i| store.get(&format!("t|{i}")))
+        .filter_map(|(bytes, _)| Record::decode(&bytes))
+        .filter(|r| r.owner == owner)
+        .collect()
+}
+
+#[test]
+fn a_key_keeps_its_record_when_an_earlier_probed_slot_refills() {
+    let store = MemoryStore::default();
+    let t = table(2);
+    let b = bucket(3, 60_000);
+    // Another key's live bucket holds "k"'s first probe, so "k" lands on its second.
+    other_key_emptied_at(&store, home_slot(&t, 2, "k"), 0);
+    let first: Vec<bool> = (0..4)
+        .map(|_| allowed(take(&t, &store, "k", &b, 10)))
+        .collect();
+    assert_eq!(first, [true, true, true, false]);
+    // The other bucket refills (its slot may now be taken over), but "k" has a record.
+    for now in [1_000, 1_500, 30_000] {
+        assert!(
+            !allowed(take(&t, &store, "k", &b, now)),
+            "k was handed a fresh bucket at {now}"
+        );
+    }
+    assert_eq!(records_of(&store, 2, t.owner(1, "k")).len(), 1);
+}
+
+/// A store that runs `hook` (another worker) just before the first write it is asked for.
+struct Interleaved {
+    store: Arc<MemoryStore>,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl SharedStore for Interleaved {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.store.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        if let Some(hook) = self.hook.lock().unwrap().take() {
+            hook();
+        }
+        self.store.set(key, value, cas)
+    }
+}
+
+#[test]
+fn two_workers_claiming_two_slots_for_one_new_key_leave_one_bucket() {
+    let store = Arc::new(MemoryStore::default());
+    let t = table(2);
+    let b = bucket(3, 60_000);
+    let home = home_slot(&t, 2, "k");
+    // Worker A (clock at 1 000) sees "k"'s first probe held by a live bucket and claims the
+    // second. Between its read and its write, worker B (clock at 60 000) sees that bucket full
+    // and claims the first probe for "k".
+    other_key_emptied_at(&store, home, 900);
+    let worker_b = {
+        let (store, t) = (Arc::clone(&store), t.clone());
+        move || {
+            let taken = t.take(&*store, t.owner(1, "k"), &b, 60_000);
+            assert!(allowed(taken), "worker B: {taken:?}");
+        }
+    };
+    let worker_a = Interleaved {
+        store: Arc::clone(&store),
+        hook: std::sync::Mutex::new(Some(Box::new(worker_b))),
+    };
+    assert!(allowed(t.take(&worker_a, t.owner(1, "k"), &b, 1_000)));
+    let live: Vec<Record> = records_of(&store, 2, t.owner(1, "k"))
+        .into_iter()
+        .filter(|r| !r.bucket.is_full(r.state, 60_000))
+        .collect();
+    assert_eq!(live.len(), 1, "one key, two live buckets: {live:?}");
+    // Both tokens are counted in that bucket: one more, then refused.
+    let rest: Vec<bool> = (0..3)
+        .map(|_| allowed(take(&t, &store, "k", &b, 60_001)))
+        .collect();
+    assert_eq!(
+        rest,
+        [true, false, false],
+        "3 per interval, 2 already given"
+    );
+}
+
+#[test]
+fn a_burst_of_one_request_keys_does_not_pin_the_table() {
+    let store = MemoryStore::default();
+    let t = table(8);
+    let b = bucket(3, 60_000);
+    let victim: Vec<bool> = (0..2)
+        .map(|_| allowed(take(&t, &store, "victim", &b, 0)))
+        .collect();
+    assert_eq!(victim, [true, true]);
+    // 100 keys, one request each: every slot but the victim's holds a bucket that gave one.
+    for i in 0..100 {
+        let _ = take(&t, &store, &format!("junk-{i}"), &b, 1);
+    }
+    // New keys still get buckets of their own, without waiting for the junk to refill.
+    for i in 0..20 {
+        let result = take(&t, &store, &format!("new-{i}"), &b, 2);
+        assert!(
+            matches!(
+                result,
+                Take::Taken(Taken {
+                    allowed: true,
+                    remaining: 2,
+                    ..
+                })
+            ),
+            "new-{i}: {result:?}"
+        );
+    }
+    // The victim's bucket, which gave two, was never reclaimed: one token left, then none.
+    let victim: Vec<bool> = (0..2)
+        .map(|_| allowed(take(&t, &store, "victim", &b, 3)))
+        .collect();
+    assert_eq!(victim, [true, false]);
+    // An empty bucket is never reclaimed, however small.
+    let store = MemoryStore::default();
+    let one = bucket(1, 60_000);
+    for i in 0..8 {
+        assert!(allowed(take(&t, &store, &format!("full-{i}"), &one, 0)));
+    }
+    assert_eq!(take(&t, &store, "late", &one, 1), Take::Overflow);
 }
 
 #[test]
