@@ -250,6 +250,39 @@ fn two_workers_claiming_two_slots_for_one_new_key_leave_one_bucket() {
 }
 
 #[test]
+fn workers_that_disagree_on_a_slot_still_count_a_new_key_once() {
+    // Half the threads run with a clock at which the bucket in "k"'s first probe is live (so
+    // they claim the second), half with one at which it is full (so they claim the first).
+    for round in 0..20 {
+        let store = Arc::new(MemoryStore::default());
+        let t = table(2);
+        other_key_emptied_at(&store, home_slot(&t, 2, "k"), 900);
+        let b = bucket(400, 3_600_000);
+        let threads: Vec<_> = [1_000, 2_000, 1_000, 2_000]
+            .into_iter()
+            .map(|now| {
+                let (store, t) = (Arc::clone(&store), t.clone());
+                std::thread::spawn(move || {
+                    (0..200)
+                        .filter(|_| allowed(take(&t, &store, "k", &b, now)))
+                        .count()
+                })
+            })
+            .collect();
+        let admitted: usize = threads.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(
+            admitted, 400,
+            "round {round}: 800 attempts on a bucket of 400"
+        );
+        let live = records_of(&store, 2, t.owner(1, "k"))
+            .into_iter()
+            .filter(|r| !r.bucket.is_full(r.state, 2_000))
+            .count();
+        assert_eq!(live, 1, "round {round}");
+    }
+}
+
+#[test]
 fn a_burst_of_one_request_keys_does_not_pin_the_table() {
     let store = MemoryStore::default();
     let t = table(8);
