@@ -174,9 +174,9 @@ pub fn remove_query_param(path: &str, name: &str) -> String {
 
 /// The value of cookie `name`, as Envoy's `parseCookies` reads the `cookie` headers.
 fn from_cookie(headers: &Headers, name: &str) -> Option<String> {
+    // `parseCookies` emplaces pairs in header order, so the first `name=` pair wins.
     headers
         .iter()
-        .rev()
         .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
         .flat_map(|(_, v)| v.split(';').filter(|s| !s.is_empty()))
         .find_map(|pair| {
@@ -385,6 +385,25 @@ mod tests {
         assert_eq!(
             tokens(&[cookie], &[("cookie", "session=\"x.y.z\"")]),
             ["x.y.z"]
+        );
+        // Envoy's `parseCookies` keeps the first pair of a name: first header, first pair.
+        let cookie = Location::Cookie("session".into());
+        assert_eq!(
+            tokens(
+                std::slice::from_ref(&cookie),
+                &[
+                    ("cookie", "session=forged.x.y"),
+                    ("cookie", "session=good.x.y")
+                ]
+            ),
+            ["forged.x.y"]
+        );
+        assert_eq!(
+            tokens(
+                &[cookie],
+                &[("cookie", "session=first.x.y; session=second.x.y")]
+            ),
+            ["first.x.y"]
         );
         let prefixed_loc = prefixed("x-auth", "Token ");
         assert!(tokens(&[prefixed_loc], &[("x-auth", "Bearer a.b.c")]).is_empty());

@@ -208,9 +208,13 @@ fn compile_header(raw: &HeaderMatcher, field: &str) -> Result<HeaderMatch, Confi
         ));
     }
     let mut values = Vec::new();
-    let exact = |v: &String| StringMatch::Exact(v.clone(), false);
     if let Some(v) = &raw.exact_match {
-        values.push(exact(v));
+        // Envoy's legacy `exact_match: ""` matches any value (`string_match.exact` does not).
+        values.push(if v.is_empty() {
+            StringMatch::Prefix(String::new(), false)
+        } else {
+            StringMatch::Exact(v.clone(), false)
+        });
     }
     if let Some(v) = &raw.prefix_match {
         values.push(StringMatch::Prefix(v.clone(), false));
@@ -243,14 +247,24 @@ fn compile_header(raw: &HeaderMatcher, field: &str) -> Result<HeaderMatch, Confi
 }
 
 impl HeaderMatch {
+    /// As Envoy 1.40's `HeaderUtility`: each value of a repeated header is tried on its own (no
+    /// comma split, no join) and any match counts; a missing header matches no value matcher,
+    /// inverted or not, unless `treat_missing_header_as_empty`.
     fn matches(&self, headers: &Headers) -> bool {
-        let value = header(headers, &self.name).or(self.missing_as_empty.then_some(""));
-        let result = match (&self.value, self.present, value) {
-            (_, Some(want_present), v) => v.is_some() == want_present,
-            (Some(m), None, Some(v)) => m.matches(v),
-            (Some(_), None, None) => false,
+        let mut values: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(&self.name))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        if values.is_empty() && self.missing_as_empty {
+            values.push("");
+        }
+        let result = match (&self.value, self.present) {
+            (_, Some(want_present)) => values.is_empty() != want_present,
+            (Some(_), None) if values.is_empty() => return false,
+            (Some(m), None) => values.iter().any(|v| m.matches(v)),
             // No value matcher: presence.
-            (None, None, v) => v.is_some(),
+            (None, None) => !values.is_empty(),
         };
         result != self.invert
     }
@@ -296,6 +310,38 @@ mod tests {
         );
         assert!(!inverted.matches(&req("/", &[("x-a", "ABc")])));
         assert!(inverted.matches(&req("/", &[("x-a", "zz")])));
+    }
+
+    #[test]
+    fn repeated_and_missing_headers_match_as_envoy_1_40() {
+        // Probed in Envoy 1.40: any value of a repeated header may match, values are not split
+        // on commas, and a missing header matches no value matcher even when inverted.
+        let h = |json: &str| matcher(&format!(r#"{{"prefix":"/","headers":[{json}]}}"#));
+        let exact = h(r#"{"name":"x-admin","string_match":{"exact":"true"}}"#);
+        assert!(exact.matches(&req("/", &[("x-admin", "false"), ("x-admin", "true")])));
+        assert!(exact.matches(&req("/", &[("x-admin", "true"), ("x-admin", "false")])));
+        assert!(!exact.matches(&req("/", &[("x-admin", "false,true")])));
+        let prefix = h(r#"{"name":"x-h","prefix_match":"ad"}"#);
+        assert!(prefix.matches(&req("/", &[("x-h", "zz"), ("X-H", "admin")])));
+        let regex = h(r#"{"name":"x-h","safe_regex_match":{"regex":"zz,ad.*"}}"#);
+        assert!(!regex.matches(&req("/", &[("x-h", "zz"), ("x-h", "admin")])));
+        let inverted = h(r#"{"name":"x-h","prefix_match":"ad","invert_match":true}"#);
+        assert!(!inverted.matches(&req("/", &[])));
+        assert!(!inverted.matches(&req("/", &[("x-h", "zz"), ("x-h", "admin")])));
+        assert!(!inverted.matches(&req("/", &[("x-h", "admin"), ("x-h", "zz")])));
+        assert!(inverted.matches(&req("/", &[("x-h", "zz")])));
+        let legacy_empty = h(r#"{"name":"x-h","exact_match":""}"#);
+        assert!(legacy_empty.matches(&req("/", &[("x-h", "admin")])));
+        assert!(!legacy_empty.matches(&req("/", &[])));
+        let strict_empty = h(r#"{"name":"x-h","string_match":{"exact":""}}"#);
+        assert!(!strict_empty.matches(&req("/", &[("x-h", "admin")])));
+        let inverted_missing_empty = h(
+            r#"{"name":"x-h","string_match":{"exact":"x"},"invert_match":true,"treat_missing_header_as_empty":true}"#,
+        );
+        assert!(inverted_missing_empty.matches(&req("/", &[])));
+        let absent = h(r#"{"name":"x-h","present_match":false,"invert_match":true}"#);
+        assert!(absent.matches(&req("/", &[("x-h", "a"), ("x-h", "b")])));
+        assert!(!absent.matches(&req("/", &[])));
     }
 
     #[test]
