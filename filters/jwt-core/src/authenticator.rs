@@ -404,7 +404,16 @@ impl Authenticator {
         let now = now_ms / 1000;
         let provider = &self.providers[index];
         let runtime = &mut self.runtime[index];
-        if let Some(jwt) = runtime.cache.get(&found.token, now, provider.clock_skew) {
+        // A cached token is only as good as the keys that verified it: expired or missing
+        // remote keys send it down the full path, which waits for or refuses on the keys.
+        let keys_ready = match &provider.keys {
+            Keys::Local(_) => true,
+            Keys::Remote(cfg) => matches!(
+                runtime.remote.availability(cfg, now_ms),
+                Availability::Ready(_)
+            ),
+        };
+        if keys_ready && let Some(jwt) = runtime.cache.get(&found.token, now, provider.clock_skew) {
             self.tally.cache_hits += 1;
             return match check_claims(provider, audiences, &jwt, now) {
                 Ok(()) => Verdict::Ok(output::for_verified(provider, &jwt, found)),

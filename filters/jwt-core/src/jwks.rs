@@ -87,6 +87,9 @@ impl std::fmt::Debug for Key {
 pub struct KeySet {
     keys: Vec<Key>,
     skipped: Vec<String>,
+    /// Whether a skipped entry is one `jwt_verify_lib` loads (an encryption key, a curve or
+    /// algorithm this filter does not verify): Envoy then takes the document, so this does too.
+    native_loads_skipped: bool,
 }
 
 /// Why a JWKS document was refused.
@@ -95,14 +98,6 @@ pub enum JwksError {
     /// Not a JSON object with a `keys` array.
     #[error("JWKS is not a JSON object with a \"keys\" array: {0}")]
     NotJwks(String),
-    /// A key is malformed.
-    #[error("JWKS keys[{index}]: {reason}")]
-    BadKey {
-        /// Position in `keys`.
-        index: usize,
-        /// What is wrong.
-        reason: String,
-    },
     /// No key can verify anything this filter supports.
     #[error("JWKS has no usable signing keys{0}")]
     NoValidKeys(String),
@@ -113,44 +108,68 @@ struct RawJwks {
     keys: Vec<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+/// The members of one JWK as `jwt_verify_lib` reads them: a member of the wrong JSON type is
+/// as good as absent (a numeric `kid` makes a key without `kid`, tried for every token).
 struct RawJwk {
     kty: String,
-    #[serde(default)]
     kid: Option<String>,
-    #[serde(default)]
     alg: Option<String>,
-    #[serde(default, rename = "use")]
     key_use: Option<String>,
-    #[serde(default)]
     crv: Option<String>,
-    #[serde(default)]
     n: Option<String>,
-    #[serde(default)]
     e: Option<String>,
-    #[serde(default)]
     x: Option<String>,
-    #[serde(default)]
     y: Option<String>,
-    #[serde(default)]
     k: Option<String>,
 }
 
-/// A base64url member a key type requires.
-fn required(
-    field: &Option<String>,
-    name: &str,
-    kty: &str,
-    index: usize,
-) -> Result<String, JwksError> {
-    let bad = |reason: String| JwksError::BadKey { index, reason };
+impl RawJwk {
+    /// `None` for an entry `jwt_verify_lib` skips before looking at it (not an object, no
+    /// string `kty`).
+    fn read(value: &serde_json::Value) -> Option<RawJwk> {
+        let object = value.as_object()?;
+        let text = |name: &str| object.get(name).and_then(|v| v.as_str()).map(String::from);
+        Some(RawJwk {
+            kty: text("kty")?,
+            kid: text("kid"),
+            alg: text("alg"),
+            key_use: text("use"),
+            crv: text("crv"),
+            n: text("n"),
+            e: text("e"),
+            x: text("x"),
+            y: text("y"),
+            k: text("k"),
+        })
+    }
+}
+
+/// Why an entry is not used, and whether Envoy would load it all the same.
+struct Skip {
+    reason: String,
+    native_loads: bool,
+}
+
+impl From<String> for Skip {
+    /// An entry `jwt_verify_lib` refuses too.
+    fn from(reason: String) -> Skip {
+        Skip {
+            reason,
+            native_loads: false,
+        }
+    }
+}
+
+/// A base64url member a key type requires, re-encoded without padding (Envoy's
+/// `WebSafeBase64Unescape` accepts `=` padding; the key constructors below do not).
+fn required(field: &Option<String>, name: &str, kty: &str) -> Result<String, String> {
     let value = field
-        .clone()
-        .ok_or_else(|| bad(format!("kty {kty} needs \"{name}\"")))?;
-    B64URL
-        .decode(&value)
-        .map_err(|e| bad(format!("\"{name}\" is not base64url: {e}")))?;
-    Ok(value)
+        .as_deref()
+        .ok_or_else(|| format!("kty {kty} needs \"{name}\""))?;
+    let bytes = B64URL
+        .decode(value)
+        .map_err(|e| format!("\"{name}\" is not base64url: {e}"))?;
+    Ok(B64URL.encode(bytes))
 }
 
 /// The largest JWKS document read (fetched, shared between workers, or in the configuration).
@@ -159,13 +178,16 @@ fn required(
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 impl KeySet {
-    /// Parses a fetched JWKS document. Keys of a type or curve this filter cannot verify (e.g.
-    /// P-521, encryption keys) are skipped and listed by [`KeySet::skipped`]; a malformed key
-    /// refuses the whole document, since a half-read key set hides mistakes; a document with no
-    /// usable key is refused, so the keys held before keep serving.
+    /// Parses a JWKS document (fetched, shared or configured) as `jwt_verify_lib` does: an entry
+    /// it cannot use (not an object, malformed) is skipped, never the whole document, and listed
+    /// by [`KeySet::skipped`] with the keys this filter cannot verify (a type or curve it does
+    /// not support, an encryption key). A document in which Envoy finds no valid key is refused
+    /// (a configured one fails the configuration, a fetched one is not installed); one in which
+    /// Envoy finds keys loads even if none is usable here, so a rotation that leaves only such
+    /// keys still retires the old ones, and that provider's tokens are refused.
     pub fn parse(json: &str) -> Result<KeySet, JwksError> {
         let set = Self::parse_entries(json)?;
-        if set.keys.is_empty() {
+        if set.keys.is_empty() && !set.native_loads_skipped {
             let detail = if set.skipped.is_empty() {
                 String::new()
             } else {
@@ -176,15 +198,9 @@ impl KeySet {
         Ok(set)
     }
 
-    /// Parses a JWKS from the configuration as Envoy's `jwt_authn` accepts it: a document whose
-    /// keys this filter cannot use (only `use: enc` keys, say) loads, with no key, so its
-    /// provider's tokens are refused; a document without any key is refused.
+    /// [`KeySet::parse`], for a JWKS from the configuration.
     pub fn parse_local(json: &str) -> Result<KeySet, JwksError> {
-        let set = Self::parse_entries(json)?;
-        if set.keys.is_empty() && set.skipped.is_empty() {
-            return Err(JwksError::NoValidKeys(String::new()));
-        }
-        Ok(set)
+        Self::parse(json)
     }
 
     fn parse_entries(json: &str) -> Result<KeySet, JwksError> {
@@ -197,84 +213,109 @@ impl KeySet {
         let raw: RawJwks =
             serde_json::from_str(json).map_err(|e| JwksError::NotJwks(e.to_string()))?;
         let mut set = KeySet::default();
-        for (index, value) in raw.keys.into_iter().enumerate() {
-            let bad = |reason: String| JwksError::BadKey { index, reason };
-            let jwk: RawJwk = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-            if jwk.key_use.as_deref() == Some("enc") {
-                set.skipped.push(format!("keys[{index}]: use=enc"));
+        // As `jwt_verify_lib`'s `createFromJwksCore`: an entry it cannot use is skipped, never
+        // the whole document, so a rotated set that also carries an odd entry still replaces
+        // the old keys.
+        for (index, value) in raw.keys.iter().enumerate() {
+            let Some(jwk) = RawJwk::read(value) else {
+                set.skipped.push(format!(
+                    "keys[{index}]: not an object with a string \"kty\""
+                ));
                 continue;
-            }
-            let alg = match jwk.alg.as_deref() {
-                None => None,
-                Some(name) => match parse_alg(name) {
-                    Some(alg) => Some(alg),
-                    None => {
-                        set.skipped
-                            .push(format!("keys[{index}]: alg {name} not supported"));
-                        continue;
-                    }
-                },
             };
-            let need = |field: &Option<String>, name: &str| required(field, name, &jwk.kty, index);
-            let (kty, key) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
-                ("RSA", _) => {
-                    let (n, e) = (need(&jwk.n, "n")?, need(&jwk.e, "e")?);
-                    let key =
-                        DecodingKey::from_rsa_components(&n, &e).map_err(|e| bad(e.to_string()))?;
-                    (KeyType::Rsa, key)
+            match Self::parse_key(&jwk) {
+                Ok(key) => set.keys.push(key),
+                Err(Skip {
+                    reason,
+                    native_loads,
+                }) => {
+                    set.native_loads_skipped |= native_loads;
+                    set.skipped.push(format!("keys[{index}]: {reason}"));
                 }
-                ("EC", Some(crv @ ("P-256" | "P-384"))) => {
-                    let (x, y) = (need(&jwk.x, "x")?, need(&jwk.y, "y")?);
-                    let key =
-                        DecodingKey::from_ec_components(&x, &y).map_err(|e| bad(e.to_string()))?;
-                    let kty = if crv == "P-256" {
-                        KeyType::EcP256
-                    } else {
-                        KeyType::EcP384
-                    };
-                    (kty, key)
-                }
-                ("OKP", Some("Ed25519")) => {
-                    let x = need(&jwk.x, "x")?;
-                    // The verifier slices 32 bytes out of the key; a shorter one must not get there.
-                    if B64URL.decode(&x).map(|b| b.len()).unwrap_or(0) != 32 {
-                        return Err(bad("Ed25519 \"x\" must be 32 bytes".into()));
-                    }
-                    let key =
-                        DecodingKey::from_ed_components(&x).map_err(|e| bad(e.to_string()))?;
-                    (KeyType::Ed25519, key)
-                }
-                ("oct", _) => {
-                    let secret = B64URL
-                        .decode(need(&jwk.k, "k")?.as_str())
-                        .map_err(|e| bad(e.to_string()))?;
-                    (KeyType::Oct, DecodingKey::from_secret(&secret))
-                }
-                ("EC" | "OKP", crv) => {
-                    set.skipped.push(format!(
-                        "keys[{index}]: kty {} crv {} not supported",
-                        jwk.kty,
-                        crv.unwrap_or("(none)")
-                    ));
-                    continue;
-                }
-                (other, _) => return Err(bad(format!("unknown kty {other:?}"))),
-            };
-            if let Some(alg) = alg
-                && !kty.accepts(alg)
-            {
-                return Err(bad(format!("alg {alg:?} does not fit kty {kty:?}")));
             }
-            let spki_der = spki_der(&jwk, kty);
-            set.keys.push(Key {
-                kid: jwk.kid,
-                alg,
-                kty,
-                key,
-                spki_der,
-            });
         }
         Ok(set)
+    }
+
+    /// One key; `Err` says why it is skipped.
+    fn parse_key(jwk: &RawJwk) -> Result<Key, Skip> {
+        let loaded_by_envoy = |reason: String| Skip {
+            reason,
+            native_loads: true,
+        };
+        if jwk.key_use.as_deref() == Some("enc") {
+            return Err(loaded_by_envoy("use=enc".into()));
+        }
+        let alg = match jwk.alg.as_deref() {
+            None => None,
+            Some("ES512") => return Err(loaded_by_envoy("alg ES512 not supported".into())),
+            Some(name) => Some(parse_alg(name).ok_or_else(|| format!("alg {name} not supported"))?),
+        };
+        let need = |field: &Option<String>, name: &str| required(field, name, &jwk.kty);
+        let (kty, key, spki) = match jwk.kty.as_str() {
+            "RSA" => {
+                let (n, e) = (need(&jwk.n, "n")?, need(&jwk.e, "e")?);
+                let key = DecodingKey::from_rsa_components(&n, &e).map_err(|e| e.to_string())?;
+                (KeyType::Rsa, key, spki_rsa(&n, &e))
+            }
+            "EC" => {
+                // As `jwt_verify_lib`: no `crv` takes the curve from `alg`, neither means P-256.
+                let crv = match (jwk.crv.as_deref(), alg) {
+                    (Some(crv), _) => crv,
+                    (None, Some(Algorithm::ES384)) => "P-384",
+                    (None, _) => "P-256",
+                };
+                let kty = match crv {
+                    "P-256" => KeyType::EcP256,
+                    "P-384" => KeyType::EcP384,
+                    "P-521" => {
+                        return Err(loaded_by_envoy("kty EC crv P-521 not supported".into()));
+                    }
+                    other => return Err(format!("kty EC crv {other} not supported").into()),
+                };
+                let (x, y) = (need(&jwk.x, "x")?, need(&jwk.y, "y")?);
+                let key = DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?;
+                (kty, key, spki_ec(&x, &y, kty))
+            }
+            "OKP" => {
+                if jwk.crv.as_deref() != Some("Ed25519") {
+                    return Err(format!(
+                        "kty OKP crv {} not supported",
+                        jwk.crv.as_deref().unwrap_or("(none)")
+                    )
+                    .into());
+                }
+                let x = need(&jwk.x, "x")?;
+                // The verifier slices 32 bytes out of the key; a shorter one must not get there.
+                if B64URL.decode(&x).map(|b| b.len()).unwrap_or(0) != 32 {
+                    return Err(String::from("Ed25519 \"x\" must be 32 bytes").into());
+                }
+                let key = DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?;
+                (KeyType::Ed25519, key, None)
+            }
+            "oct" => {
+                let secret = B64URL
+                    .decode(need(&jwk.k, "k")?.as_str())
+                    .map_err(|e| e.to_string())?;
+                if secret.is_empty() {
+                    return Err(String::from("empty \"k\"").into());
+                }
+                (KeyType::Oct, DecodingKey::from_secret(&secret), None)
+            }
+            other => return Err(format!("unknown kty {other:?}").into()),
+        };
+        if let Some(alg) = alg
+            && !kty.accepts(alg)
+        {
+            return Err(format!("alg {alg:?} does not fit kty {kty:?}").into());
+        }
+        Ok(Key {
+            kid: jwk.kid.clone(),
+            alg,
+            kty,
+            key,
+            spki_der: spki,
+        })
     }
 
     /// The keys.
@@ -362,44 +403,40 @@ fn host_verify(host: &dyn SignatureHost, jwt: &Jwt, spki: &[u8]) -> Option<bool>
     host.verify(hash, spki, &signature, jwt.signing_input())
 }
 
-/// The key as DER SubjectPublicKeyInfo (RSA and EC keys only).
-fn spki_der(jwk: &RawJwk, kty: KeyType) -> Option<Vec<u8>> {
+/// An RSA key as DER SubjectPublicKeyInfo, from unpadded base64url `n` and `e`.
+fn spki_rsa(n: &str, e: &str) -> Option<Vec<u8>> {
+    let n = rsa::BigUint::from_bytes_be(&B64URL.decode(n).ok()?);
+    let e = rsa::BigUint::from_bytes_be(&B64URL.decode(e).ok()?);
+    let key = rsa::RsaPublicKey::new(n, e).ok()?;
+    let der = rsa::pkcs8::EncodePublicKey::to_public_key_der(&key).ok()?;
+    Some(der.as_bytes().to_vec())
+}
+
+/// An EC key as DER SubjectPublicKeyInfo, from unpadded base64url `x` and `y`.
+fn spki_ec(x: &str, y: &str, kty: KeyType) -> Option<Vec<u8>> {
     use p256::pkcs8::EncodePublicKey as _;
-    let bytes = |field: &Option<String>| field.as_deref().and_then(|v| B64URL.decode(v).ok());
-    match kty {
-        KeyType::Rsa => {
-            let n = rsa::BigUint::from_bytes_be(&bytes(&jwk.n)?);
-            let e = rsa::BigUint::from_bytes_be(&bytes(&jwk.e)?);
-            let key = rsa::RsaPublicKey::new(n, e).ok()?;
-            let der = rsa::pkcs8::EncodePublicKey::to_public_key_der(&key).ok()?;
-            Some(der.as_bytes().to_vec())
-        }
-        KeyType::EcP256 | KeyType::EcP384 => {
-            let mut point = vec![4u8];
-            point.extend(bytes(&jwk.x)?);
-            point.extend(bytes(&jwk.y)?);
-            let der = if kty == KeyType::EcP256 {
-                p256::PublicKey::from_sec1_bytes(&point)
-                    .ok()?
-                    .to_public_key_der()
-                    .ok()?
-            } else {
-                p384::PublicKey::from_sec1_bytes(&point)
-                    .ok()?
-                    .to_public_key_der()
-                    .ok()?
-            };
-            Some(der.as_bytes().to_vec())
-        }
-        KeyType::Ed25519 | KeyType::Oct => None,
-    }
+    let mut point = vec![4u8];
+    point.extend(B64URL.decode(x).ok()?);
+    point.extend(B64URL.decode(y).ok()?);
+    let der = if kty == KeyType::EcP256 {
+        p256::PublicKey::from_sec1_bytes(&point)
+            .ok()?
+            .to_public_key_der()
+            .ok()?
+    } else {
+        p384::PublicKey::from_sec1_bytes(&point)
+            .ok()?
+            .to_public_key_der()
+            .ok()?
+    };
+    Some(der.as_bytes().to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
 
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::mint::{self, SigningKey};
@@ -452,35 +489,75 @@ mod tests {
     }
 
     #[test]
-    fn malformed_keys_are_refused_with_their_index() {
+    fn entries_jwt_verify_lib_cannot_use_are_skipped_not_fatal() {
         let bad = [
-            (r#"{"keys":[{"kty":"RSA","n":"AQAB"}]}"#, "keys[0]"),
+            (r#"{"kty":"RSA","n":"AQAB"}"#, "needs \"e\""),
+            (r#"{"kty":"OKP","crv":"Ed25519","x":"AQAB"}"#, "32 bytes"),
             (
-                r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AQAB"}]}"#,
-                "32 bytes",
-            ),
-            (
-                r#"{"keys":[{"kty":"EC","crv":"P-256","x":"!!","y":"AQAB"}]}"#,
+                r#"{"kty":"EC","crv":"P-256","x":"!!","y":"AQAB"}"#,
                 "base64url",
             ),
-            (r#"{"keys":[{"kty":"XYZ"}]}"#, "unknown kty"),
+            (r#"{"kty":"XYZ"}"#, "unknown kty"),
             (
-                r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","alg":"RS256"}]}"#,
+                r#"{"kty":"oct","k":"c2VjcmV0","alg":"RS256"}"#,
                 "does not fit",
             ),
+            (
+                r#"{"kty":"EC","crv":"P-192","x":"AQAB","y":"AQAB"}"#,
+                "P-192",
+            ),
+            (r#"{"kty":7}"#, "string \"kty\""),
+            (r#""a string""#, "not an object"),
+        ];
+        let good = SigningKey::es256("good");
+        for (entry, needle) in bad {
+            // Alone, the entry leaves no usable key: the fetched document is refused.
+            let alone = format!(r#"{{"keys":[{entry}]}}"#);
+            assert!(KeySet::parse(&alone).is_err(), "{alone}");
+            // Beside a good key, it is skipped and the good key serves.
+            let jwks = json!({"keys": [serde_json::from_str::<Value>(entry).unwrap(), good.jwk()]});
+            let set = KeySet::parse(&jwks.to_string()).unwrap();
+            assert_eq!(set.keys().len(), 1, "{entry}");
+            assert!(
+                set.skipped()[0].contains(needle),
+                "{entry}: {:?}",
+                set.skipped()
+            );
+            let token = Jwt::parse(&good.sign(&json!({"sub": "x"}))).unwrap();
+            assert_eq!(set.verify(&token), Ok(()));
+        }
+        for (jwks, needle) in [
             (r#"{"keys":[]}"#, "no usable"),
             (r#"[]"#, "not a JSON object"),
-        ];
-        for (jwks, needle) in bad {
+        ] {
             let err = KeySet::parse(jwks).unwrap_err().to_string();
             assert!(err.contains(needle), "{jwks}: {err}");
         }
-        let skipped = KeySet::parse(
-            r#"{"keys":[{"kty":"EC","crv":"P-521","x":"AQAB","y":"AQAB"},{"kty":"oct","k":"c2VjcmV0"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(skipped.keys().len(), 1);
-        assert_eq!(skipped.skipped().len(), 1);
+    }
+
+    #[test]
+    fn padded_members_and_non_string_kid_load_as_in_envoy() {
+        let key = SigningKey::es256("pad");
+        let mut jwk = key.jwk().clone();
+        for member in ["x", "y"] {
+            let padded = format!("{}=", jwk[member].as_str().unwrap());
+            jwk[member] = json!(padded);
+        }
+        let token = Jwt::parse(&key.sign(&json!({"sub": "x"}))).unwrap();
+        let set = KeySet::parse(&json!({ "keys": [jwk.clone()] }).to_string()).unwrap();
+        assert_eq!(set.verify(&token), Ok(()));
+        assert_eq!(set.verify_with(&token, &DerHost::default()), Ok(()));
+        // A numeric kid reads as no kid: the key is tried for any token.
+        jwk["kid"] = json!(7);
+        let set = KeySet::parse(&json!({ "keys": [jwk] }).to_string()).unwrap();
+        assert_eq!(set.keys()[0].kid, None);
+        assert_eq!(set.verify(&token), Ok(()));
+        // An EC key with neither crv nor alg is P-256, as in jwt_verify_lib.
+        let mut bare = key.jwk().clone();
+        bare.as_object_mut().unwrap().remove("crv");
+        bare.as_object_mut().unwrap().remove("alg");
+        let set = KeySet::parse(&json!({ "keys": [bare] }).to_string()).unwrap();
+        assert_eq!(set.verify(&token), Ok(()));
     }
 
     #[test]
@@ -489,17 +566,16 @@ mod tests {
         let mut jwk = rsa.jwk().clone();
         jwk["use"] = json!("enc");
         let only_enc = json!({ "keys": [jwk] }).to_string();
-        assert!(
-            KeySet::parse(&only_enc).is_err(),
-            "a fetched one is refused"
-        );
+        // Fetched, it is installed too: it replaces the keys held before, as in Envoy.
+        assert!(KeySet::parse(&only_enc).unwrap().keys().is_empty());
         let set = KeySet::parse_local(&only_enc).unwrap();
         assert!(set.keys().is_empty());
         assert_eq!(set.skipped(), ["keys[0]: use=enc"]);
         let token = Jwt::parse(&rsa.sign(&json!({"sub": "x"}))).unwrap();
         assert_eq!(set.verify(&token), Err(Status::JwksKidAlgMismatch));
-        // No key at all is refused, as Envoy refuses it.
+        // No valid key at all is refused, as Envoy 1.40 refuses it.
         assert!(KeySet::parse_local(r#"{"keys":[]}"#).is_err());
+        assert!(KeySet::parse_local(r#"{"keys":[7,{"kty":"RSA","n":"AQAB"}]}"#).is_err());
         let huge = format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(MAX_JWKS_BYTES));
         assert!(
             KeySet::parse_local(&huge)

@@ -39,12 +39,25 @@ pub struct RemoteState {
 
 impl RemoteState {
     /// What a request can use now.
+    ///
+    /// As Envoy's `jwt_authn`: without `async_fetch`, keys older than `cache_duration` are
+    /// expired and never used; the request waits for a refetch and is refused if it fails (or,
+    /// during the back-off after a failure, at once). With `async_fetch`, Envoy keeps serving
+    /// the last good keys while its refetches fail, and so does this.
     pub fn availability(&self, config: &RemoteJwks, now_ms: u64) -> Availability {
         match &self.keys {
-            Some(keys) => Availability::Ready(Arc::clone(keys)),
-            None if self.in_flight || self.should_fetch(config, now_ms) => Availability::Pending,
-            None => Availability::Failed,
+            Some(keys) if config.fetch_at_start || !self.expired(config, now_ms) => {
+                Availability::Ready(Arc::clone(keys))
+            }
+            _ if self.in_flight || self.should_fetch(config, now_ms) => Availability::Pending,
+            _ => Availability::Failed,
         }
+    }
+
+    /// Whether the keys held were fetched `cache_duration` ago or longer.
+    fn expired(&self, config: &RemoteJwks, now_ms: u64) -> bool {
+        self.fetched_at_ms
+            .is_none_or(|at| now_ms >= at.saturating_add(millis(config.cache_duration)))
     }
 
     /// Whether a fetch should start now: none running, back-off over, and no keys or stale keys.
@@ -168,11 +181,45 @@ mod tests {
         assert!(matches!(s.availability(&cfg, 1), Availability::Ready(_)));
         assert!(!s.should_fetch(&cfg, 59_999));
         assert!(s.should_fetch(&cfg, 60_000));
-        // A failed refresh keeps serving the keys held.
+        // Expired keys are not used: the request waits for the refresh.
+        assert!(matches!(
+            s.availability(&cfg, 60_000),
+            Availability::Pending
+        ));
+        // A failed refresh leaves no key to serve: refused until the next fetch succeeds, as in
+        // Envoy without async_fetch.
+        s.fetch_started();
+        assert!(matches!(
+            s.availability(&cfg, 60_000),
+            Availability::Pending
+        ));
+        s.fetch_failed(&cfg, "503".into(), 60_000);
+        assert!(matches!(s.availability(&cfg, 60_001), Availability::Failed));
+        assert!(matches!(
+            s.availability(&cfg, 60_100),
+            Availability::Pending
+        ));
+        s.fetch_started();
+        s.install(keys(), 60_200);
+        assert!(matches!(
+            s.availability(&cfg, 60_201),
+            Availability::Ready(_)
+        ));
+    }
+
+    #[test]
+    fn with_async_fetch_a_failed_refresh_keeps_the_last_good_keys() {
+        let cfg = RemoteJwks {
+            fetch_at_start: true,
+            ..config()
+        };
+        let mut s = RemoteState::default();
+        s.fetch_started();
+        s.install(keys(), 0);
         s.fetch_started();
         s.fetch_failed(&cfg, "503".into(), 60_000);
         assert!(matches!(
-            s.availability(&cfg, 60_001),
+            s.availability(&cfg, 600_000),
             Availability::Ready(_)
         ));
     }

@@ -174,12 +174,8 @@ mod tests {
         assert_eq!(refusal(&r, old.as_bytes(), now), SharedError::Format);
         let v2 = doc.replace("\"format\":1", "\"format\":2");
         assert_eq!(refusal(&r, v2.as_bytes(), now), SharedError::Format);
-        // The JWKS is held to the rules of a fetch: no usable key, no install.
-        let enc_only = encode(
-            &r,
-            now,
-            r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","use":"enc"}]}"#,
-        );
+        // The JWKS is held to the rules of a fetch: no valid key, no install.
+        let enc_only = encode(&r, now, r#"{"keys":[{"kty":"oct","use":"sig"}]}"#);
         assert!(matches!(
             decode(&r, enc_only.as_bytes(), now),
             Err(SharedError::Jwks(JwksError::NoValidKeys(_)))
