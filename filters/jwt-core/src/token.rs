@@ -81,13 +81,15 @@ impl Jwt {
             Some(Value::String(s)) => Ok(s.clone()),
             Some(_) => Err(Status::JwtPayloadBadClaim),
         };
+        // As `jwt_verify_lib`'s `GetUInt64`: the JSON number as a double, refused when negative
+        // or not below 2^64, truncated; 0 is how it stores an absent claim, so `exp: 0` is no
+        // expiry, as in Envoy.
         let time_claim = |name: &str| match claims.get(name) {
             None => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-                .map(Some)
-                .ok_or(Status::JwtPayloadBadClaim),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(f) if (0.0..U64_LIMIT).contains(&f) => Ok(Some(f as u64).filter(|t| *t > 0)),
+                _ => Err(Status::JwtPayloadBadClaim),
+            },
             Some(_) => Err(Status::JwtPayloadBadClaim),
         };
         let aud = match claims.get("aud") {
@@ -138,11 +140,82 @@ impl Jwt {
     }
 }
 
+/// 2^64 as a double: `jwt_verify_lib` refuses time claims at or above it.
+pub(crate) const U64_LIMIT: f64 = 18_446_744_073_709_551_616.0;
+
 fn decode_object(b64: &str) -> Option<Map<String, Value>> {
     let bytes = B64URL.decode(b64).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
+    match serde_json::from_slice::<Strict>(&bytes).ok()?.0 {
         Value::Object(map) => Some(map),
         _ => None,
+    }
+}
+
+/// A JSON value that refuses duplicate object members at any depth, as Envoy's protobuf JSON
+/// parser does: with last-wins a signed token could show one reader `"sub":"alice"` and
+/// another `"sub":"admin"`.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value without duplicate members")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if members.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom("duplicate member"));
+            }
+        }
+        Ok(Value::Object(members))
     }
 }
 
@@ -251,5 +324,56 @@ mod tests {
         for (token, expected) in cases {
             assert_eq!(Jwt::parse(&token).unwrap_err(), expected, "{token}");
         }
+    }
+
+    #[test]
+    fn duplicate_members_are_invalid_json_as_in_envoy() {
+        let header = r#"{"alg":"RS256"}"#;
+        let cases = [
+            (
+                token(header, r#"{"sub":"alice","sub":"admin"}"#),
+                Status::JwtPayloadParseError,
+            ),
+            (
+                token(header, r#"{"x":{"a":1,"a":2}}"#),
+                Status::JwtPayloadParseError,
+            ),
+            (
+                token(header, r#"{"x":[{"a":1,"a":2}]}"#),
+                Status::JwtPayloadParseError,
+            ),
+            (
+                token(r#"{"alg":"RS256","kid":"a","kid":"b"}"#, "{}"),
+                Status::JwtHeaderParseError,
+            ),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(Jwt::parse(&token).unwrap_err(), expected, "{token}");
+        }
+        let nested = Jwt::parse(&token(header, r#"{"x":{"a":[1,{"b":null}]},"y":-1.5}"#)).unwrap();
+        assert_eq!(nested.claims["x"]["a"][1]["b"], Value::Null);
+    }
+
+    #[test]
+    fn time_claims_follow_jwt_verify_lib_integer_rules() {
+        let header = r#"{"alg":"RS256"}"#;
+        for out_of_range in [
+            r#"{"exp":1e20}"#,
+            r#"{"exp":99999999999999999999999}"#,
+            r#"{"nbf":18446744073709551616}"#,
+            r#"{"exp":-1}"#,
+            r#"{"iat":-0.5}"#,
+        ] {
+            assert_eq!(
+                Jwt::parse(&token(header, out_of_range)).unwrap_err(),
+                Status::JwtPayloadBadClaim,
+                "{out_of_range}"
+            );
+        }
+        // 0 is an absent claim to jwt_verify_lib: no expiry.
+        let zero = Jwt::parse(&token(header, r#"{"exp":0,"nbf":0}"#)).unwrap();
+        assert_eq!((zero.exp, zero.nbf), (None, None));
+        let big = Jwt::parse(&token(header, r#"{"exp":1e19}"#)).unwrap();
+        assert_eq!(big.exp, Some(10_000_000_000_000_000_000));
     }
 }

@@ -136,7 +136,8 @@ fn outputs_of_a_good_token() {
     );
     let set: std::collections::HashMap<_, _> = m.set_headers.iter().cloned().collect();
     assert_eq!(set["x-sub"], "alice");
-    assert_eq!(set["x-groups"], "dev,ops");
+    // ["dev","ops"] as Envoy 1.40 sends an array claim: base64 of its JSON.
+    assert_eq!(set["x-groups"], "WyJkZXYiLCJvcHMiXQ==");
     assert_eq!(set["x-jwt-payload"], token.split('.').nth(1).unwrap());
     assert_eq!(m.publish[0].0, "main");
     assert_eq!(
@@ -387,6 +388,34 @@ fn remote_keys_wait_then_verify_and_unknown_kid_refetches_once() {
         panic!("allowed")
     };
     assert_eq!(d.status, Status::JwksKidAlgMismatch);
+}
+
+#[test]
+fn expired_remote_keys_are_not_used_even_for_a_cached_token() {
+    let k = keys();
+    let mut a = Authenticator::from_json(&remote_config()).unwrap();
+    let token = k.es256.sign(&json!({"iss": "iss", "exp": NOW + 3600}));
+    let h = request("/", &[("authorization", &bearer(&token))]);
+    let (_, state) = a.remote(0).unwrap();
+    state.fetch_started();
+    a.install_keys(
+        0,
+        Arc::new(KeySet::parse(&mint::jwks(&[&k.es256])).unwrap()),
+        NOW_MS,
+    );
+    assert_eq!(status_of(&a.authenticate(&h, NOW_MS)), 200);
+    // cache_duration (300 s) later the keys are expired: the request waits for a refetch...
+    let later = NOW_MS + 300_000;
+    assert_eq!(a.authenticate(&h, later), Outcome::NeedKeys(vec![0]));
+    // ...and when it fails, the token (verified and cached before) is refused.
+    let (cfg, state) = a.remote(0).unwrap();
+    let cfg = cfg.clone();
+    state.fetch_started();
+    state.fetch_failed(&cfg, "503".into(), later);
+    let Outcome::Deny(d) = a.authenticate(&h, later + 1) else {
+        panic!("allowed with expired keys")
+    };
+    assert_eq!(d.status, Status::JwksFetchFail);
 }
 
 #[test]
