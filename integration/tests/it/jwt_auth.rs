@@ -69,7 +69,9 @@ fn config() -> Value {
                 "audiences": ["api"],
                 "local_jwks": {"inline_string": main_jwks},
                 "forward_payload_header": "x-jwt-payload",
-                "claim_to_headers": [{"header_name": "x-sub", "claim_name": "sub"}],
+                "claim_to_headers": [{"header_name": "x-sub", "claim_name": "sub"},
+                                     {"header_name": "x-groups", "claim_name": "groups"},
+                                     {"header_name": "x-score", "claim_name": "score"}],
                 "payload_in_metadata": "main"
             },
             "other": {
@@ -82,7 +84,7 @@ fn config() -> Value {
                 "from_headers": [{"name": "x-jwt", "value_prefix": "Token "}],
                 "from_params": ["jwt"],
                 "from_cookies": ["session"],
-                "local_jwks": {"inline_string": mint::jwks(&[key("es256")])}
+                "local_jwks": {"inline_string": odd_but_valid_jwks(key("es256"))}
             }
         },
         "rules": [
@@ -99,9 +101,33 @@ fn config() -> Value {
             {"match": {"path": "/regex-bypass"}},
             {"match": {"safe_regex": {"regex": "/v[0-9]+/.*"}, "headers": [{"name": ":method", "exact_match": "POST"}]},
              "requires": {"provider_name": "other"}},
+            {"match": {"prefix": "/hdr", "headers": [{"name": "x-admin", "string_match": {"exact": "true"}}]},
+             "requires": {"provider_name": "main"}},
+            {"match": {"prefix": "/hdr", "headers": [{"name": "x-role", "prefix_match": "gu", "invert_match": true}]},
+             "requires": {"provider_name": "main"}},
+            {"match": {"prefix": "/hdr", "headers": [{"name": "x-tier", "safe_regex_match": {"regex": "gold|x,gold"}}]},
+             "requires": {"provider_name": "main"}},
+            {"match": {"prefix": "/hdr"}},
             {"match": {"prefix": "/"}, "requires": {"provider_name": "main"}}
         ]
     })
+}
+
+/// A JWKS Envoy loads although not every entry is usable: the key's `x`/`y` with `=` padding, an
+/// `oct` key with a numeric `kid`, a string entry and an RSA key without `e` (the last three
+/// are skipped by both filters).
+fn odd_but_valid_jwks(key: &SigningKey) -> String {
+    let mut padded = key.jwk().clone();
+    for member in ["x", "y"] {
+        padded[member] = json!(format!("{}=", padded[member].as_str().unwrap()));
+    }
+    json!({"keys": [
+        "junk",
+        {"kty": "oct", "kid": 7, "k": "AAAA"},
+        {"kty": "RSA", "n": "AQAB"},
+        padded
+    ]})
+    .to_string()
 }
 
 fn claims() -> Value {
@@ -466,6 +492,8 @@ fn battery() -> Vec<Case> {
         ),
     ]);
     cases.extend(extraction_and_output_cases());
+    cases.extend(header_matcher_cases());
+    cases.extend(claim_and_payload_cases());
     let mut post = case(
         "regex rule with POST",
         "/v1/x",
@@ -486,6 +514,10 @@ fn extraction_and_output_cases() -> Vec<Case> {
     tampered.replace_range(len - 8.., "AAAAAAAA");
     let custom = key("es256").sign(&with(json!({"iss": CUSTOM_ISSUER})));
     let encoded_dots = good.replace('.', "%2E");
+    // A token claiming to be an admin, with the custom provider's kid but signed by another key.
+    let forged_custom = keys()
+        .outsider
+        .sign(&with(json!({"iss": CUSTOM_ISSUER, "sub": "admin"})));
     vec![
         case("open route: forged identity removed", "/public/x", &[], 200),
         case(
@@ -627,6 +659,182 @@ fn extraction_and_output_cases() -> Vec<Case> {
             &[("cookie", format!("session=\"{custom}\"; a=b"))],
             200,
         ),
+        case(
+            "two cookie headers: the first (forged) one counts",
+            "/custom",
+            &[
+                ("cookie", format!("session={forged_custom}")),
+                ("cookie", format!("session={custom}")),
+            ],
+            401,
+        ),
+        case(
+            "two cookie headers: the first (good) one counts",
+            "/custom",
+            &[
+                ("cookie", format!("session={custom}")),
+                ("cookie", format!("session={forged_custom}")),
+            ],
+            200,
+        ),
+        case(
+            "one cookie name twice in a header: the first counts",
+            "/custom",
+            &[(
+                "cookie",
+                format!("session={forged_custom}; session={custom}"),
+            )],
+            401,
+        ),
+    ]
+}
+
+/// Claims as header text, and payloads whose JSON Envoy reads strictly: duplicate members, time
+/// claims beyond 64 bits or at 0.
+fn claim_and_payload_cases() -> Vec<Case> {
+    let es256 = key("es256");
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": "es256"}).to_string();
+    // The default claims as JSON text, with `extra` members appended.
+    let claims_with = |drop: &str, extra: &str| {
+        let text = with(json!({ drop: null })).to_string();
+        format!("{},{extra}}}", &text[..text.len() - 1])
+    };
+    let signed = |claims: String| bearer(&es256.sign_text(&header, &claims));
+    vec![
+        case(
+            "array, object and number claims as header text",
+            "/api",
+            &[(
+                "authorization",
+                bearer(&es256.sign(&with(json!({"groups": ["dev", "ops"], "score": 1.5})))),
+            )],
+            200,
+        ),
+        case(
+            "object claim and negative number",
+            "/api",
+            &[(
+                "authorization",
+                bearer(&es256.sign(&with(
+                    json!({"groups": {"k": ["<v>", 2.5, 1e20]}, "score": -3}),
+                ))),
+            )],
+            200,
+        ),
+        case(
+            "duplicate sub in a signed payload",
+            "/api",
+            &[(
+                "authorization",
+                signed(claims_with("none", r#""sub":"admin""#)),
+            )],
+            401,
+        ),
+        case(
+            "duplicate member nested in a signed payload",
+            "/api",
+            &[(
+                "authorization",
+                signed(claims_with("none", r#""org":{"a":1,"a":2}"#)),
+            )],
+            401,
+        ),
+        case(
+            "duplicate kid in a signed header",
+            "/api",
+            &[(
+                "authorization",
+                bearer(&es256.sign_text(
+                    r#"{"alg":"ES256","kid":"es256","kid":"es256"}"#,
+                    &claims().to_string(),
+                )),
+            )],
+            401,
+        ),
+        case(
+            "exp 1e20",
+            "/api",
+            &[("authorization", signed(claims_with("exp", r#""exp":1e20"#)))],
+            401,
+        ),
+        case(
+            "exp beyond 64 bits",
+            "/api",
+            &[(
+                "authorization",
+                signed(claims_with("exp", r#""exp":99999999999999999999999"#)),
+            )],
+            401,
+        ),
+        case(
+            "negative nbf",
+            "/api",
+            &[("authorization", signed(claims_with("none", r#""nbf":-1"#)))],
+            401,
+        ),
+        case(
+            "exp 0 is no expiry",
+            "/api",
+            &[("authorization", signed(claims_with("exp", r#""exp":0"#)))],
+            200,
+        ),
+    ]
+}
+
+/// Route header matchers on repeated and missing headers, as Envoy 1.40 matches them: any
+/// value of a repeated header may match, values are not split on commas, and a missing header
+/// matches no value matcher, inverted or not.
+fn header_matcher_cases() -> Vec<Case> {
+    vec![
+        case("header rules: nothing matches", "/hdr", &[], 200),
+        case(
+            "header rules: second x-admin value matches",
+            "/hdr",
+            &[
+                ("x-admin", "false".into()),
+                ("x-admin", "true".into()),
+                ("x-role", "guest".into()),
+            ],
+            401,
+        ),
+        case(
+            "header rules: x-admin values are not split on commas",
+            "/hdr",
+            &[("x-admin", "false,true".into()), ("x-role", "guest".into())],
+            200,
+        ),
+        case(
+            "header rules: inverted, some x-role value matches",
+            "/hdr",
+            &[("x-role", "admin".into()), ("x-role", "guest".into())],
+            200,
+        ),
+        case(
+            "header rules: inverted, no x-role value matches",
+            "/hdr",
+            &[("x-role", "admin".into())],
+            401,
+        ),
+        case(
+            "header rules: regex on each value, not the joined ones",
+            "/hdr",
+            &[
+                ("x-tier", "x".into()),
+                ("x-tier", "gold".into()),
+                ("x-role", "guest".into()),
+            ],
+            401,
+        ),
+        case(
+            "header rules: regex does not see joined values",
+            "/hdr",
+            &[
+                ("x-tier", "x".into()),
+                ("x-tier", "silver".into()),
+                ("x-role", "guest".into()),
+            ],
+            200,
+        ),
     ]
 }
 
@@ -679,6 +887,8 @@ fn upstream_view(response: reqwest::blocking::Response) -> Value {
         "query": pairs,
         "x-sub": pick("x-sub"),
         "x-jwt-payload": pick("x-jwt-payload"),
+        "x-groups": pick("x-groups"),
+        "x-score": pick("x-score"),
         "authorization": pick("authorization"),
         "x-other-token": pick("x-other-token"),
         "x-jwt": pick("x-jwt"),
@@ -778,6 +988,8 @@ fn forwards_claims_and_payload_and_strips_the_token() {
         serde_json::from_str(headers["x-published-payload"].as_str().unwrap()).unwrap();
     assert_eq!(published["sub"], "alice");
     assert_eq!(published["groups"], json!(["dev", "ops"]));
+    // An array claim goes to its header as Envoy 1.40 sends it: base64 of its JSON.
+    assert_eq!(headers["x-groups"], "WyJkZXYiLCJvcHMiXQ==");
 }
 
 #[test]
@@ -899,7 +1111,7 @@ fn remote_jwks_first_use_rotation_and_unknown_kid_refetch() {
 }
 
 #[test]
-fn remote_jwks_down_refuses_then_recovers_and_keeps_last_good_keys() {
+fn remote_jwks_down_refuses_then_recovers_and_expired_keys_are_not_used() {
     let key = SigningKey::es256("k");
     let jwks = JwksServer::start(&mint::jwks(&[&key]));
     jwks.fail_with(503);
@@ -928,15 +1140,78 @@ fn remote_jwks_down_refuses_then_recovers_and_keeps_last_good_keys() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // It goes down again; refreshes (cache_duration 1s) fail, but the last good keys still serve.
+    // It goes down again: keys older than cache_duration (1 s) are expired, so once the refetch
+    // fails both filters refuse, as Envoy does without async_fetch.
     jwks.fail_with(500);
-    let before = jwks.requests();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while jwks.requests() < before + 2 {
-        assert!(Instant::now() < deadline, "no refresh attempted");
-        std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_millis(2500));
+    for side in ["native", "wasm"] {
+        let response = http_client()
+            .get(format!("{}/api", envoy.url(side)))
+            .header("authorization", bearer(&token))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 401, "{side}");
+        assert_eq!(response.text().unwrap(), "Jwks remote fetch is failed");
     }
-    assert_eq!(get_with(&url, &token), 200);
+}
+
+#[test]
+fn with_async_fetch_a_failing_refresh_keeps_the_last_good_keys_in_both() {
+    let key = SigningKey::es256("k");
+    let jwks = JwksServer::start(&mint::jwks(&[&key]));
+    let upstream = Echo::start();
+    let config = remote_config(&jwks, json!({"cache_duration": "1s", "async_fetch": {}}));
+    let envoy = side_by_side(&config, &upstream, jwks.port()).start();
+    let token = key.sign(&claims());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_with(&envoy.url("wasm"), &token) != 200 {
+        assert!(Instant::now() < deadline, "{}", envoy.log_tail(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    jwks.fail_with(500);
+    std::thread::sleep(Duration::from_millis(2500));
+    for side in ["native", "wasm"] {
+        assert_eq!(get_with(&envoy.url(side), &token), 200, "{side}");
+    }
+}
+
+#[test]
+fn a_rotated_jwks_with_entries_envoy_skips_retires_the_removed_key_in_both() {
+    let old = SigningKey::es256("old");
+    let new = SigningKey::es256("new");
+    let jwks = JwksServer::start(&mint::jwks(&[&old]));
+    let upstream = Echo::start();
+    let config = remote_config(&jwks, json!({"cache_duration": "1s"}));
+    let envoy = side_by_side(&config, &upstream, jwks.port())
+        .concurrency(2)
+        .start();
+    let (old_token, new_token) = (old.sign(&claims()), new.sign(&claims()));
+    for side in ["native", "wasm"] {
+        assert_eq!(get_with(&envoy.url(side), &old_token), 200, "{side}");
+    }
+    // The issuer removes the old key; the new set carries entries Envoy skips or reads leniently.
+    jwks.set_jwks(&odd_but_valid_jwks(&new));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen: Vec<(u16, u16)> = ["native", "wasm"]
+            .iter()
+            .map(|side| {
+                (
+                    get_with(&envoy.url(side), &old_token),
+                    get_with(&envoy.url(side), &new_token),
+                )
+            })
+            .collect();
+        if seen == [(401, 200), (401, 200)] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "(old, new) token status, native then wasm: {seen:?}\n{}",
+            envoy.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 #[test]
