@@ -1,7 +1,7 @@
 # Images only from allowed registries. Parameters: `registries`, a list of entries, each a
 # registry host optionally followed by repository path segments: "ghcr.io/acme" (or
 # "ghcr.io/acme/") allows ghcr.io/acme/app and ghcr.io/acme/team/app, not ghcr.io/acme-evil/app;
-# "127.0.0.1:5000" allows every image of that registry. Hosts and paths are compared whole,
+# "127.0.0.1:5000" allows every image of that registry, "127.0.0.1:*" every port of that host. Hosts and paths are compared whole,
 # segment by segment, never as string prefixes: "localhost" does not allow
 # localhost.attacker.com/x.
 #
@@ -34,11 +34,27 @@ allowed_image(image) if {
 # reference and is never within anything.
 within(ref, entry) if {
 	not "" in ref.path
-	ref.host == entry.host
+	host_matches(ref.host, entry.host)
 	n := count(entry.path)
 	count(ref.path) >= n
 	array.slice(ref.path, 0, n) == entry.path
 }
+
+# An entry host "name:*" allows that host on any port, or none (a development registry on a
+# port chosen at start); any other entry host only itself.
+host_matches(host, entry_host) if host == entry_host
+
+host_matches(host, entry_host) if {
+	endswith(entry_host, ":*")
+	without_port(host) == trim_suffix(entry_host, ":*")
+}
+
+# "host:5000" is "host", "[::1]:5000" is "[::1]"; a host without a numeric port is itself.
+without_port(host) := concat(":", array.slice(parts, 0, count(parts) - 1)) if {
+	parts := split(host, ":")
+	count(parts) > 1
+	regex.match(`^[0-9]+$`, parts[count(parts) - 1])
+} else := host
 
 # An image's registry host and repository path segments, tag and digest removed:
 # "nginx:1.27" is {"host": "docker.io", "path": ["library", "nginx"]}.

@@ -1,8 +1,8 @@
 //! Images only from allowed registries. Settings: `registries`, a non-empty list of entries,
 //! each a registry host optionally followed by repository path segments: `ghcr.io/acme` (or
 //! `ghcr.io/acme/`) allows `ghcr.io/acme/app` and `ghcr.io/acme/team/app`, not
-//! `ghcr.io/acme-evil/app`. Hosts and path segments are compared whole, never as string
-//! prefixes. Image names are normalised first, as the container runtime does: `nginx` is
+//! `ghcr.io/acme-evil/app`; `127.0.0.1:*` allows that host on any port. Hosts and path segments
+//! are compared whole, never as string prefixes. Image names are normalised first, as the container runtime does: `nginx` is
 //! `docker.io/library/nginx`. The same rule, with the same messages, as the Rego starter
 //! `policies/rego/allowed-registries`; both run against its case file.
 
@@ -98,7 +98,7 @@ impl Reference {
     /// name with an empty segment (`ghcr.io/acme//app`, or no name at all) is not a valid
     /// reference and is never within anything.
     pub fn within(&self, entry: &Reference) -> bool {
-        self.host == entry.host
+        host_matches(&self.host, &entry.host)
             && self.path.starts_with(&entry.path)
             && !self.path.iter().any(String::is_empty)
     }
@@ -109,6 +109,23 @@ impl Reference {
             .chain(self.path.iter().map(String::as_str))
             .collect::<Vec<_>>()
             .join("/")
+    }
+}
+
+/// An entry host `name:*` allows that host on any port, or none (a development registry on
+/// a port chosen at start); any other entry host only itself.
+fn host_matches(image_host: &str, entry_host: &str) -> bool {
+    match entry_host.strip_suffix(":*") {
+        Some(name) => without_port(image_host) == name,
+        None => image_host == entry_host,
+    }
+}
+
+/// `host:5000` → `host`, `[::1]:5000` → `[::1]`; a host without a numeric port unchanged.
+fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
     }
 }
 
@@ -202,6 +219,7 @@ mod tests {
             "localhost",
             "127.0.0.1:5000/",
             "docker.io/library/",
+            "mirror.example.com:*",
         ]
         .into_iter()
         .map(entry)
@@ -215,6 +233,8 @@ mod tests {
             "localhost/app",
             "127.0.0.1:5000/web",
             "nginx:1.27",
+            "mirror.example.com:5443/app",
+            "mirror.example.com/app",
         ] {
             assert!(allowed(name), "{name} should be allowed");
         }
@@ -228,6 +248,8 @@ mod tests {
             "bitnami/redis",
             "",
             "ghcr.io/acme//app",
+            "mirror.example.com.evil:5443/app",
+            "mirror.example.com:5443x/app",
         ] {
             assert!(!allowed(name), "{name} should be denied");
         }
