@@ -50,3 +50,18 @@ test_init_and_ephemeral_containers_must_forbid_escalation if {
 test_unprivileged_container_is_allowed if {
 	count(privileged.deny) == 0 with input as pod({"name": "app", "image": "i", "securityContext": {"privileged": false, "allowPrivilegeEscalation": false}})
 }
+
+test_only_net_bind_service_may_be_added if {
+	msgs := privileged.deny with input as pod({"name": "app", "image": "i", "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"add": ["cap_net_bind_service", "SYS_PTRACE", 7]}}})
+	msgs == {
+		`container "app" (image i) adds capability SYS_PTRACE (only NET_BIND_SERVICE may be added)`,
+		`container "app" (image i) adds capability 7 (only NET_BIND_SERVICE may be added)`,
+	}
+}
+
+test_null_fields_count_as_unset if {
+	count(privileged.deny) == 0 with input as {"object": {"spec": {
+		"securityContext": {"seccompProfile": {"type": null}, "sysctls": [], "windowsOptions": {"hostProcess": null}},
+		"containers": [{"name": "app", "image": "i", "securityContext": {"allowPrivilegeEscalation": false, "procMount": null, "seccompProfile": null}}],
+	}}}
+}
