@@ -261,9 +261,31 @@ impl Authenticator {
         else {
             return unverified();
         };
-        match self.evaluate(&requirement, headers, now_ms) {
+        // As Envoy, the requirement's checks run one after another on the request's headers:
+        // each removes its providers' output headers as it starts, and each good token removes
+        // its own header and adds its outputs at once, whether or not its group then succeeds.
+        // So a later check does not find a token an earlier one removed, and the upstream gets
+        // what the last change left.
+        let mut work: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(n, _)| {
+                !self
+                    .output_headers
+                    .iter()
+                    .any(|o| n.eq_ignore_ascii_case(o))
+            })
+            .cloned()
+            .collect();
+        match self.evaluate(&requirement, &mut work, now_ms) {
             Verdict::Ok(m) => {
-                Outcome::Allow(m.finish(&self.output_headers, header(headers, ":path")))
+                let mut m = changes(headers, &work, m).finish(&self.output_headers, None);
+                // The path as the checks left it: a token parameter removed by a check whose
+                // group then failed stays removed, as in Envoy.
+                let (before, after) = (header(headers, ":path"), header(&work, ":path"));
+                if after != before {
+                    m.path = after.map(str::to_string);
+                }
+                Outcome::Allow(m)
             }
             Verdict::Fail(status) => Outcome::Deny(denial(status, headers)),
             Verdict::NeedKeys(mut providers) => {
@@ -274,13 +296,19 @@ impl Authenticator {
         }
     }
 
-    fn evaluate(&mut self, requirement: &Requirement, headers: &Headers, now_ms: u64) -> Verdict {
+    fn evaluate(
+        &mut self,
+        requirement: &Requirement,
+        work: &mut Vec<(String, String)>,
+        now_ms: u64,
+    ) -> Verdict {
         match requirement {
             Requirement::Provider {
                 provider,
                 audiences,
             } => {
-                let found = extract(&self.providers[*provider].locations, headers);
+                self.sanitize(&[*provider], work);
+                let found = extract(&self.providers[*provider].locations, work);
                 if found.is_empty() {
                     return Verdict::Fail(Status::JwtMissed);
                 }
@@ -288,7 +316,10 @@ impl Authenticator {
                 // Envoy verifies the last token found first; every one must be good.
                 for f in found.iter().rev() {
                     match self.verify(*provider, audiences.as_deref(), f, None, now_ms) {
-                        Verdict::Ok(m) => mutations.extend(m),
+                        Verdict::Ok(m) => {
+                            apply(&m, work);
+                            mutations.extend(m);
+                        }
                         other => return other,
                     }
                 }
@@ -301,18 +332,22 @@ impl Authenticator {
                     Some(list) => list.clone(),
                     None => (0..self.providers.len()).collect(),
                 };
+                self.sanitize(&among, work);
                 let locations: Vec<Location> = among
                     .iter()
                     .flat_map(|p| self.providers[*p].locations.iter().cloned())
                     .collect();
-                let found = extract(&locations, headers);
+                let found = extract(&locations, work);
                 let mut mutations = Mutations::default();
                 let mut need = Vec::new();
                 // Unlike Envoy, which under allow_missing lets the request through when only the
                 // last token it checks is good, every present token must be good here.
                 for f in found.iter().rev() {
                     match self.verify_by_issuer(f, &among, now_ms) {
-                        Verdict::Ok(m) => mutations.extend(m),
+                        Verdict::Ok(m) => {
+                            apply(&m, work);
+                            mutations.extend(m);
+                        }
                         Verdict::NeedKeys(p) => need.extend(p),
                         Verdict::Fail(_) if tolerate_failure => {}
                         fail @ Verdict::Fail(_) => return fail,
@@ -332,7 +367,7 @@ impl Authenticator {
                 for c in children {
                     // As in Envoy, the first good requirement ends the group: later ones are not
                     // checked and add no headers.
-                    match self.evaluate(c, headers, now_ms) {
+                    match self.evaluate(c, work, now_ms) {
                         Verdict::Ok(m) => return Verdict::Ok(m),
                         Verdict::NeedKeys(p) => need.extend(p),
                         Verdict::Fail(s) => {
@@ -352,7 +387,7 @@ impl Authenticator {
                 let mut mutations = Mutations::default();
                 let mut need = Vec::new();
                 for c in children {
-                    match self.evaluate(c, headers, now_ms) {
+                    match self.evaluate(c, work, now_ms) {
                         Verdict::Ok(m) => mutations.extend(m),
                         Verdict::NeedKeys(p) => need.extend(p),
                         fail @ Verdict::Fail(_) => return fail,
@@ -364,6 +399,21 @@ impl Authenticator {
                     Verdict::NeedKeys(need)
                 }
             }
+        }
+    }
+
+    /// Removes the output headers of `providers` from `work`, as each Envoy authenticator does
+    /// when it starts.
+    fn sanitize(&self, providers: &[usize], work: &mut Vec<(String, String)>) {
+        for p in providers {
+            let provider = &self.providers[*p];
+            let outputs: Vec<&str> = provider
+                .claim_to_headers
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .chain(provider.forward_payload_header.as_deref())
+                .collect();
+            work.retain(|(n, _)| !outputs.iter().any(|o| n.eq_ignore_ascii_case(o)));
         }
     }
 
@@ -455,6 +505,54 @@ impl Authenticator {
             }
             Err(s) => Verdict::Fail(s),
         }
+    }
+}
+
+/// Applies a good token's changes to the working headers, as Envoy applies them at once: its
+/// header is removed, its parameter leaves `:path`, its outputs are added.
+fn apply(m: &Mutations, work: &mut Vec<(String, String)>) {
+    work.retain(|(n, _)| !m.remove_headers.iter().any(|r| n.eq_ignore_ascii_case(r)));
+    if !m.remove_params.is_empty()
+        && let Some((_, path)) = work.iter_mut().find(|(n, _)| n == ":path")
+    {
+        for name in &m.remove_params {
+            *path = crate::extract::remove_query_param(path, name);
+        }
+    }
+    work.extend(m.set_headers.iter().cloned());
+}
+
+/// The header changes that turn `before` into `work`: every name whose values differ is removed
+/// and given its values in `work` (pseudo-headers aside: `:path` follows `remove_params`).
+fn changes(before: &Headers, work: &Headers, m: Mutations) -> Mutations {
+    let values = |headers: &Headers, name: &str| -> Vec<String> {
+        headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let mut touched: Vec<String> = Vec::new();
+    for (name, _) in before.iter().chain(work.iter()) {
+        let name = name.to_ascii_lowercase();
+        if name.starts_with(':') || touched.contains(&name) {
+            continue;
+        }
+        if values(before, &name) != values(work, &name) {
+            touched.push(name);
+        }
+    }
+    let set_headers = work
+        .iter()
+        .filter(|(n, _)| touched.iter().any(|t| n.eq_ignore_ascii_case(t)))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .collect();
+    Mutations {
+        remove_headers: touched,
+        set_headers,
+        remove_params: m.remove_params,
+        path: None,
+        publish: m.publish,
     }
 }
 

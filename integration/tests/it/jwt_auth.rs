@@ -91,6 +91,8 @@ fn config() -> Value {
             {"match": {"prefix": "/public"}},
             {"match": {"prefix": "/any"}, "requires": {"requires_any": {"requirements": [
                 {"provider_name": "main"}, {"provider_name": "other"}]}}},
+            {"match": {"prefix": "/all-lenient"}, "requires": {"requires_all": {"requirements": [
+                {"provider_name": "main"}, {"allow_missing_or_failed": {}}]}}},
             {"match": {"prefix": "/all"}, "requires": {"requires_all": {"requirements": [
                 {"provider_name": "main"}, {"provider_name": "other"}]}}},
             {"match": {"prefix": "/optional"}, "requires": {"allow_missing": {}}},
@@ -494,6 +496,7 @@ fn battery() -> Vec<Case> {
     cases.extend(extraction_and_output_cases());
     cases.extend(header_matcher_cases());
     cases.extend(claim_and_payload_cases());
+    cases.extend(sequential_cases());
     let mut post = case(
         "regex rule with POST",
         "/v1/x",
@@ -776,6 +779,31 @@ fn claim_and_payload_cases() -> Vec<Case> {
             "exp 0 is no expiry",
             "/api",
             &[("authorization", signed(claims_with("exp", r#""exp":0"#)))],
+            200,
+        ),
+    ]
+}
+
+/// Requirement groups whose checks change the headers for the next one, as in Envoy.
+fn sequential_cases() -> Vec<Case> {
+    let good = key("es256").sign(&claims());
+    let other = keys()
+        .other
+        .sign(&with(json!({"iss": "https://other.test"})));
+    vec![
+        case(
+            "requires_any: main verifies one token, fails on another, other passes",
+            &format!("/any?access_token={good}"),
+            &[
+                ("authorization", bearer(&other)),
+                ("x-other-token", other.clone()),
+            ],
+            200,
+        ),
+        case(
+            "requires_all then allow_missing_or_failed: no identity headers left",
+            "/all-lenient",
+            &[("authorization", bearer(&good))],
             200,
         ),
     ]

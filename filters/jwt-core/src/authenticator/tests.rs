@@ -673,3 +673,72 @@ fn headers_the_host_failed_to_read_are_refused_not_let_through() {
         Outcome::Unreadable
     );
 }
+
+/// Two providers on one key, as Envoy 1.40 was probed with: `demo` reads `Authorization` and
+/// `x-token`, `other` reads `Authorization`.
+fn sequential_config() -> Vec<u8> {
+    let jwks = mint::jwks(&[&keys().es256]);
+    json!({
+        "providers": {
+            "demo": {"issuer": "demo", "local_jwks": {"inline_string": jwks},
+                     "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}, {"name": "x-token"}],
+                     "forward_payload_header": "x-jwt-payload",
+                     "claim_to_headers": [{"header_name": "x-user", "claim_name": "sub"}]},
+            "other": {"issuer": "other", "local_jwks": {"inline_string": jwks},
+                      "claim_to_headers": [{"header_name": "x-other-user", "claim_name": "sub"}]}
+        },
+        "rules": [
+            {"match": {"prefix": "/any"}, "requires": {"requires_any": {"requirements": [
+                {"provider_name": "demo"}, {"provider_name": "other"}]}}},
+            {"match": {"prefix": "/all"}, "requires": {"requires_all": {"requirements": [
+                {"provider_name": "demo"}, {"allow_missing_or_failed": {}}]}}}
+        ]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The headers the upstream gets: the request's, with the changes applied.
+fn upstream_headers(request: &[(String, String)], m: &Mutations) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = request
+        .iter()
+        .filter(|(n, _)| !n.starts_with(':') && !m.remove_headers.contains(n))
+        .cloned()
+        .collect();
+    out.extend(m.set_headers.iter().cloned());
+    out.sort();
+    out
+}
+
+#[test]
+fn checks_run_one_after_another_on_the_headers_as_in_envoy() {
+    let k = keys();
+    let mut a = Authenticator::from_json(&sequential_config()).unwrap();
+    let demo = k.es256.sign(&json!({"iss": "demo", "sub": "dave"}));
+    let other = k.es256.sign(&json!({"iss": "other", "sub": "olga"}));
+    // requires_any [demo, other]: demo verifies the x-token token (and applies its outputs),
+    // then fails on the other provider's token; other then passes.
+    let h = request(
+        "/any",
+        &[("authorization", &bearer(&other)), ("x-token", &demo)],
+    );
+    let Outcome::Allow(m) = a.authenticate(&h, NOW_MS) else {
+        panic!("denied")
+    };
+    let payload = demo.split('.').nth(1).unwrap().to_string();
+    assert_eq!(
+        upstream_headers(&h, &m),
+        [
+            ("x-jwt-payload".to_string(), payload),
+            ("x-other-user".into(), "olga".into()),
+            ("x-user".into(), "dave".into()),
+        ]
+    );
+    // requires_all [demo, allow_missing_or_failed]: the second check starts by removing every
+    // provider's outputs, and finds no token, demo having removed it.
+    let h = request("/all", &[("authorization", &bearer(&demo))]);
+    let Outcome::Allow(m) = a.authenticate(&h, NOW_MS) else {
+        panic!("denied")
+    };
+    assert_eq!(upstream_headers(&h, &m), []);
+}
