@@ -205,6 +205,16 @@ pub struct ImageVerification {
     /// How long a tag's digest is reused. Tags can move, so keep this short, or 0.
     #[serde(default = "default_tag_ttl", with = "humantime_serde")]
     pub tag_ttl: Duration,
+    /// Most distinct images one review verifies; a pod with more is not verified (denied in
+    /// `enforce` unless `failurePolicy` is `Ignore`), since each costs registry visits.
+    #[serde(default = "default_max_images_per_review")]
+    pub max_images_per_review: usize,
+    /// Most image checks one review runs at once.
+    #[serde(default = "default_max_concurrent_checks_per_review")]
+    pub max_concurrent_checks_per_review: usize,
+    /// Most image checks the whole process runs at once; the others wait (within `timeout`).
+    #[serde(default = "default_max_concurrent_checks")]
+    pub max_concurrent_checks: usize,
 }
 
 impl ImageVerification {
@@ -256,6 +266,18 @@ impl ImageVerification {
         }
         if self.timeout.is_zero() {
             return Err(("timeout".into(), "must be greater than zero".into()));
+        }
+        for (field, value) in [
+            ("maxImagesPerReview", self.max_images_per_review),
+            (
+                "maxConcurrentChecksPerReview",
+                self.max_concurrent_checks_per_review,
+            ),
+            ("maxConcurrentChecks", self.max_concurrent_checks),
+        ] {
+            if value == 0 {
+                return Err((field.into(), "must be greater than zero".into()));
+            }
         }
         Ok(())
     }
@@ -633,6 +655,18 @@ fn default_max_json_depth() -> usize {
 
 fn default_review_timeout() -> Duration {
     Duration::from_secs(4)
+}
+
+fn default_max_images_per_review() -> usize {
+    64
+}
+
+fn default_max_concurrent_checks_per_review() -> usize {
+    16
+}
+
+fn default_max_concurrent_checks() -> usize {
+    64
 }
 
 fn default_policy_timeout() -> Duration {

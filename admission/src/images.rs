@@ -9,14 +9,20 @@
 //! Results are cached per (repository, digest, rule), since signatures live in the image's
 //! repository: verified ones for `cacheTtl`, failures for `negativeCacheTtl`. Concurrent checks
 //! of the same entry share one registry visit.
+//!
+//! Work is bounded whatever a pod lists: at most `maxImagesPerReview` distinct images are
+//! looked up per review, `maxConcurrentChecksPerReview` at once, and registry work runs under
+//! `maxConcurrentChecks` permits shared by all reviews; the caches are bounded and keep no
+//! entry for a check every asker gave up on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use oci_client::Reference;
 use serde_json::{Value as Json, json};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::artifact;
 use crate::config::{ArtifactCheck, FailurePolicy, ImageVerification, Mode, OnUpdate};
@@ -53,22 +59,49 @@ pub enum Outcome {
 }
 
 /// Results by key that expire, where concurrent askers of a missing key share one
-/// computation.
+/// computation. Bounded: at most `capacity` entries, and a computation every asker gave up on
+/// (a timeout, a review past its deadline) leaves no entry behind.
 struct Flights<K, V> {
-    slots: Mutex<HashMap<K, Flight<V>>>,
+    slots: Mutex<Slots<K, V>>,
+    capacity: usize,
+}
+
+struct Slots<K, V> {
+    map: HashMap<K, Flight<V>>,
+    /// Inserts left before the next sweep; sweeping at most once per `capacity / 2` inserts
+    /// keeps its cost amortised constant per insert.
+    until_sweep: usize,
 }
 
 /// A value once computed, with when.
 type Flight<V> = Arc<OnceCell<(V, Instant)>>;
 
-/// Entries kept before expired ones are swept.
+/// Entries kept per cache.
 const MAX_ENTRIES: usize = 10_000;
 
 impl<K: std::hash::Hash + Eq + Clone, V: Clone> Flights<K, V> {
     fn new() -> Self {
+        Self::with_capacity(MAX_ENTRIES)
+    }
+
+    fn with_capacity(capacity: usize) -> Self {
+        let capacity = capacity.max(2);
         Self {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots {
+                map: HashMap::new(),
+                until_sweep: capacity,
+            }),
+            capacity,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots<K, V>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().map.len()
     }
 
     async fn get<F: Future<Output = V>>(
@@ -82,23 +115,77 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Flights<K, V> {
             None => true, // in flight: join it
         };
         let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            match slots.get(&key).filter(|s| fresh(s)) {
+            let mut slots = self.lock();
+            match slots.map.get(&key).filter(|s| fresh(s)) {
                 Some(slot) => slot.clone(),
                 None => {
-                    if slots.len() >= MAX_ENTRIES {
-                        slots.retain(|_, s| fresh(s));
+                    if slots.map.len() >= self.capacity || slots.until_sweep == 0 {
+                        self.sweep(&mut slots, &fresh);
                     }
+                    slots.until_sweep = slots.until_sweep.saturating_sub(1);
                     let slot = Arc::new(OnceCell::new());
-                    slots.insert(key, slot.clone());
+                    slots.map.insert(key.clone(), slot.clone());
                     slot
                 }
             }
+        };
+        // Every clone of a slot is made and dropped under the lock (here and in the guard), so
+        // the guard can tell whether it held the last one.
+        let guard = Asker {
+            flights: self,
+            key,
+            slot: Some(slot),
+        };
+        let Some(slot) = guard.slot.as_ref() else {
+            return compute().await; // unreachable: the guard was just given the slot
         };
         let (value, _) = slot
             .get_or_init(|| async { (compute().await, Instant::now()) })
             .await;
         value.clone()
+    }
+
+    /// Drops expired entries, then, if at least half the capacity is still used, computed ones
+    /// (oldest first) until half is free. Entries being computed stay: their askers hold them,
+    /// and the number of those is bounded by the checks running at once.
+    fn sweep(&self, slots: &mut Slots<K, V>, fresh: &impl Fn(&Flight<V>) -> bool) {
+        slots.map.retain(|_, s| fresh(s));
+        let keep = self.capacity / 2;
+        if slots.map.len() > keep {
+            let mut done: Vec<(Instant, K)> = slots
+                .map
+                .iter()
+                .filter_map(|(k, s)| s.get().map(|(_, at)| (*at, k.clone())))
+                .collect();
+            done.sort_unstable_by_key(|(at, _)| *at);
+            let excess = slots.map.len() - keep;
+            for (_, key) in done.into_iter().take(excess) {
+                slots.map.remove(&key);
+            }
+        }
+        slots.until_sweep = self.capacity / 2;
+    }
+}
+
+/// One asker of a [`Flights`] slot. When the last asker goes away before the value was
+/// computed (its future was dropped), the slot is removed, so that a cancelled computation
+/// neither stays in the map nor is joined later by askers that would wait for nothing.
+struct Asker<'a, K: std::hash::Hash + Eq + Clone, V: Clone> {
+    flights: &'a Flights<K, V>,
+    key: K,
+    slot: Option<Flight<V>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Drop for Asker<'_, K, V> {
+    fn drop(&mut self) {
+        let mut slots = self.flights.lock();
+        drop(self.slot.take());
+        if let Some(slot) = slots.map.get(&self.key)
+            && slot.get().is_none()
+            && Arc::strong_count(slot) == 1
+        {
+            slots.map.remove(&self.key);
+        }
     }
 }
 
@@ -127,6 +214,10 @@ pub struct ImageVerifier {
     on_update: OnUpdate,
     verified: Flights<(String, String, usize), Outcome>,
     tags: Flights<String, Result<Manifest, RegistryError>>,
+    max_images: usize,
+    per_review: usize,
+    /// Permits for image checks running at once, across all reviews.
+    running: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
 
@@ -186,6 +277,9 @@ impl ImageVerifier {
             on_update: config.on_update,
             verified: Flights::new(),
             tags: Flights::new(),
+            max_images: config.max_images_per_review,
+            per_review: config.max_concurrent_checks_per_review.max(1),
+            running: Arc::new(Semaphore::new(config.max_concurrent_checks.max(1))),
             metrics,
         })
     }
@@ -201,9 +295,11 @@ impl ImageVerifier {
         self.mode != Mode::Enforce || self.failure_policy == FailurePolicy::Ignore
     }
 
-    /// Checks every distinct image of a pod spec, concurrently. Images that `earlier` (the
-    /// pod spec an UPDATE replaces, already admitted) also runs keep their verdict and are not
-    /// fetched; policies see them as `{"image": ..., "unchanged": true}`.
+    /// Checks every distinct image of a pod spec, at most `maxConcurrentChecksPerReview` at
+    /// once. Images that `earlier` (the pod spec an UPDATE replaces, already admitted) also
+    /// runs keep their verdict and are not fetched; policies see them as
+    /// `{"image": ..., "unchanged": true}`. More than `maxImagesPerReview` images to check
+    /// are not checked at all: the pod is treated as unverifiable.
     pub async fn check_pod(&self, pod_spec: &Json, earlier: Option<&Json>) -> PodImages {
         let earlier = earlier.map(images_of).unwrap_or_default();
         let (unchanged, images): (Vec<&str>, Vec<&str>) = images_of(pod_spec)
@@ -217,8 +313,29 @@ impl ImageVerifier {
                 json!({"image": image, "unchanged": true}),
             );
         }
-        let outcomes =
-            futures_util::future::join_all(images.iter().map(|image| self.check(image))).await;
+        if images.len() > self.max_images {
+            let message = format!(
+                "[image-verification] the pod has {} distinct images to verify, more than \
+                 imageVerification.maxImagesPerReview ({}): none was verified",
+                images.len(),
+                self.max_images
+            );
+            match (self.mode, self.failure_policy) {
+                (Mode::DryRun, _) => tracing::info!(finding = %message, "dry-run image finding"),
+                (Mode::Warn, _) | (Mode::Enforce, FailurePolicy::Ignore) => {
+                    tracing::warn!(reason = %message, "images admitted unverified");
+                    pod.warnings.push(message);
+                }
+                (Mode::Enforce, FailurePolicy::Fail) => pod.violations.push(message),
+            }
+            return pod;
+        }
+        // In order, so outcomes line up with `images`.
+        let checks: Vec<_> = images.iter().map(|image| self.check(image)).collect();
+        let outcomes: Vec<Outcome> = futures_util::stream::iter(checks)
+            .buffered(self.per_review)
+            .collect()
+            .await;
         for (image, outcome) in images.into_iter().zip(outcomes) {
             let (message, unavailable) = match outcome {
                 Outcome::Verified(facts) => {
@@ -307,6 +424,14 @@ impl ImageVerifier {
         Ok((digest, bytes))
     }
 
+    /// Runs registry work under one of the process's permits; cached results need none.
+    /// Waiting counts against the image's `timeout`: under load an image is reported
+    /// unavailable rather than queued without bound.
+    async fn limited<T>(&self, work: impl Future<Output = T>) -> T {
+        let _permit = self.running.acquire().await;
+        work.await
+    }
+
     async fn check_uncached(&self, image: &str) -> Outcome {
         let reference: Reference = match image.parse() {
             Ok(r) => r,
@@ -339,7 +464,7 @@ impl ImageVerifier {
                             Ok(_) => self.tag_ttl,
                             Err(_) => self.negative_ttl.min(self.tag_ttl),
                         },
-                        || async { self.registries.manifest(&reference).await },
+                        || self.limited(self.registries.manifest(&reference)),
                     )
                     .await;
                 match resolved {
@@ -356,7 +481,7 @@ impl ImageVerifier {
                     Outcome::Verified(_) => self.cache_ttl,
                     _ => self.negative_ttl,
                 },
-                || self.verify(&reference, &digest, manifest, rule),
+                || self.limited(self.verify(&reference, &digest, manifest, rule)),
             )
             .await;
         match outcome {
@@ -511,17 +636,26 @@ impl ImageVerifier {
             }
         }
         let Some(kind) = kind else {
-            return Ok(Err(format!("not a Wasm artifact: {}", layout.describe())));
+            return Ok(Err(format!("not a Wasm artifact: {}", layout.refusal())));
         };
-        if self.artifact_check == ArtifactCheck::Parse
-            && let Some(layer) = layout.wasm_layer()
-        {
-            let bytes = self
-                .registries
-                .blob(repository, layer, MAX_WASM_BYTES)
-                .await?;
-            if let Err(reason) = artifact::parse_wasm(&bytes) {
-                return Ok(Err(format!("Wasm layer {layer} does not parse: {reason}")));
+        if self.artifact_check == ArtifactCheck::Parse {
+            // Every Wasm layer is parsed, since a runtime may load any of them; an
+            // `architecture: wasm` image's filesystem layers hold nothing `parse` can check.
+            let layers = layout.wasm_layers();
+            if layers.is_empty() {
+                return Ok(Err(format!(
+                    "{kind} image has no Wasm layer for artifactCheck parse: {}",
+                    layout.refusal()
+                )));
+            }
+            for layer in layers {
+                let bytes = self
+                    .registries
+                    .blob(repository, layer, MAX_WASM_BYTES)
+                    .await?;
+                if let Err(reason) = artifact::parse_wasm(&bytes) {
+                    return Ok(Err(format!("Wasm layer {layer} does not parse: {reason}")));
+                }
             }
         }
         Ok(Ok(json!({
@@ -567,4 +701,94 @@ fn registry_of(image: &str) -> String {
         .parse::<Reference>()
         .map(|r| r.registry().to_string())
         .unwrap_or_else(|_| image.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn a_cancelled_computation_leaves_no_entry() {
+        let flights: Flights<u32, u32> = Flights::new();
+        for key in 0..100 {
+            let pending = flights.get(key, |_| LONG, std::future::pending::<u32>);
+            let timed_out = tokio::time::timeout(Duration::from_millis(1), pending).await;
+            assert!(timed_out.is_err());
+        }
+        assert_eq!(flights.len(), 0);
+        // A later asker computes afresh instead of waiting on the abandoned one.
+        assert_eq!(flights.get(7, |_| LONG, || async { 70 }).await, 70);
+        assert_eq!(flights.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_computation_outlives_a_cancelled_asker_while_another_waits() {
+        let flights: Flights<u32, u32> = Flights::new();
+        let runs = AtomicUsize::new(0);
+        let compute = || async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            5
+        };
+        let first =
+            tokio::time::timeout(Duration::from_millis(10), flights.get(1, |_| LONG, compute));
+        let second = flights.get(1, |_| LONG, compute);
+        let (first, second) = tokio::join!(first, second);
+        assert!(first.is_err());
+        assert_eq!(second, 5);
+        assert_eq!(flights.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_askers_share_one_computation() {
+        let flights: Flights<u32, u32> = Flights::new();
+        let runs = AtomicUsize::new(0);
+        let ask = || {
+            flights.get(
+                1,
+                |_| LONG,
+                || async {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    9
+                },
+            )
+        };
+        let values = futures_util::future::join_all((0..8).map(|_| ask())).await;
+        assert_eq!(values, vec![9; 8]);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn entries_stay_within_capacity() {
+        let flights: Flights<u32, u32> = Flights::with_capacity(100);
+        for key in 0..10_000 {
+            flights.get(key, |_| LONG, || async move { key }).await;
+            assert!(flights.len() <= 100, "{} entries", flights.len());
+        }
+        // The newest entries are the ones kept.
+        let runs = AtomicUsize::new(0);
+        let value = flights
+            .get(
+                9_999,
+                |_| LONG,
+                || async {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    0
+                },
+            )
+            .await;
+        assert_eq!((value, runs.load(Ordering::SeqCst)), (9_999, 0));
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_computed_again() {
+        let flights: Flights<u32, u32> = Flights::new();
+        assert_eq!(flights.get(1, |_| Duration::ZERO, || async { 1 }).await, 1);
+        assert_eq!(flights.get(1, |_| Duration::ZERO, || async { 2 }).await, 2);
+        assert_eq!(flights.get(1, |_| LONG, || async { 3 }).await, 2);
+    }
 }

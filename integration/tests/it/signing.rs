@@ -981,6 +981,8 @@ fn an_update_that_keeps_its_images_does_not_need_the_registry() {
 struct SilentRegistry {
     server: std::sync::Arc<tiny_http::Server>,
     port: u16,
+    /// Requests received so far.
+    received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -988,23 +990,35 @@ impl SilentRegistry {
     fn start() -> SilentRegistry {
         let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let port = server.server_addr().to_ip().unwrap().port();
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let thread = {
             let server = server.clone();
+            let received = received.clone();
             std::thread::spawn(move || {
                 // Held, unanswered, until the server is unblocked.
-                let held: Vec<_> = server.incoming_requests().collect();
+                let held: Vec<_> = server
+                    .incoming_requests()
+                    .inspect(|_| {
+                        received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    })
+                    .collect();
                 drop(held);
             })
         };
         SilentRegistry {
             server,
             port,
+            received,
             thread: Some(thread),
         }
     }
 
     fn image(&self, repository: &str) -> String {
         format!("127.0.0.1:{}/{repository}:v1", self.port)
+    }
+
+    fn received(&self) -> usize {
+        self.received.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -1126,4 +1140,145 @@ policies:
     assert_eq!(readyz, 503, "answered while still loading");
     assert_eq!(response["allowed"], false, "{answer}");
     assert!(message(response).contains("still loading"), "{answer}");
+}
+
+#[test]
+fn a_pod_with_more_images_than_the_cap_is_denied_without_asking_the_registry() {
+    let keys = Keys::new();
+    let stalling = SilentRegistry::start();
+    let images: Vec<String> = (0..65)
+        .map(|i| stalling.image(&format!("meshgate/app{i}")))
+        .collect();
+    let images: Vec<&str> = images.iter().map(String::as_str).collect();
+
+    let webhook = start_webhook(&keys, "");
+    let started = Instant::now();
+    let denied = review(&webhook, "too-many", &images);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(denied["allowed"], false, "{denied}");
+    let reason = message(&denied);
+    assert!(reason.contains("65 distinct images"), "{reason}");
+    assert!(reason.contains("maxImagesPerReview (64)"), "{reason}");
+    assert_eq!(stalling.received(), 0, "no image was looked up");
+
+    // The cap counts distinct images: the same image in many containers is one.
+    let same = vec![images[0]; 100];
+    let one = review(&webhook, "one-image", &same);
+    assert!(!message(&one).contains("maxImagesPerReview"), "{one}");
+    assert_eq!(stalling.received(), 1, "looked up once");
+
+    // Under the section's own Ignore such a pod is admitted, unverified, with a warning.
+    let open = start_webhook(&keys, "  failurePolicy: Ignore\n  maxImagesPerReview: 10");
+    let allowed = review(&open, "too-many-open", &images[..11]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    assert!(
+        allowed["warnings"]
+            .to_string()
+            .contains("maxImagesPerReview (10)"),
+        "{allowed}"
+    );
+}
+
+#[test]
+fn many_images_on_a_silent_registry_are_answered_in_time_with_bounded_work() {
+    let keys = Keys::new();
+    let stalling = SilentRegistry::start();
+    // Image checks (2 s) outlast the review (1 s): every review ends at its deadline, and
+    // what it left running must stop with it.
+    let webhook = std::sync::Arc::new(start_webhook(
+        &keys,
+        "  maxImagesPerReview: 200\nlimits:\n  reviewTimeout: 1s",
+    ));
+    let mut rss = Vec::new();
+    for round in 0..5 {
+        let before = stalling.received();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let webhook = webhook.clone();
+                let images: Vec<String> = (0..200)
+                    .map(|i| stalling.image(&format!("meshgate/r{round}-{t}-{i}")))
+                    .collect();
+                std::thread::spawn(move || {
+                    let images: Vec<&str> = images.iter().map(String::as_str).collect();
+                    let started = Instant::now();
+                    let answer = review(&webhook, &format!("many-{round}-{t}"), &images);
+                    (started.elapsed(), answer)
+                })
+            })
+            .collect();
+        // Probes stay prompt meanwhile.
+        let mut slowest = Duration::ZERO;
+        while !threads.iter().all(|t| t.is_finished()) {
+            let started = Instant::now();
+            assert_eq!(webhook.get("/healthz").0, 200);
+            slowest = slowest.max(started.elapsed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            slowest < Duration::from_millis(500),
+            "/healthz took {slowest:?}"
+        );
+        for thread in threads {
+            let (elapsed, answer) = thread.join().unwrap();
+            assert!(
+                elapsed < Duration::from_secs(2),
+                "answered after {elapsed:?}"
+            );
+            assert_eq!(answer["allowed"], false, "{answer}");
+            assert!(message(&answer).contains("not finished"), "{answer}");
+        }
+        // 16 checks per review at once, each stalled on its first request: 64 requests for
+        // the 800 images of a round, not one per image.
+        let asked = stalling.received() - before;
+        assert!(
+            asked <= 4 * 16,
+            "{asked} registry requests in round {round}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        rss.push(webhook.rss());
+    }
+    let growth = rss[4].saturating_sub(rss[1]);
+    assert!(
+        growth < 8 << 20,
+        "resident memory grew by {growth} bytes: {rss:?}"
+    );
+
+    // SIGTERM under this load stops the process promptly.
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let webhook = webhook.clone();
+            let images: Vec<String> = (0..200)
+                .map(|i| stalling.image(&format!("meshgate/term-{t}-{i}")))
+                .collect();
+            std::thread::spawn(move || {
+                let images: Vec<&str> = images.iter().map(String::as_str).collect();
+                review(&webhook, "term", &images);
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let terminated = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &webhook.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // An answer may be lost to the shutdown (the thread then panics): only the exit counts.
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let mut webhook = std::sync::Arc::into_inner(webhook).unwrap();
+    while webhook.running() && terminated.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        terminated.elapsed() < Duration::from_secs(3),
+        "exited {:?} after SIGTERM (running: {})",
+        terminated.elapsed(),
+        webhook.running()
+    );
 }
