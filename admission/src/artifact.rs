@@ -19,6 +19,9 @@ pub const ISTIO_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm
 /// runwasi's Wasm component layer media type.
 pub const COMPONENT_LAYER: &str = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
 
+/// Most Wasm layers a manifest may have: `parse` fetches each (up to 64 MiB).
+pub const MAX_WASM_LAYERS: usize = 4;
+
 /// Config media types of OCI and Docker images (whose config JSON carries `architecture`).
 const IMAGE_CONFIGS: [&str; 2] = [
     "application/vnd.oci.image.config.v1+json",
@@ -51,17 +54,65 @@ impl Layout {
     }
 
     /// Which Wasm layout the media types say, if any: `wasm-oci` (CNCF TAG Runtime),
-    /// `wasm-component` (runwasi) or `istio` (solo.io wasm-image-spec).
+    /// `wasm-component` (runwasi) or `istio` (solo.io wasm-image-spec). A layout is one only
+    /// in the shape its tools write it: its config media type, at least one Wasm layer, at
+    /// most [`MAX_WASM_LAYERS`], and no other layer (a filesystem layer beside a Wasm one
+    /// would be unpacked as a root filesystem that a runtime falling back to native execution
+    /// runs).
     pub fn wasm_kind(&self) -> Option<&'static str> {
-        let layer = |t: &str| self.layer_media_types.iter().any(|l| l == t);
-        if layer(COMPONENT_LAYER) {
-            Some("wasm-component")
-        } else if self.config_media_type == ISTIO_CONFIG || layer(ISTIO_LAYER) {
-            Some("istio")
-        } else if self.config_media_type == WASM_CONFIG || layer(WASM_LAYER) {
-            Some("wasm-oci")
+        self.check().ok()
+    }
+
+    /// [`Self::wasm_kind`], or why the layout is not a Wasm artifact layout.
+    fn check(&self) -> Result<&'static str, String> {
+        let config = self.config_media_type.as_str();
+        // The layer media types each config admits, and the kind it makes.
+        let (allowed, kind): (&[&str], &'static str) = if config == ISTIO_CONFIG {
+            (&[ISTIO_LAYER], "istio")
+        } else if config == WASM_CONFIG {
+            (&[WASM_LAYER, COMPONENT_LAYER], "wasm-oci")
+        } else if self.has_image_config() {
+            // runwasi's oci-tar-builder: an image config over component layers only.
+            (&[COMPONENT_LAYER], "wasm-component")
         } else {
-            None
+            return Err(format!(
+                "config media type {} is not a Wasm artifact config",
+                shown(config)
+            ));
+        };
+        if self.layer_media_types.is_empty() {
+            return Err("no Wasm layer".into());
+        }
+        if let Some((i, other)) = self
+            .layer_media_types
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !allowed.contains(&t.as_str()))
+        {
+            return Err(format!(
+                "layer {i} has media type {}, not a Wasm layer of this layout ({})",
+                shown(other),
+                allowed.join(" or ")
+            ));
+        }
+        if self.layer_media_types.len() > MAX_WASM_LAYERS {
+            return Err(format!(
+                "{} Wasm layers; at most {MAX_WASM_LAYERS} are accepted",
+                self.layer_media_types.len()
+            ));
+        }
+        if self.layer_media_types.iter().any(|t| t == COMPONENT_LAYER) {
+            return Ok("wasm-component");
+        }
+        Ok(kind)
+    }
+
+    /// Why the layout is not a Wasm artifact, for messages: `config <type>, layers [<types>]:
+    /// <reason>`.
+    pub fn refusal(&self) -> String {
+        match self.check() {
+            Ok(_) => self.describe(),
+            Err(reason) => format!("{}: {reason}", self.describe()),
         }
     }
 
@@ -70,12 +121,19 @@ impl Layout {
         IMAGE_CONFIGS.contains(&self.config_media_type.as_str())
     }
 
-    /// The digest of the first layer holding a Wasm binary.
+    /// The digests of the Wasm layers, in order; none unless the layout is a Wasm artifact
+    /// layout ([`Self::wasm_kind`]), so a Wasm layer beside a filesystem layer is never taken
+    /// for the image's code.
+    pub fn wasm_layers(&self) -> Vec<&str> {
+        if self.check().is_err() {
+            return Vec::new();
+        }
+        self.layer_digests.iter().map(String::as_str).collect()
+    }
+
+    /// The digest of the first Wasm layer of a Wasm artifact layout.
     pub fn wasm_layer(&self) -> Option<&str> {
-        self.layer_media_types
-            .iter()
-            .position(|t| [WASM_LAYER, COMPONENT_LAYER, ISTIO_LAYER].contains(&t.as_str()))
-            .map(|i| self.layer_digests[i].as_str())
+        self.wasm_layers().first().copied()
     }
 
     /// `config <type>, layers [<types>]`, for messages.
@@ -296,6 +354,107 @@ mod tests {
         assert_eq!(image.wasm_kind(), None);
         assert!(image.has_image_config());
         assert_eq!(image.wasm_layer(), None);
+    }
+
+    #[test]
+    fn layouts_in_another_shape_are_refused() {
+        let manifest = |config: &str, layers: &[&str]| {
+            let layers: Vec<serde_json::Value> = layers
+                .iter()
+                .enumerate()
+                .map(|(i, t)| serde_json::json!({"mediaType": t, "digest": format!("sha256:{i}")}))
+                .collect();
+            Layout::of(
+                &serde_json::json!({"config": {"mediaType": config, "digest": "sha256:c"},
+                                           "layers": layers}),
+            )
+        };
+        const TAR: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+        const IMAGE: &str = "application/vnd.oci.image.config.v1+json";
+        // A Wasm config over a filesystem layer, with or without a Wasm layer beside it.
+        for config in [WASM_CONFIG, ISTIO_CONFIG] {
+            for layers in [&[TAR][..], &[TAR, WASM_LAYER], &[ISTIO_LAYER, TAR], &[]] {
+                let layout = manifest(config, layers);
+                assert_eq!(layout.wasm_kind(), None, "{}", layout.describe());
+                assert!(layout.wasm_layers().is_empty());
+            }
+        }
+        let layout = manifest(WASM_CONFIG, &[TAR]);
+        assert!(
+            layout.refusal().ends_with(
+                ": layer 0 has media type application/vnd.oci.image.layer.v1.tar+gzip, not a \
+                 Wasm layer of this layout (application/wasm or \
+                 application/vnd.bytecodealliance.wasm.component.layer.v0+wasm)"
+            ),
+            "{}",
+            layout.refusal()
+        );
+        assert!(
+            manifest(ISTIO_CONFIG, &[])
+                .refusal()
+                .ends_with(": no Wasm layer")
+        );
+        // Layer types of one layout under another's config.
+        assert_eq!(manifest(ISTIO_CONFIG, &[WASM_LAYER]).wasm_kind(), None);
+        assert_eq!(manifest(WASM_CONFIG, &[ISTIO_LAYER]).wasm_kind(), None);
+        // A native image config with a decoy Wasm layer, or Wasm layers under an unknown config.
+        assert_eq!(manifest(IMAGE, &[TAR, WASM_LAYER]).wasm_kind(), None);
+        assert_eq!(manifest(IMAGE, &[TAR, COMPONENT_LAYER]).wasm_kind(), None);
+        assert_eq!(
+            manifest("application/json", &[WASM_LAYER]).wasm_kind(),
+            None
+        );
+        // runwasi's oci-tar-builder image: an image config over component layers only.
+        let component = manifest(IMAGE, &[COMPONENT_LAYER, COMPONENT_LAYER]);
+        assert_eq!(component.wasm_kind(), Some("wasm-component"));
+        assert_eq!(component.wasm_layers(), ["sha256:0", "sha256:1"]);
+        let many = manifest(WASM_CONFIG, &[WASM_LAYER; MAX_WASM_LAYERS + 1]);
+        assert_eq!(many.wasm_kind(), None);
+        assert!(many.refusal().contains("at most"), "{}", many.refusal());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+
+        /// Whatever media types a manifest lists, an accepted layout has a Wasm config, one
+        /// to MAX_WASM_LAYERS layers, every one of them a Wasm layer; a refused one has no
+        /// Wasm layers to hand out and says why in a bounded message.
+        #[test]
+        fn accepted_layouts_hold_only_wasm_layers(
+            config in proptest::sample::select(vec![
+                WASM_CONFIG, ISTIO_CONFIG, IMAGE_CONFIGS[0], IMAGE_CONFIGS[1],
+                "application/vnd.fermyon.spin.application.v1+config", "",
+            ]),
+            layers in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    WASM_LAYER, ISTIO_LAYER, COMPONENT_LAYER,
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "application/vnd.oci.image.layer.v1.tar",
+                    "application/vnd.oci.image.layer.v1.tar+zstd",
+                    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "application/vnd.wasm.content.layer.v1+data", "",
+                ]),
+                0..8,
+            ),
+        ) {
+            let manifest = serde_json::json!({
+                "config": {"mediaType": config, "digest": "sha256:c"},
+                "layers": layers.iter().map(|t| serde_json::json!({"mediaType": t, "digest": "sha256:l"})).collect::<Vec<_>>(),
+            });
+            let layout = Layout::of(&manifest);
+            match layout.wasm_kind() {
+                Some(_) => {
+                    proptest::prop_assert!([WASM_CONFIG, ISTIO_CONFIG].contains(&config) || IMAGE_CONFIGS.contains(&config));
+                    proptest::prop_assert!(!layers.is_empty() && layers.len() <= MAX_WASM_LAYERS);
+                    proptest::prop_assert!(layers.iter().all(|t| [WASM_LAYER, ISTIO_LAYER, COMPONENT_LAYER].contains(t)));
+                    proptest::prop_assert_eq!(layout.wasm_layers().len(), layers.len());
+                }
+                None => {
+                    proptest::prop_assert!(layout.wasm_layers().is_empty());
+                    proptest::prop_assert!(layout.refusal().len() <= 1024);
+                }
+            }
+        }
     }
 
     #[test]

@@ -397,6 +397,10 @@ pub struct RegistryAccess {
     /// listed `insecure`). Any other redirect must stay on the registry's own host.
     #[serde(default)]
     pub blob_redirect_hosts: Vec<String>,
+    /// Hosts (globs over `host[:port]`) other than the registry's own whose token service
+    /// this registry's `WWW-Authenticate` challenge may name; any other realm is refused.
+    #[serde(default)]
+    pub token_realm_hosts: Vec<String>,
 }
 
 /// Where the serving certificate comes from.

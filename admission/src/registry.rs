@@ -223,6 +223,8 @@ struct Host {
     insecure: bool,
     /// Where blob downloads may be redirected (`host[:port]` globs).
     blob_redirects: Vec<glob::Pattern>,
+    /// Token services on other hosts this registry may name (`host[:port]` globs).
+    token_realms: Vec<glob::Pattern>,
 }
 
 /// An `Authorization` value for a (registry, repository), valid until an instant.
@@ -319,6 +321,15 @@ impl Registries {
                         ))
                     })?);
             }
+            for text in &entry.token_realm_hosts {
+                host.token_realms
+                    .push(glob::Pattern::new(text).map_err(|e| {
+                        RegistryError::Credentials(format!(
+                            "{}: tokenRealmHosts {text}: {e}",
+                            entry.host
+                        ))
+                    })?);
+            }
             if is_pattern(&entry.host) {
                 let glob = glob::Pattern::new(&entry.host)
                     .map_err(|e| RegistryError::Credentials(format!("host {}: {e}", entry.host)))?;
@@ -364,6 +375,7 @@ impl Registries {
                 password_file: None,
                 insecure: true,
                 blob_redirect_hosts: Vec::new(),
+                token_realm_hosts: Vec::new(),
             })
             .collect();
         match (user, password, host) {
@@ -380,6 +392,7 @@ impl Registries {
                 password_file: None,
                 insecure: false,
                 blob_redirect_hosts: Vec::new(),
+                token_realm_hosts: Vec::new(),
             }),
             (Some(_), Some(_), None) => {
                 return Err(RegistryError::Credentials(
@@ -397,6 +410,8 @@ impl Registries {
         let mut registries = Self::new(&access, None, timeout)?;
         let any = glob::Pattern::new("*")
             .map_err(|e| RegistryError::Credentials(format!("redirect pattern: {e}")))?;
+        // Token services too may be on any host, as Docker clients allow.
+        registries.other.token_realms = vec![any.clone()];
         registries.other.blob_redirects = vec![any];
         Ok(registries)
     }
@@ -601,6 +616,18 @@ impl Registries {
                 .any(|h| h.blob_redirects.iter().any(|p| p.matches(&target)))
     }
 
+    /// Whether `registry`'s challenge may send the webhook to a token service on
+    /// `realm_host`: its own host, a host its entries list in `tokenRealmHosts`, and Docker
+    /// Hub's `auth.docker.io` for Docker Hub.
+    fn token_realm_allowed(&self, registry: &str, realm_host: &str) -> bool {
+        realm_host.eq_ignore_ascii_case(registry)
+            || (registry == "index.docker.io" && realm_host == "auth.docker.io")
+            || self
+                .entries(registry)
+                .chain(std::iter::once(&self.other))
+                .any(|h| h.token_realms.iter().any(|p| p.matches(realm_host)))
+    }
+
     /// Answers an auth challenge: basic credentials for `Basic`, a pull token from the token
     /// service for `Bearer`. Returns the `Authorization` value and how long to reuse it.
     async fn authorize(
@@ -641,6 +668,15 @@ impl Registries {
             return Err(invalid(
                 registry,
                 format!("{what}: token service is not HTTPS"),
+            ));
+        }
+        // The registry picks the URL, path and query included: on another host it would make
+        // the webhook a GET proxy into the network. Only its own host and the hosts listed
+        // for it are asked.
+        if !self.token_realm_allowed(registry, &host_port(&realm)) {
+            return Err(invalid(
+                registry,
+                format!("{what}: token service on another host refused (not in tokenRealmHosts)"),
             ));
         }
         let mut url = realm;
@@ -1184,6 +1220,7 @@ mod tests {
             password_file: None,
             insecure,
             blob_redirect_hosts: Vec::new(),
+            token_realm_hosts: Vec::new(),
         };
         let timeout = Duration::from_secs(1);
         let registries = Registries::new(

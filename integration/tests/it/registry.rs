@@ -556,3 +556,94 @@ fn cli_sends_credentials_only_to_their_registry_host() {
     assert!(out.stderr.contains("MESHGATE_REGISTRY_HOST"), "{out:?}");
     assert_eq!(own.requests().len(), asked);
 }
+
+/// A registry's `WWW-Authenticate` realm is asked for a token only on the registry's own host
+/// or a host listed in its `tokenRealmHosts`: a realm elsewhere (path and query chosen by the
+/// registry) is refused with a fixed message and that host is never contacted, plain HTTP
+/// allowed to it or not.
+#[test]
+fn token_services_stay_on_the_registry_host_unless_listed() {
+    let manifest = wasm_manifest();
+    let elsewhere = HostileRegistry::start(|_| Reply::json(&json!({"token": "elsewhere-token"})));
+    let away_realm = format!("http://{}/internal/admin?op=delete", elsewhere.host());
+    // The registry names its own host in its realm, known only once it listens.
+    let own = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let registry = {
+        let own = own.clone();
+        HostileRegistry::start(move |seen: &Seen| {
+            if seen.url.starts_with("/token?") {
+                return Reply::json(&json!({"token": "own-token"}));
+            }
+            let token = seen.authorization.as_deref().unwrap_or("");
+            if token == "Bearer own-token" || token == "Bearer elsewhere-token" {
+                return match seen.url.as_str() {
+                    url if url.ends_with("/manifests/v1") => manifest_reply(&manifest),
+                    _ => Reply::status(404, ""),
+                };
+            }
+            let realm = if seen.url.starts_with("/v2/away/") {
+                away_realm.clone()
+            } else {
+                format!("http://{}/token", own.lock().unwrap())
+            };
+            Reply::Body(
+                401,
+                vec![(
+                    "www-authenticate".into(),
+                    format!("Bearer realm=\"{realm}\",service=\"x\""),
+                )],
+                Vec::new(),
+            )
+        })
+    };
+    *own.lock().unwrap() = registry.host();
+    let (host, elsewhere_host) = (registry.host(), elsewhere.host());
+    let keys = tempfile::tempdir().unwrap();
+    let key = public_key(keys.path());
+    let access = |realms: &str| {
+        format!(
+            "  registries:\n    - {{host: \"{host}\", insecure: true{realms}}}\n    \
+             - {{host: \"{elsewhere_host}\", insecure: true}}"
+        )
+    };
+
+    let strict = verifying_webhook(&key, &access(""));
+    let (allowed, message) = review_image(&strict, &format!("{host}/own/app:v1"));
+    assert!(allowed, "a realm on the registry's own host: {message}");
+    assert!(
+        registry
+            .requests()
+            .iter()
+            .any(|r| r.url.starts_with("/token?")),
+        "{:?}",
+        registry.requests()
+    );
+    let (allowed, message) = review_image(&strict, &format!("{host}/away/app:v1"));
+    assert!(!allowed, "{message}");
+    assert!(
+        message.contains("token service on another host refused (not in tokenRealmHosts)"),
+        "{message}"
+    );
+    assert!(!message.contains("internal/admin"), "{message}");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the other host was asked: {:?}",
+        elsewhere.requests()
+    );
+
+    // Listed for this registry: asked.
+    let listed = verifying_webhook(
+        &key,
+        &access(&format!(", tokenRealmHosts: [\"{elsewhere_host}\"]")),
+    );
+    let (allowed, message) = review_image(&listed, &format!("{host}/away/app:v1"));
+    assert!(allowed, "{message}");
+    let asked = elsewhere.requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0]
+            .url
+            .starts_with("/internal/admin?op=delete&service=x&scope="),
+        "{asked:?}"
+    );
+}

@@ -1282,3 +1282,154 @@ fn many_images_on_a_silent_registry_are_answered_in_time_with_bounded_work() {
         webhook.running()
     );
 }
+
+/// Pushes a manifest with the given config and layers (media type, bytes), as given; returns
+/// its digest.
+fn push_layers(reference: &str, config: (&str, Vec<u8>), layers: &[(&str, Vec<u8>)]) -> String {
+    use oci_client::client::{Config, ImageLayer};
+    let reference: oci_client::Reference = reference.parse().unwrap();
+    let layers: Vec<ImageLayer> = layers
+        .iter()
+        .map(|(media_type, bytes)| ImageLayer::new(bytes.clone(), media_type.to_string(), None))
+        .collect();
+    let config = Config::new(config.1, config.0.into(), None);
+    runtime().block_on(async {
+        let client = http();
+        let auth = oci_client::secrets::RegistryAuth::Anonymous;
+        client
+            .push(&reference, &layers, config, &auth, None)
+            .await
+            .unwrap();
+        client
+            .fetch_manifest_digest(&reference, &auth)
+            .await
+            .unwrap()
+    })
+}
+
+/// Wasm media types never carry a container filesystem in: a Wasm config over a native layer,
+/// a native image with a decoy Wasm layer, and (under `parse`) an `architecture: wasm` image
+/// whose layers hold no Wasm are refused, naming why; the layouts `meshgate push` and runwasi
+/// write are admitted. Under a rule without keys, so the artifact check is the only gate.
+#[test]
+fn the_artifact_check_refuses_native_layers_under_wasm_media_types() {
+    const TAR: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    const IMAGE: &str = "application/vnd.oci.image.config.v1+json";
+    const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+    const ISTIO_CONFIG: &str = "application/vnd.module.wasm.config.v1+json";
+    const COMPONENT: &str = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
+    let registry = Registry::start();
+    let keys = Keys::new();
+    let repository = format!("{}/open/native", registry.host());
+    let elf = b"\x7fELF\x02\x01\x01 native payload".to_vec();
+    let image_config = |architecture: &str, os: &str| {
+        json!({"architecture": architecture, "os": os,
+               "config": {"Entrypoint": ["/bin/evil"]},
+               "rootfs": {"type": "layers", "diff_ids": [sha256_of(&elf)]}})
+        .to_string()
+        .into_bytes()
+    };
+    let module = std::fs::read(wasm("test/passthrough.wasm")).unwrap();
+    let native = (TAR, elf.clone());
+    let decoy = ("application/wasm", module.clone());
+    let refused = [
+        (
+            "cfgonly",
+            WASM_CONFIG,
+            image_config("amd64", "linux"),
+            vec![native.clone()],
+        ),
+        (
+            "istiocfg",
+            ISTIO_CONFIG,
+            image_config("amd64", "linux"),
+            vec![native.clone()],
+        ),
+        (
+            "decoy",
+            IMAGE,
+            image_config("amd64", "linux"),
+            vec![native.clone(), decoy.clone()],
+        ),
+        (
+            "wasmdecoy",
+            WASM_CONFIG,
+            b"{}".to_vec(),
+            vec![native.clone(), decoy.clone()],
+        ),
+        (
+            "archwasm",
+            IMAGE,
+            image_config("wasm", "wasip1"),
+            vec![native.clone()],
+        ),
+    ];
+    for (tag, config_type, config, layers) in &refused {
+        push_layers(
+            &format!("{repository}:{tag}"),
+            (config_type, config.clone()),
+            layers,
+        );
+    }
+    // What `meshgate push` writes in both formats, and runwasi's oci-tar-builder image.
+    let oci = format!("{repository}:oci");
+    cli::push(&wasm("test/passthrough.wasm"), &oci);
+    let istio = format!("{repository}:istio");
+    cli::push_format(&wasm("test/passthrough.wasm"), &istio, "istio");
+    let component = format!("{repository}:component");
+    push_layers(
+        &component,
+        (IMAGE, image_config("wasm", "wasip1")),
+        &[(COMPONENT, module.clone())],
+    );
+
+    let open = "    - {name: open, images: [\"127.0.0.1:*/open/**\"], keys: []}";
+    let parse = start_webhook_with_rules(&keys, open, "  artifactCheck: parse");
+    let lenient = start_webhook_with_rules(&keys, open, "");
+    let tar_layer = |i: usize| format!("layer {i} has media type {TAR}, not a Wasm layer");
+    for (tag, why) in [
+        ("cfgonly", tar_layer(0)),
+        ("istiocfg", tar_layer(0)),
+        ("decoy", tar_layer(0)),
+        ("wasmdecoy", tar_layer(0)),
+        (
+            "archwasm",
+            "oci-image-wasm image has no Wasm layer for artifactCheck parse".into(),
+        ),
+    ] {
+        let image = format!("{repository}:{tag}");
+        let denied = review(&parse, &format!("parse-{tag}"), &[&image]);
+        assert_eq!(denied["allowed"], false, "{tag}: {denied}");
+        assert!(message(&denied).contains(&why), "{tag}: {denied}");
+        // The media-type check refuses the same shapes, except the documented
+        // `architecture: wasm` image, whose filesystem layers only `parse` looks for Wasm in.
+        let lenient_review = review(&lenient, &format!("lenient-{tag}"), &[&image]);
+        assert_eq!(
+            lenient_review["allowed"],
+            tag == "archwasm",
+            "{tag}: {lenient_review}"
+        );
+        if tag != "archwasm" {
+            assert!(
+                message(&lenient_review).contains("not a Wasm artifact"),
+                "{tag}: {lenient_review}"
+            );
+        }
+    }
+    for (image, kind) in [
+        (&oci, "wasm-oci"),
+        (&istio, "istio"),
+        (&component, "wasm-component"),
+    ] {
+        for webhook in [&parse, &lenient] {
+            let allowed = review(webhook, "accepted", &[image]);
+            assert_eq!(allowed["allowed"], true, "{image}: {allowed}");
+            assert!(
+                allowed["warnings"]
+                    .to_string()
+                    .contains(&format!("{image} is {kind} signed by")),
+                "{allowed}"
+            );
+        }
+    }
+}
