@@ -475,6 +475,22 @@ pub struct Limits {
     /// Nesting depth of a review's JSON; deeper is refused (serde_json stops at 128 anyway).
     #[serde(default = "default_max_json_depth")]
     pub max_json_depth: usize,
+    /// Connections served at once, TLS handshakes included; further connections wait in the
+    /// kernel's accept queue until one ends. Bounds per-connection memory (~25 KiB each).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A TLS handshake not finished within this long is dropped.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// An HTTP/1 connection that has not sent a whole request head within this long (after
+    /// its handshake, or after its previous answer: idle keep-alive) is closed; an HTTP/2
+    /// connection is closed after this long without a byte from the client (pings included).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A request body must arrive whole within this long of being admitted to the in-flight
+    /// budget (and within the review deadline); the API server sends it at once.
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -487,6 +503,10 @@ impl Default for Limits {
             max_bytes_in_flight: default_max_bytes_in_flight(),
             max_json_values: default_max_json_values(),
             max_json_depth: default_max_json_depth(),
+            max_connections: default_max_connections(),
+            handshake_timeout: default_handshake_timeout(),
+            idle_timeout: default_idle_timeout(),
+            body_read_timeout: default_body_read_timeout(),
         }
     }
 }
@@ -657,6 +677,22 @@ fn default_max_json_depth() -> usize {
     64
 }
 
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
 fn default_review_timeout() -> Duration {
     Duration::from_secs(4)
 }
@@ -743,6 +779,21 @@ impl Config {
                 "limits.maxBytesInFlight".into(),
                 "must be below 4Gi",
             ));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(invalid(
+                "limits.maxConnections".into(),
+                "must be greater than zero",
+            ));
+        }
+        for (field, value) in [
+            ("limits.handshakeTimeout", self.limits.handshake_timeout),
+            ("limits.idleTimeout", self.limits.idle_timeout),
+            ("limits.bodyReadTimeout", self.limits.body_read_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field.into(), "must be greater than zero"));
+            }
         }
         if self.limits.max_json_values == 0 || self.limits.max_json_depth < 2 {
             return Err(invalid(
@@ -950,6 +1001,10 @@ policies:
             4 * config.limits.max_body_bytes
         );
         assert_eq!(config.limits.max_json_values, 50_000);
+        assert_eq!(config.limits.max_connections, 1024);
+        assert_eq!(config.limits.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.limits.body_read_timeout, Duration::from_secs(2));
         assert_eq!(
             config.tls.client_ca_file.as_deref(),
             Some(Path::new("/etc/meshgate/ca/api.crt"))
@@ -962,6 +1017,14 @@ policies:
             ),
             ("{maxBytesInFlight: 8589934592}", "must be below 4Gi"),
             ("{maxJsonValues: 0}", "maxJsonValues must be at least 1"),
+            (
+                "{maxConnections: 0}",
+                "limits.maxConnections: must be greater than zero",
+            ),
+            (
+                "{idleTimeout: 0s}",
+                "limits.idleTimeout: must be greater than zero",
+            ),
         ] {
             let err = parse(&format!("limits: {limits}")).unwrap_err().to_string();
             assert!(err.contains(error), "{limits}: {err}");

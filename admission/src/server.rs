@@ -1,14 +1,21 @@
 //! The HTTPS server: `POST /validate`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
-//! Under hostile input the front door bounds, in this order: who may connect
-//! (`tls.clientCaFile`), how many body bytes are held at once (`limits.maxBytesInFlight`,
-//! reserved before a body is read), the size of one body (`limits.maxBodyBytes`, 413), and what
-//! parsing may build ([`review`]).
+//! Under hostile input the front door bounds, in this order: how many connections are served at
+//! once (`limits.maxConnections`) and how long each may take to finish its TLS handshake, to
+//! send a request head, or to sit idle (`limits.handshakeTimeout`, `limits.idleTimeout`), who
+//! may connect (`tls.clientCaFile`), how many body bytes are held at once
+//! (`limits.maxBytesInFlight`: a declared length is reserved before the body is read, an
+//! unknown one as its bytes arrive), how long a body may take (`limits.bodyReadTimeout`), the
+//! size of one body (`limits.maxBodyBytes`, 413), and what parsing may build ([`review`]).
+//! Text from the request reaches answers and logs cut and with control characters escaped.
 
 pub mod review;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -20,6 +27,7 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use kube_core::admission::AdmissionResponse;
 use serde_json::Value as Json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant as Deadline;
 
@@ -29,8 +37,16 @@ use crate::pipeline::{Pipeline, Verdict};
 use crate::tls::{self, ReloadingCertificate};
 use review::{ParseLimits, Review, ReviewError};
 
-/// TLS handshakes that take longer are dropped, so idle sockets cannot pile up.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a body of unknown length reserves of `maxBytesInFlight` before its first byte; it
+/// reserves more (doubling) as bytes arrive, so a slow sender holds little.
+const INITIAL_SHARE: usize = 16 << 10;
+
+/// Longest `status.message` of an answer: a denial listing every one of thousands of
+/// containers is cut, saying how much was left out.
+const ANSWER_MESSAGE_BYTES: usize = 16 << 10;
+
+/// Longest total of an answer's warnings; the rest are counted, not sent.
+const ANSWER_WARNING_BYTES: usize = 16 << 10;
 
 /// Bodies over the limit are still read (and discarded) up to this size, so an HTTP/1 client
 /// gets its 413 instead of a connection reset; larger ones are cut off.
@@ -51,6 +67,7 @@ struct App {
     max_body_bytes: usize,
     parse_limits: ParseLimits,
     review_timeout: Duration,
+    body_read_timeout: Duration,
     failure_policy: FailurePolicy,
     /// Deny reviews while loading, whatever `failure_policy`: their images cannot be checked.
     images_fail_closed: bool,
@@ -99,6 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_depth: config.limits.max_json_depth,
         },
         review_timeout: config.limits.review_timeout,
+        body_read_timeout: config.limits.body_read_timeout,
         failure_policy: config.failure_policy,
         images_fail_closed: crate::pipeline::images_fail_closed(&config),
     });
@@ -130,7 +148,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
 
     let router = router(app);
-    let serve = accept_loop(listener, acceptor, router);
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    let limits = ConnectionLimits {
+        handshake: config.limits.handshake_timeout,
+        idle: config.limits.idle_timeout,
+    };
+    let serve = accept_loop(listener, acceptor, router, connections, limits);
     tokio::pin!(serve);
     tokio::select! {
         loaded = loader => {
@@ -158,12 +181,26 @@ async fn shutdown_signal() {
     }
 }
 
+/// How long a connection may take at each stage (`limits`).
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    handshake: Duration,
+    idle: Duration,
+}
+
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
+    connections: Arc<Semaphore>,
+    limits: ConnectionLimits,
 ) {
     loop {
+        // At the cap nothing is accepted: further connections wait in the kernel's accept
+        // queue, costing this process nothing, until a served one ends.
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -177,7 +214,8 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, acceptor, router).await;
+            serve_connection(stream, peer, acceptor, router, limits).await;
+            drop(permit);
         });
     }
 }
@@ -187,8 +225,9 @@ async fn serve_connection(
     peer: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
+    limits: ConnectionLimits,
 ) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -199,14 +238,133 @@ async fn serve_connection(
             return;
         }
     };
+    // The protocol is the one ALPN chose (HTTP/1.1 without ALPN): no unbounded wait to sniff it.
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let service = hyper_util::service::TowerToHyperService::new(router);
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    if let Err(e) = builder
-        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-        .await
-    {
+    let ended = if h2 {
+        let mut builder = builder.http2_only();
+        // Pings find dead peers; a live one answers them, so no byte for `idle` means the
+        // client never spoke HTTP/2 (a stalled preface) or stopped answering.
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(limits.idle / 2)
+            .keep_alive_timeout(limits.idle / 2);
+        let watched = Watched::new(tls);
+        let last_read = watched.last_read.clone();
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(watched), service);
+        tokio::select! {
+            ended = connection => ended,
+            () = last_read.expired(limits.idle) => {
+                tracing::debug!(%peer, "HTTP/2 connection idle; closed");
+                Ok(())
+            }
+        }
+    } else {
+        let mut builder = builder.http1_only();
+        // Counts from the handshake and from each answer: covers both a slow request head and
+        // an idle keep-alive connection.
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.idle);
+        builder
+            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+            .await
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// When a connection last read a byte.
+struct LastRead {
+    origin: Instant,
+    /// Milliseconds since `origin`.
+    millis: AtomicU64,
+}
+
+impl LastRead {
+    fn touch(&self) {
+        let millis = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(millis, Ordering::Relaxed);
+    }
+
+    /// Returns once no byte has been read for `idle`.
+    async fn expired(&self, idle: Duration) {
+        loop {
+            let last = self.origin + Duration::from_millis(self.millis.load(Ordering::Relaxed));
+            let until = last + idle;
+            if Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep_until(Deadline::from_std(until)).await;
+        }
+    }
+}
+
+/// A stream that records when it last read a byte.
+struct Watched<T> {
+    inner: T,
+    last_read: Arc<LastRead>,
+}
+
+impl<T> Watched<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            inner,
+            last_read: Arc::new(LastRead {
+                origin: Instant::now(),
+                millis: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last_read.touch();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -336,21 +494,30 @@ async fn drain(mut body: Body, deadline: Deadline) -> bool {
 enum Read {
     Complete(Vec<u8>),
     TooLarge(Body),
+    /// More of the in-flight budget was needed and not free in time.
+    Busy,
     Failed(String),
 }
 
-/// Reads a body of at most `max` bytes into one buffer (no chunk list copied at the end).
+/// Reads a body of at most `app.max_body_bytes` into one buffer (no chunk list copied at the
+/// end), holding in `permit` at least as much of the in-flight budget as the buffer's capacity:
+/// more is reserved (until `reserve_by`) as bytes arrive beyond what `permit` holds.
 async fn read_body(
+    app: &App,
     mut body: Body,
-    max: usize,
-    declared: Option<usize>,
+    permit: &mut OwnedSemaphorePermit,
+    reserve_by: Deadline,
     deadline: Deadline,
 ) -> Read {
-    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(max));
+    let max = app.max_body_bytes;
+    let mut bytes = Vec::with_capacity(permit.num_permits().min(max));
     loop {
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => {
-                return Read::Failed("request body not received within the review deadline".into());
+                return Read::Failed(format!(
+                    "request body not received within {:?} (limits.bodyReadTimeout, or the review deadline)",
+                    app.body_read_timeout
+                ));
             }
             Ok(None) => return Read::Complete(bytes),
             Ok(Some(Err(e))) => {
@@ -360,8 +527,20 @@ async fn read_body(
                 let Some(data) = frame.data_ref() else {
                     continue;
                 };
-                if bytes.len() + data.len() > max {
+                let len = bytes.len() + data.len();
+                if len > max {
                     return Read::TooLarge(body);
+                }
+                let held = permit.num_permits();
+                if len > held {
+                    // Doubling keeps the number of reservations small for a fast sender.
+                    let target = len.max(held.saturating_mul(2)).min(max);
+                    let Ok(more) = reserve(app, target - held, reserve_by.min(deadline)).await
+                    else {
+                        return Read::Busy;
+                    };
+                    permit.merge(more);
+                    bytes.reserve_exact(target.saturating_sub(bytes.len()));
                 }
                 bytes.extend_from_slice(data);
             }
@@ -390,28 +569,29 @@ async fn validate(
     if declared.is_some_and(|n| n > app.max_body_bytes) {
         return too_large(&app, version, body, declared, deadline).await;
     }
-    // Memory is reserved before the body is read: at most `maxBytesInFlight` body bytes (and
-    // what parsing them builds) are held at once, whatever the number of connections.
+    // Memory is reserved before it is used: at most `maxBytesInFlight` body bytes (and what
+    // parsing them builds) are held at once, whatever the number of connections. A declared
+    // length is reserved whole before the body is read; a body of unknown length reserves as
+    // its bytes arrive, so senders that trickle bytes hold little.
     // A review waits at most half its deadline for its share: one that gets in later would
     // have too little time left to be judged, and the API server is better told at once.
-    let share = declared.unwrap_or(app.max_body_bytes).max(1);
-    let Ok(permit) = reserve(&app, share, Deadline::now() + app.review_timeout / 2).await else {
-        app.metrics.error("busy");
-        tracing::warn!("too many reviews in flight; answering 503");
-        let mut response = plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many reviews in flight, retry later",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return closing(response, version);
+    let share = declared
+        .unwrap_or(INITIAL_SHARE)
+        .min(app.max_body_bytes)
+        .max(1);
+    let reserve_by = Deadline::now() + app.review_timeout / 2;
+    let Ok(mut permit) = reserve(&app, share, reserve_by).await else {
+        return busy(&app, version);
     };
-    let bytes = match read_body(body, app.max_body_bytes, declared, deadline).await {
+    // The body's own clock starts once it may be read: a slow sender holds its share for at
+    // most `bodyReadTimeout`.
+    let body_deadline = deadline.min(Deadline::now() + app.body_read_timeout);
+    let bytes = match read_body(&app, body, &mut permit, reserve_by, body_deadline).await {
         Read::Complete(bytes) => bytes,
         Read::TooLarge(rest) => {
             return too_large(&app, version, rest, declared, deadline).await;
         }
+        Read::Busy => return busy(&app, version),
         Read::Failed(message) => return closing(bad_request(&app, &message), version),
     };
     // The body is dropped once parsed: only the tree the pipeline needs is held.
@@ -467,12 +647,15 @@ async fn validate(
     response.allowed = verdict.allowed;
     response.result = Default::default();
     if !verdict.allowed {
-        response = response.deny(verdict.message.clone().unwrap_or_default());
+        response = response.deny(cap_message(
+            verdict.message.as_deref().unwrap_or_default(),
+            ANSWER_MESSAGE_BYTES,
+        ));
         response.result.code = 403;
         response.result.reason = "Forbidden".into();
     }
     if !verdict.warnings.is_empty() {
-        response.warnings = Some(verdict.warnings.clone());
+        response.warnings = Some(cap_warnings(&verdict.warnings, ANSWER_WARNING_BYTES));
     }
     let seconds = started.elapsed().as_secs_f64();
     app.metrics.review(&kind, verdict.decision(), seconds);
@@ -493,6 +676,20 @@ async fn validate(
         "review"
     );
     reply(response)
+}
+
+/// 503 with `Retry-After`: the in-flight budget stayed full.
+fn busy(app: &App, version: Version) -> Response {
+    app.metrics.error("busy");
+    tracing::warn!("too many reviews in flight; answering 503");
+    let mut response = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many reviews in flight, retry later",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    closing(response, version)
 }
 
 /// Reserves `bytes` of the in-flight budget, waiting at most until `deadline`.
@@ -576,6 +773,36 @@ fn internal_failure(app: &App, reason: &str) -> Verdict {
             skipped: None,
         },
     }
+}
+
+/// `message` cut to at most `max` bytes at a character boundary, saying how many were left out.
+fn cap_message(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_string();
+    }
+    let note_room = 40;
+    let end = (0..=max.saturating_sub(note_room))
+        .rev()
+        .find(|&i| message.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}… ({} more bytes)", &message[..end], message.len() - end)
+}
+
+/// As many of `warnings` as fit in `max` bytes (each cut to a quarter of it), then how many
+/// were left out.
+fn cap_warnings(warnings: &[String], max: usize) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for (i, warning) in warnings.iter().enumerate() {
+        let warning = cap_message(warning, max / 4);
+        if used + warning.len() > max {
+            kept.push(format!("… and {} more warnings", warnings.len() - i));
+            break;
+        }
+        used += warning.len();
+        kept.push(warning);
+    }
+    kept
 }
 
 fn reply(response: AdmissionResponse) -> Response {

@@ -28,6 +28,10 @@ use serde_json::{Map, Number, Value as Json};
 /// Strings of the request echoed in error messages are cut to this many bytes.
 const ECHO_BYTES: usize = 64;
 
+/// A parser's error text (which may quote the request, e.g. an unknown `operation`) is cut to
+/// this many bytes.
+const ERROR_BYTES: usize = 256;
+
 /// Bounds of one parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseLimits {
@@ -89,9 +93,10 @@ pub enum ReviewError {
 
 impl ReviewError {
     fn json(e: &serde_json::Error) -> Self {
+        let text = error_text(e);
         match e.classify() {
-            serde_json::error::Category::Data => Self::Shape(e.to_string()),
-            _ => Self::Syntax(e.to_string()),
+            serde_json::error::Category::Data => Self::Shape(text),
+            _ => Self::Syntax(text),
         }
     }
 }
@@ -125,10 +130,10 @@ pub fn parse(body: &[u8], limits: ParseLimits) -> Result<Review, ReviewError> {
         depth: 1,
     })
     .deserialize(&mut serde_json::Deserializer::from_slice(body))
-    .map_err(|e| invalid(e.to_string()))?;
+    .map_err(|e| invalid(error_text(&e)))?;
 
     // 3. What the server needs, read from the tree without copying the objects.
-    let head = Head::deserialize(&request).map_err(|e| invalid(e.to_string()))?;
+    let head = Head::deserialize(&request).map_err(|e| invalid(error_text(&e)))?;
     let name = if head.name.is_empty() {
         head.object
             .and_then(|o| o.metadata)
@@ -147,21 +152,34 @@ pub fn parse(body: &[u8], limits: ParseLimits) -> Result<Review, ReviewError> {
     })
 }
 
-/// `s` cut to [`ECHO_BYTES`] at a character boundary, marked when cut.
+/// A serde error's text, which quotes the request's strings: cut and escaped like them.
+fn error_text(e: &impl fmt::Display) -> String {
+    clip_to(&e.to_string(), ERROR_BYTES)
+}
+
+/// `s` with control characters escaped, cut to [`ECHO_BYTES`], marked when cut.
 pub fn clip(s: &str) -> String {
     clip_to(s, ECHO_BYTES)
 }
 
-/// `s` cut to `max` bytes at a character boundary, marked when cut.
+/// `s` with control characters escaped (`\n`, `\u{1b}`: no line or terminal control reaches a
+/// log), cut to at most `max` bytes at a character boundary, marked with `…` when cut.
 pub fn clip_to(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+    let mut out = String::with_capacity(s.len().min(max) + '…'.len_utf8());
+    for c in s.chars() {
+        let before = out.len();
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > max {
+            out.truncate(before);
+            out.push('…');
+            return out;
+        }
     }
-    let end = (0..=max)
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0);
-    format!("{}…", &s[..end])
+    out
 }
 
 #[derive(Deserialize)]

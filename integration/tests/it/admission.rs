@@ -864,3 +864,334 @@ fn client_certificates_are_required_when_a_client_ca_is_configured() {
         .unwrap();
     assert_eq!(response.status(), 404);
 }
+
+/// How many sockets a test may open: `want`, or fewer when the open-file limit is low (CI
+/// runners often allow 1024), keeping room for the rest of the test process.
+fn socket_budget(want: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(1024usize);
+    want.min(soft.saturating_sub(200))
+}
+
+/// Whether a socket the server should have closed is closed by `deadline`: a read ends (EOF or
+/// reset) instead of timing out.
+fn closed_by(
+    read: &mut impl std::io::Read,
+    set_timeout: impl Fn(Duration),
+    deadline: Instant,
+) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    set_timeout(left.max(Duration::from_millis(10)));
+    let mut buf = [0u8; 512];
+    loop {
+        match read.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+const FRONT_DOOR: &str =
+    "limits:\n  maxConnections: 128\n  handshakeTimeout: 500ms\n  idleTimeout: 500ms\n";
+
+/// Thousands of TLS connections that send half a request head (HTTP/1.1) or half a preface
+/// (HTTP/2) and stop: each is closed within `limits.idleTimeout` of its handshake, at most `limits.maxConnections` are held at once (the
+/// process's memory grows by a few MiB, not ~23 KiB per socket), and a real review is still
+/// answered in the middle of the flood.
+#[test]
+fn idle_connections_are_closed_and_their_number_capped() {
+    use rustls::pki_types::pem::PemObject;
+    let webhook = Webhook::start(&format!("{STARTER}\n{FRONT_DOOR}"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(&webhook.ca).unwrap())
+        .unwrap();
+    let config = |alpn: &[u8]| {
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        std::sync::Arc::new(config)
+    };
+    let (h1, h2) = (config(b"http/1.1"), config(b"h2"));
+    let address: std::net::SocketAddr = webhook.url.trim_start_matches("https://").parse().unwrap();
+    let count = socket_budget(2_000);
+    let baseline = webhook.rss();
+    let review = sample_body("in-the-flood");
+    let mut legit = None;
+    let mut streams = Vec::with_capacity(count);
+    let started = Instant::now();
+    for i in 0..count {
+        let tcp = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(20)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let server = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+        // One in ten negotiates HTTP/2 and sends half its preface.
+        let (config, start) = if i % 10 == 0 {
+            (&h2, b"PRI * HTTP/2.0\r\n".as_slice())
+        } else {
+            (&h1, b"POST /validate HTTP/1.1\r\nHost: x\r\n".as_slice())
+        };
+        let connection = rustls::ClientConnection::new(config.clone(), server).unwrap();
+        let mut tls = rustls::StreamOwned::new(connection, tcp);
+        // Completes the handshake (waiting for a free connection slot), then stalls.
+        std::io::Write::write_all(&mut tls, start)
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        std::io::Write::flush(&mut tls).unwrap();
+        streams.push(tls);
+        if i == count / 2 {
+            let client = webhook.client().clone();
+            let url = webhook.url.clone();
+            let body = review.clone();
+            legit = Some(std::thread::spawn(move || {
+                post_raw(&client, &url, body.into())
+            }));
+        }
+    }
+    let opened = started.elapsed();
+    let deadline = Instant::now() + Duration::from_millis(500) + Duration::from_secs(3);
+    let open: Vec<usize> = streams
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, tls)| {
+            let sock = tls.sock.try_clone().unwrap();
+            let closed = closed_by(tls, |t| sock.set_read_timeout(Some(t)).unwrap(), deadline);
+            (!closed).then_some(i)
+        })
+        .collect();
+    let growth = webhook.peak_rss().saturating_sub(baseline);
+    eprintln!(
+        "{count} connections in {opened:?}; peak RSS grew {:.1} MiB",
+        growth as f64 / 1048576.0
+    );
+    assert!(
+        open.is_empty(),
+        "{} of {count} idle connections still open 3.5 s after the last handshake (first: {:?})",
+        open.len(),
+        &open[..open.len().min(5)]
+    );
+    assert!(
+        growth < 16 * 1024 * 1024,
+        "peak RSS grew {:.1} MiB with {count} idle connections",
+        growth as f64 / 1048576.0
+    );
+    let (status, body) = legit.unwrap().join().unwrap().unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Thousands of connections that send the first 5 bytes of a ClientHello and stop: each is
+/// dropped within `limits.handshakeTimeout`, and no more than `limits.maxConnections` handshakes
+/// are held at once.
+#[test]
+fn stalled_handshakes_are_dropped_and_their_number_capped() {
+    let webhook = Webhook::start(&format!("{STARTER}\n{FRONT_DOOR}"));
+    let address: std::net::SocketAddr = webhook.url.trim_start_matches("https://").parse().unwrap();
+    let count = socket_budget(2_000);
+    let baseline = webhook.rss();
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut tcp =
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(20)).unwrap();
+        // A TLS record header announcing a 512-byte handshake message that never comes.
+        std::io::Write::write_all(&mut tcp, &[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+        sockets.push(tcp);
+    }
+    let deadline = Instant::now() + Duration::from_millis(500) + Duration::from_secs(3);
+    let open = sockets
+        .iter()
+        .filter(|tcp| {
+            let mut reader = *tcp;
+            !closed_by(
+                &mut reader,
+                |t| tcp.set_read_timeout(Some(t)).unwrap(),
+                deadline,
+            )
+        })
+        .count();
+    let growth = webhook.peak_rss().saturating_sub(baseline);
+    eprintln!(
+        "{count} stalled handshakes; peak RSS grew {:.1} MiB",
+        growth as f64 / 1048576.0
+    );
+    assert_eq!(open, 0, "{open} of {count} stalled handshakes still open");
+    assert!(
+        growth < 12 * 1024 * 1024,
+        "peak RSS grew {:.1} MiB with {count} stalled handshakes",
+        growth as f64 / 1048576.0
+    );
+    // The webhook serves again once they are gone.
+    let (status, body) = webhook.post(sample_body("after-handshakes"));
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A whole AdmissionReview the starter policies allow.
+fn sample_body(uid: &str) -> String {
+    let p = pod(
+        "web",
+        Some("wasmtime"),
+        json!([container("app", "ghcr.io/acme/web:1", json!({}))]),
+    );
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request(uid, "CREATE", &p, None)}).to_string()
+}
+
+/// A body of unknown length that trickles one byte a second until `stop` is set.
+struct Trickle {
+    sent: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.sent > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        if self.stop.load(std::sync::atomic::Ordering::Relaxed) || self.sent >= 30 || buf.is_empty()
+        {
+            return Ok(0);
+        }
+        buf[0] = b'{';
+        self.sent += 1;
+        Ok(1)
+    }
+}
+
+/// Thirty clients sending chunked bodies a byte a second, with the default limits: they hold
+/// little of `maxBytesInFlight` (a body of unknown length reserves as it arrives) and are cut
+/// off after `bodyReadTimeout` (2 s), so real reviews sent meanwhile are all answered.
+#[test]
+fn slow_chunked_bodies_do_not_starve_reviews() {
+    let webhook = Webhook::start(STARTER);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let began = Instant::now();
+    let slow: Vec<_> = (0..30)
+        .map(|_| {
+            let client = client_trusting(&webhook.ca);
+            let url = webhook.url.clone();
+            let body = Trickle {
+                sent: 0,
+                stop: stop.clone(),
+            };
+            std::thread::spawn(move || post_raw(&client, &url, reqwest::blocking::Body::new(body)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let client = client_trusting(&webhook.ca);
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let started = Instant::now();
+        let (status, body) = post_raw(
+            &client,
+            &webhook.url,
+            sample_body(&format!("legit-{i}")).into(),
+        )
+        .unwrap();
+        statuses.push((status, started.elapsed(), body));
+        // Spread over the time the slow bodies would hold their share.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Past the 2 s body timeout (the slow bodies were sent for longer), within the 4 s
+    // review deadline.
+    std::thread::sleep(Duration::from_millis(3_500).saturating_sub(began.elapsed()));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for handle in slow {
+        let _ = handle.join().unwrap();
+    }
+    for (status, took, body) in &statuses {
+        assert_eq!(*status, 200, "after {took:?}: {body}");
+        assert!(*took < Duration::from_secs(1), "{took:?}");
+    }
+    // The slow bodies were cut off by the body timeout, not the 4 s review deadline.
+    let log = webhook.log();
+    let cut = log
+        .lines()
+        .filter(|l| l.contains("request body not received within 2s"))
+        .count();
+    assert_eq!(cut, 30, "{}", webhook.log());
+}
+
+/// Text from the request reaches answers and logs cut and escaped: an `operation` carrying a
+/// forged log line writes no raw newline to the log, a 1 MB `dryRun` string makes neither a
+/// large answer nor a large log line, and a denial listing a thousand containers is cut to
+/// 16 KiB, saying how much was left out (warnings likewise).
+#[test]
+fn request_text_is_cut_and_escaped_in_answers_and_logs() {
+    let webhook = Webhook::start(&format!(
+        "{STARTER}\nlimits:\n  reviewTimeout: 30s\n  policyTimeout: 20s\n"
+    ));
+    let p = pod(
+        "web",
+        Some("wasmtime"),
+        json!([container("app", "ghcr.io/acme/web:1", json!({}))]),
+    );
+    let forged = "X\n2026-12-02T00:21:00.000000Z  INFO meshgate_admission::server: review uid=forged kind=Pod decision=\"allowed\"";
+    for (uid, field, value) in [
+        ("forged", "operation", json!(forged)),
+        ("huge-dry-run", "dryRun", json!("d".repeat(1_000_000))),
+        ("huge-operation", "operation", json!("o".repeat(1_000_000))),
+    ] {
+        let mut r = request(uid, "CREATE", &p, None);
+        r[field] = value;
+        let review =
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": r});
+        let (status, body) = webhook.post(review.to_string());
+        assert_eq!(status, 200, "{uid}: {body}");
+        assert!(body.len() < 1024, "{uid}: answer of {} bytes", body.len());
+        let answer: Json = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["response"]["uid"], uid);
+        assert_eq!(
+            answer["response"]["status"]["reason"], "InvalidRequest",
+            "{body}"
+        );
+        assert!(!message(&answer["response"]).contains('\n'), "{body}");
+    }
+    let log = webhook.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-12-02T00:21:00")),
+        "a forged line reached the log:\n{log}"
+    );
+    assert!(log.contains(r"X\n2026-12-02T00:21:00"), "{log}");
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} bytes");
+
+    // A thousand containers from a registry that is not allowed, none pinned by digest.
+    let containers: Vec<Json> = (0..1_000)
+        .map(|i| {
+            container(
+                &format!("c{i}"),
+                &format!("docker.io/evil/img{i:04}:1"),
+                json!({}),
+            )
+        })
+        .collect();
+    let wide = pod("wide", Some("wasmtime"), json!(containers));
+    let response = webhook.review(&request("wide", "CREATE", &wide, None));
+    assert_eq!(response["allowed"], false);
+    let text = message(&response);
+    assert!(
+        text.len() <= 16 * 1024,
+        "status.message of {} bytes",
+        text.len()
+    );
+    assert!(text.contains("more bytes)"), "{text}");
+    assert!(text.contains("[allowed-registries]"), "{text}");
+    let warnings: usize = response["warnings"].as_array().map_or(0, |w| {
+        w.iter().map(|w| w.as_str().unwrap_or("").len()).sum()
+    });
+    assert!(warnings <= 16 * 1024 + 64, "warnings of {warnings} bytes");
+}

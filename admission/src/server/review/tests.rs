@@ -107,6 +107,29 @@ fn each_failure_says_what_is_wrong() {
 }
 
 #[test]
+fn request_text_in_errors_is_cut_and_escaped() {
+    let forged = "X\n2026-12-02T00:21:00Z  INFO meshgate_admission::server: review uid=forged";
+    for (field, value) in [
+        ("operation", json!(forged)),
+        ("dryRun", json!("d".repeat(1 << 20))),
+        ("operation", json!("o".repeat(1 << 20))),
+    ] {
+        let mut r = request();
+        r[field] = value;
+        let Err(ReviewError::Invalid { uid, message }) = parse(&bytes(&review_of(r)), LIMITS)
+        else {
+            panic!("{field}: not invalid");
+        };
+        assert_eq!(uid.as_deref(), Some("u-1"));
+        assert!(message.len() <= 256 + 3, "{field}: {} bytes", message.len());
+        assert!(!message.contains('\n'), "{field}: {message}");
+        if field == "operation" && message.contains("X\\n") {
+            assert!(message.contains("unknown variant"), "{message}");
+        }
+    }
+}
+
+#[test]
 fn a_huge_array_is_refused_after_the_budget_with_the_uid() {
     let mut r = request();
     r["object"]["spec"]["containers"][0]["args"] = json!(vec![0; 1_000_000]);
@@ -248,6 +271,11 @@ proptest! {
         let body = bytes(&review);
         let outcome = parse(&body, LIMITS);
         check_bounded(&body, &outcome, LIMITS);
+        if let Err(e) = &outcome {
+            let text = e.to_string();
+            prop_assert!(text.len() <= 512, "{} bytes: {}", text.len(), text);
+            prop_assert!(!text.chars().any(char::is_control), "{:?}", text);
+        }
         match &outcome {
             Ok(r) => prop_assert_eq!(Some(r.uid.as_str()), review["request"]["uid"].as_str()),
             Err(ReviewError::Invalid { uid, message }) => {
@@ -256,6 +284,25 @@ proptest! {
             }
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
+    }
+
+    /// Any text: control characters escaped, at most `max` bytes and the cut mark, a prefix of
+    /// the escaped text.
+    #[test]
+    fn clipped_text_is_escaped_and_bounded(s in text(200), max in 0usize..300) {
+        let clipped = clip_to(&s, max);
+        prop_assert!(clipped.len() <= max + '…'.len_utf8(), "{:?}", clipped);
+        prop_assert!(!clipped.chars().any(char::is_control), "{:?}", clipped);
+        let escaped: String = s
+            .chars()
+            .flat_map(|c| {
+                let e: Vec<char> = if c.is_control() { c.escape_default().collect() } else { vec![c] };
+                e
+            })
+            .collect();
+        let kept = clipped.strip_suffix('…').unwrap_or(&clipped);
+        prop_assert!(escaped.starts_with(kept), "{:?} / {:?}", clipped, escaped);
+        prop_assert_eq!(clipped == escaped, escaped.len() <= max);
     }
 
     /// A review cut short or with a byte changed: an error or a bounded review.
