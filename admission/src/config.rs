@@ -476,7 +476,7 @@ pub struct Limits {
     #[serde(default = "default_max_json_depth")]
     pub max_json_depth: usize,
     /// Connections served at once, TLS handshakes included; further connections wait in the
-    /// kernel's accept queue until one ends. Bounds per-connection memory (~25 KiB each).
+    /// kernel's accept queue until one ends. Bounds per-connection memory (25–40 KiB each).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// A TLS handshake not finished within this long is dropped.
