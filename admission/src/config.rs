@@ -657,6 +657,18 @@ fn default_tag_ttl() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_max_images_per_review() -> usize {
+    64
+}
+
+fn default_max_concurrent_checks_per_review() -> usize {
+    16
+}
+
+fn default_max_concurrent_checks() -> usize {
+    64
+}
+
 fn default_reload_interval() -> Duration {
     Duration::from_secs(10)
 }
@@ -695,18 +707,6 @@ fn default_body_read_timeout() -> Duration {
 
 fn default_review_timeout() -> Duration {
     Duration::from_secs(4)
-}
-
-fn default_max_images_per_review() -> usize {
-    64
-}
-
-fn default_max_concurrent_checks_per_review() -> usize {
-    16
-}
-
-fn default_max_concurrent_checks() -> usize {
-    64
 }
 
 fn default_policy_timeout() -> Duration {
