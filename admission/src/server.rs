@@ -4,8 +4,8 @@
 //! once (`limits.maxConnections`) and how long each may take to finish its TLS handshake, to
 //! send a request head, or to sit idle (`limits.handshakeTimeout`, `limits.idleTimeout`), who
 //! may connect (`tls.clientCaFile`), how many body bytes are held at once
-//! (`limits.maxBytesInFlight`: a declared length is reserved before the body is read, an
-//! unknown one as its bytes arrive), how long a body may take (`limits.bodyReadTimeout`), the
+//! (`limits.maxBytesInFlight`, reserved as a body's bytes arrive, whatever length it declares),
+//! how long a body may take (`limits.bodyReadTimeout`), the
 //! size of one body (`limits.maxBodyBytes`, 413), and what parsing may build ([`review`]).
 //! Text from the request reaches answers and logs cut and with control characters escaped.
 
@@ -37,8 +37,8 @@ use crate::pipeline::{Pipeline, Verdict};
 use crate::tls::{self, ReloadingCertificate};
 use review::{ParseLimits, Review, ReviewError};
 
-/// What a body of unknown length reserves of `maxBytesInFlight` before its first byte; it
-/// reserves more (doubling) as bytes arrive, so a slow sender holds little.
+/// What a body reserves of `maxBytesInFlight` before its first byte; it reserves more
+/// (doubling) as bytes arrive, so a slow sender holds little whatever length it declares.
 const INITIAL_SHARE: usize = 16 << 10;
 
 /// Longest `status.message` of an answer: a denial listing every one of thousands of
@@ -570,13 +570,14 @@ async fn validate(
         return too_large(&app, version, body, declared, deadline).await;
     }
     // Memory is reserved before it is used: at most `maxBytesInFlight` body bytes (and what
-    // parsing them builds) are held at once, whatever the number of connections. A declared
-    // length is reserved whole before the body is read; a body of unknown length reserves as
-    // its bytes arrive, so senders that trickle bytes hold little.
+    // parsing them builds) are held at once, whatever the number of connections. Every body,
+    // declared length or not, reserves as its bytes arrive: a sender that declares 3 MiB and
+    // then stalls holds a small share, not a full body's.
     // A review waits at most half its deadline for its share: one that gets in later would
     // have too little time left to be judged, and the API server is better told at once.
     let share = declared
         .unwrap_or(INITIAL_SHARE)
+        .min(INITIAL_SHARE)
         .min(app.max_body_bytes)
         .max(1);
     let reserve_by = Deadline::now() + app.review_timeout / 2;

@@ -659,7 +659,7 @@ fn peak_memory_stays_bounded_under_concurrent_hostile_reviews() {
     }
 }
 
-/// Reviews wait for their share of `limits.maxBytesInFlight` before their body is read; one
+/// Reviews wait for their share of `limits.maxBytesInFlight` as their body is read; one
 /// that cannot get it within half its deadline gets 503, and the budget frees up once the
 /// review holding it ends.
 #[test]
@@ -667,7 +667,8 @@ fn reviews_over_the_in_flight_budget_wait_then_get_503() {
     let webhook = Webhook::start(&format!(
         "{STARTER}\nlimits:\n  maxBodyBytes: 1048576\n  maxBytesInFlight: 1048576\n  reviewTimeout: 1s\n"
     ));
-    // A slow client declares 1 MiB and sends 1 KiB of it: the whole budget is reserved.
+    // A slow client sends all but 1 KiB of a 1 MiB body and stalls: as its bytes arrived it
+    // reserved the whole budget.
     let (release, gate) = std::sync::mpsc::channel();
     let slow = {
         let client = client_trusting(&webhook.ca);
@@ -675,7 +676,7 @@ fn reviews_over_the_in_flight_budget_wait_then_get_503() {
         std::thread::spawn(move || {
             let body = Filler {
                 left: 1 << 20,
-                before_gate: 1024,
+                before_gate: (1 << 20) - 1024,
                 gate: Some(gate),
             };
             post_raw(&client, &url, reqwest::blocking::Body::sized(body, 1 << 20))
@@ -1123,6 +1124,51 @@ fn slow_chunked_bodies_do_not_starve_reviews() {
         .filter(|l| l.contains("request body not received within 2s"))
         .count();
     assert_eq!(cut, 30, "{}", webhook.log());
+}
+
+/// Eight clients declaring a maximum-size body (`Content-Length: 3 MiB`, four of which would
+/// take the whole default `maxBytesInFlight` if reserved up front) and then sending a byte a
+/// second: a body reserves as its bytes arrive, so real reviews sent meanwhile are answered
+/// at once.
+#[test]
+fn stalled_declared_bodies_do_not_starve_reviews() {
+    let webhook = Webhook::start(STARTER);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client_trusting(&webhook.ca);
+            let url = webhook.url.clone();
+            let body = Trickle {
+                sent: 0,
+                stop: stop.clone(),
+            };
+            std::thread::spawn(move || {
+                post_raw(&client, &url, reqwest::blocking::Body::sized(body, 3 << 20))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let client = client_trusting(&webhook.ca);
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let started = Instant::now();
+        let (status, body) = post_raw(
+            &client,
+            &webhook.url,
+            sample_body(&format!("legit-{i}")).into(),
+        )
+        .unwrap();
+        statuses.push((status, started.elapsed(), body));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for handle in slow {
+        let _ = handle.join().unwrap();
+    }
+    for (status, took, body) in &statuses {
+        assert_eq!(*status, 200, "after {took:?}: {body}");
+        assert!(*took < Duration::from_secs(1), "{took:?}");
+    }
 }
 
 /// Text from the request reaches answers and logs cut and escaped: an `operation` carrying a
