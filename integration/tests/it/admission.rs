@@ -1072,6 +1072,56 @@ impl std::io::Read for Trickle {
     }
 }
 
+/// `n` clients each sending a body a byte a second (declaring `declared` bytes, or chunked)
+/// until `stop`; each thread returns what its client got.
+fn slow_senders(
+    webhook: &Webhook,
+    n: usize,
+    declared: Option<u64>,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Result<(u16, String), String>>> {
+    (0..n)
+        .map(|_| {
+            let client = client_trusting(&webhook.ca);
+            let url = webhook.url.clone();
+            let body = Trickle {
+                sent: 0,
+                stop: stop.clone(),
+            };
+            std::thread::spawn(move || {
+                let body = match declared {
+                    Some(len) => reqwest::blocking::Body::sized(body, len),
+                    None => reqwest::blocking::Body::new(body),
+                };
+                post_raw(&client, &url, body)
+            })
+        })
+        .collect()
+}
+
+/// `count` real reviews, `pause` apart: each one's status, time taken and body.
+fn reviews_meanwhile(
+    webhook: &Webhook,
+    count: usize,
+    pause: Duration,
+) -> Vec<(u16, Duration, String)> {
+    let client = client_trusting(&webhook.ca);
+    (0..count)
+        .map(|i| {
+            let started = Instant::now();
+            let (status, body) = post_raw(
+                &client,
+                &webhook.url,
+                sample_body(&format!("legit-{i}")).into(),
+            )
+            .unwrap();
+            let took = started.elapsed();
+            std::thread::sleep(pause);
+            (status, took, body)
+        })
+        .collect()
+}
+
 /// Thirty clients sending chunked bodies a byte a second, with the default limits: they hold
 /// little of `maxBytesInFlight` (a body of unknown length reserves as it arrives) and are cut
 /// off after `bodyReadTimeout` (2 s), so real reviews sent meanwhile are all answered.
@@ -1080,32 +1130,10 @@ fn slow_chunked_bodies_do_not_starve_reviews() {
     let webhook = Webhook::start(STARTER);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let began = Instant::now();
-    let slow: Vec<_> = (0..30)
-        .map(|_| {
-            let client = client_trusting(&webhook.ca);
-            let url = webhook.url.clone();
-            let body = Trickle {
-                sent: 0,
-                stop: stop.clone(),
-            };
-            std::thread::spawn(move || post_raw(&client, &url, reqwest::blocking::Body::new(body)))
-        })
-        .collect();
+    let slow = slow_senders(&webhook, 30, None, &stop);
     std::thread::sleep(Duration::from_millis(500));
-    let client = client_trusting(&webhook.ca);
-    let mut statuses = Vec::new();
-    for i in 0..8 {
-        let started = Instant::now();
-        let (status, body) = post_raw(
-            &client,
-            &webhook.url,
-            sample_body(&format!("legit-{i}")).into(),
-        )
-        .unwrap();
-        statuses.push((status, started.elapsed(), body));
-        // Spread over the time the slow bodies would hold their share.
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    // Spread over the time the slow bodies would hold their share.
+    let statuses = reviews_meanwhile(&webhook, 8, Duration::from_millis(300));
     // Past the 2 s body timeout (the slow bodies were sent for longer), within the 4 s
     // review deadline.
     std::thread::sleep(Duration::from_millis(3_500).saturating_sub(began.elapsed()));
@@ -1134,33 +1162,9 @@ fn slow_chunked_bodies_do_not_starve_reviews() {
 fn stalled_declared_bodies_do_not_starve_reviews() {
     let webhook = Webhook::start(STARTER);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let slow: Vec<_> = (0..8)
-        .map(|_| {
-            let client = client_trusting(&webhook.ca);
-            let url = webhook.url.clone();
-            let body = Trickle {
-                sent: 0,
-                stop: stop.clone(),
-            };
-            std::thread::spawn(move || {
-                post_raw(&client, &url, reqwest::blocking::Body::sized(body, 3 << 20))
-            })
-        })
-        .collect();
+    let slow = slow_senders(&webhook, 8, Some(3 << 20), &stop);
     std::thread::sleep(Duration::from_millis(500));
-    let client = client_trusting(&webhook.ca);
-    let mut statuses = Vec::new();
-    for i in 0..5 {
-        let started = Instant::now();
-        let (status, body) = post_raw(
-            &client,
-            &webhook.url,
-            sample_body(&format!("legit-{i}")).into(),
-        )
-        .unwrap();
-        statuses.push((status, started.elapsed(), body));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let statuses = reviews_meanwhile(&webhook, 5, Duration::from_millis(200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for handle in slow {
         let _ = handle.join().unwrap();
