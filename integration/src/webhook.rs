@@ -226,15 +226,39 @@ pub enum Hostile {
     /// Short strings, just under the webhook's default value budget (50 000), so the review
     /// passes parsing and reaches the policies: the largest tree a review can make them judge.
     Strings,
+    /// Thousands of containers as the API server sends them (its defaults filled in), just under
+    /// the value budget: every policy judges every container, and every message names each.
+    Containers,
 }
 
 /// An AdmissionReview of `bytes` bytes (at most; within a few bytes) shaped as `shape`.
 pub fn hostile_review(uid: &str, shape: Hostile, bytes: usize) -> String {
     let mut review = sample_review(uid, false, Some("wasmtime"));
+    if shape == Hostile::Containers {
+        // Ten values a container; the rest of the request holds a few dozen.
+        let containers: Vec<Json> = (0..4_950)
+            .map(|i| {
+                serde_json::json!({
+                    "name": format!("c{i}"),
+                    "image": format!("ghcr.io/acme/app-{i}:1"),
+                    "imagePullPolicy": "IfNotPresent",
+                    "resources": {},
+                    "terminationMessagePath": "/dev/termination-log",
+                    "terminationMessagePolicy": "File",
+                    "securityContext": {"allowPrivilegeEscalation": false},
+                })
+            })
+            .collect();
+        review["request"]["object"]["spec"]["containers"] = Json::Array(containers);
+        let text = review.to_string();
+        assert!(text.len() <= bytes, "{} bytes of containers", text.len());
+        return text;
+    }
     review["request"]["object"]["spec"]["containers"][0]["args"] = serde_json::json!(["FILL"]);
     let text = review.to_string();
     let room = bytes.saturating_sub(text.len());
     let fill = match shape {
+        Hostile::Containers => String::new(),
         Hostile::Zeros => "0,".repeat(room / 2).trim_end_matches(',').to_string(),
         Hostile::Strings => {
             // Each element is `"x…x",`; the count stays 200 under the budget (the rest of the

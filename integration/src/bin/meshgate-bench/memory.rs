@@ -33,14 +33,18 @@ pub fn run(_args: &Args) -> Result<String> {
             "4 × 3 MiB review, 49 800 strings (within the budget: every policy judges it)",
             Some(Hostile::Strings),
         ),
+        (
+            "4 × 1.2 MB review, a Pod of 4 950 containers as the API server sends them (every policy judges each)",
+            Some(Hostile::Containers),
+        ),
     ];
     let mut md = String::new();
     let _ = writeln!(
         md,
         "\n## Admission webhook memory\n\n`meshgate serve` with `admission/examples/dev.yaml` \
-         (default limits: `maxBodyBytes` 3 MiB, `maxBytesInFlight` 12 MiB, `maxJsonValues` 50 000), \
-         a fresh process per row; {CONCURRENT} reviews of just under 3 MiB posted at once over \
-         TLS, {ROUNDS} rounds. Peak RSS is the process's `VmHWM`. The Deployment's memory limit \
+         (its six Rego starters; default limits: `maxBodyBytes` 3 MiB, `maxBytesInFlight` 12 MiB, \
+         `maxJsonValues` 50 000), a fresh process per row; {CONCURRENT} reviews as large as the \
+         limits allow posted at once over TLS, {ROUNDS} rounds. Peak RSS is the process's `VmHWM`. The Deployment's memory limit \
          is 256 Mi; the goal is at most 128 MiB. Binary: `{}`.\n\n\
          | load | peak RSS MiB | RSS after MiB | answers |\n|---|---:|---:|---|",
         binary.strip_prefix(&repo).unwrap_or(&binary).display()
