@@ -819,66 +819,61 @@ fn an_image_index_is_admitted_only_when_every_entry_a_node_may_pull_is_wasm() {
         reference
     };
 
-    // A native entry beside the Wasm one: a linux/amd64 node would pull and run it.
-    let mixed = signed_index(
-        "mixed",
-        &[
-            ("linux", "linux/amd64", Json::Null),
-            ("wasm", "wasip1/wasm", Json::Null),
-        ],
-    );
-    let denied = review(&webhook, "mixed", &[&mixed]);
-    assert_eq!(denied["allowed"], false, "{denied}");
-    assert!(
-        message(&denied).contains("is for platform linux/amd64"),
-        "{denied}"
-    );
-
-    // An entry that claims a Wasm platform but holds a native image.
-    let disguised = signed_index(
-        "disguised",
-        &[
-            ("wasm", "wasip1/wasm", Json::Null),
-            ("linux", "wasip2/wasm", Json::Null),
-        ],
-    );
-    let denied = review(&webhook, "disguised", &[&disguised]);
-    assert_eq!(denied["allowed"], false, "{denied}");
-    assert!(
-        message(&denied).contains("(wasip2/wasm): not a Wasm artifact"),
-        "{denied}"
-    );
-
-    // An entry without a platform matches every node.
-    let unplatformed = signed_index(
-        "no-platform",
-        &[
-            ("wasm", "wasip1/wasm", Json::Null),
-            ("linux", "", Json::Null),
-        ],
-    );
-    let denied = review(&webhook, "no-platform", &[&unplatformed]);
-    assert!(message(&denied).contains("names no platform"), "{denied}");
-
-    // buildx attestations (unknown/unknown) are never pulled by a node: skipped.
-    let attested = signed_index(
-        "attested",
-        &[
-            ("wasm", "wasip1/wasm", Json::Null),
-            ("attestation", "unknown/unknown", attestation.clone()),
-        ],
-    );
-    let allowed = review(&webhook, "attested", &[&attested]);
-    assert_eq!(allowed["allowed"], true, "{allowed}");
-    let only_attestation = signed_index(
-        "only-attestation",
-        &[("attestation", "unknown/unknown", attestation)],
-    );
-    let denied = review(&webhook, "only-attestation", &[&only_attestation]);
-    assert!(
-        message(&denied).contains("no Wasm platform entry"),
-        "{denied}"
-    );
+    // (tag, entries, None when admitted or the denial's reason)
+    let cases = [
+        // A native entry beside the Wasm one: a linux/amd64 node would pull and run it.
+        (
+            "mixed",
+            vec![
+                ("linux", "linux/amd64", Json::Null),
+                ("wasm", "wasip1/wasm", Json::Null),
+            ],
+            Some("is for platform linux/amd64"),
+        ),
+        // An entry that claims a Wasm platform but holds a native image.
+        (
+            "disguised",
+            vec![
+                ("wasm", "wasip1/wasm", Json::Null),
+                ("linux", "wasip2/wasm", Json::Null),
+            ],
+            Some("(wasip2/wasm): not a Wasm artifact"),
+        ),
+        // An entry without a platform matches every node.
+        (
+            "no-platform",
+            vec![
+                ("wasm", "wasip1/wasm", Json::Null),
+                ("linux", "", Json::Null),
+            ],
+            Some("names no platform"),
+        ),
+        // buildx attestations (unknown/unknown) are never pulled by a node: skipped.
+        (
+            "attested",
+            vec![
+                ("wasm", "wasip1/wasm", Json::Null),
+                ("attestation", "unknown/unknown", attestation.clone()),
+            ],
+            None,
+        ),
+        (
+            "only-attestation",
+            vec![("attestation", "unknown/unknown", attestation)],
+            Some("no Wasm platform entry"),
+        ),
+    ];
+    for (tag, entries, denial) in cases {
+        let reference = signed_index(tag, &entries);
+        let answer = review(&webhook, tag, &[&reference]);
+        match denial {
+            None => assert_eq!(answer["allowed"], true, "{tag}: {answer}"),
+            Some(reason) => {
+                assert_eq!(answer["allowed"], false, "{tag}: {answer}");
+                assert!(message(&answer).contains(reason), "{tag}: {answer}");
+            }
+        }
+    }
 }
 
 #[test]
