@@ -63,22 +63,7 @@ fn http() -> oci_client::Client {
 
 /// Pushes a one-layer manifest as given; returns its digest.
 fn push_raw(reference: &str, config: (&str, Vec<u8>), layer: (&str, Vec<u8>)) -> String {
-    use oci_client::client::{Config, ImageLayer};
-    let reference: oci_client::Reference = reference.parse().unwrap();
-    let layers = vec![ImageLayer::new(layer.1, layer.0.into(), None)];
-    let config = Config::new(config.1, config.0.into(), None);
-    runtime().block_on(async {
-        let client = http();
-        let auth = oci_client::secrets::RegistryAuth::Anonymous;
-        client
-            .push(&reference, &layers, config, &auth, None)
-            .await
-            .unwrap();
-        client
-            .fetch_manifest_digest(&reference, &auth)
-            .await
-            .unwrap()
-    })
+    push_layers(reference, config, &[layer])
 }
 
 /// Pushes a container image (config + one tar layer) whose config names `architecture`.
