@@ -337,36 +337,52 @@ fn take_in_slot(
         };
         let state = match current {
             // Our key: its bucket, refilled.
-            Some(r) if r.owner == owner => {
-                if r.bucket == *bucket {
-                    r.state
-                } else {
-                    // The bucket's parameters changed: keep what was used, within the new
-                    // capacity.
-                    State {
-                        tokens: r.state.tokens.min(bucket.max_tokens),
-                        last_fill_ms: r.state.last_fill_ms,
-                    }
-                }
-            }
+            Some(r) if r.owner == owner => state_for(&r, bucket),
             // Another owner whose bucket is not full: this slot is taken.
             Some(r) if !r.bucket.is_full(r.state, now) => return SlotResult::Occupied,
             // Free, full (evictable) or unreadable: a fresh bucket for our key.
             _ => bucket.fresh(now),
         };
-        let (next, taken) = bucket.take(state, now);
-        let record = Record {
-            owner,
-            bucket: *bucket,
-            state: next,
-        };
-        match store.set(slot, &record.encode(), Some(cas)) {
-            Ok(()) => return SlotResult::Taken(taken),
+        match take_and_write(store, slot, owner, bucket, state, now, cas) {
+            Ok(taken) => return SlotResult::Taken(taken),
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Failed) => return SlotResult::Failed,
         }
     }
     SlotResult::Failed
+}
+
+/// `record`'s state under `bucket`: as it is, or, when the bucket's parameters changed, what
+/// was used kept within the new capacity.
+fn state_for(record: &Record, bucket: &Bucket) -> State {
+    if record.bucket == *bucket {
+        record.state
+    } else {
+        State {
+            tokens: record.state.tokens.min(bucket.max_tokens),
+            last_fill_ms: record.state.last_fill_ms,
+        }
+    }
+}
+
+/// Takes from `bucket` at `state` and writes `owner`'s record back, if the slot still holds
+/// what was read with `cas`.
+fn take_and_write(
+    store: &dyn SharedStore,
+    slot: &str,
+    owner: Owner,
+    bucket: &Bucket,
+    state: State,
+    now: Millis,
+    cas: u32,
+) -> Result<Taken, SetError> {
+    let (next, taken) = bucket.take(state, now);
+    let record = Record {
+        owner,
+        bucket: *bucket,
+        state: next,
+    };
+    store.set(slot, &record.encode(), Some(cas)).map(|()| taken)
 }
 
 /// A slot's current record (a record this crate could have written whose clock makes sense) and
@@ -493,23 +509,9 @@ fn take_own(
         let Some(r) = record.filter(|r| r.owner == owner) else {
             return Own::Moved;
         };
-        let state = if r.bucket == *bucket {
-            r.state
-        } else {
-            // The bucket's parameters changed: keep what was used, within the new capacity.
-            State {
-                tokens: r.state.tokens.min(bucket.max_tokens),
-                last_fill_ms: r.state.last_fill_ms,
-            }
-        };
-        let (next, taken) = bucket.take(state, now);
-        let record = Record {
-            owner,
-            bucket: *bucket,
-            state: next,
-        };
-        match store.set(slot, &record.encode(), Some(cas)) {
-            Ok(()) => return Own::Taken(taken),
+        let state = state_for(&r, bucket);
+        match take_and_write(store, slot, owner, bucket, state, now, cas) {
+            Ok(taken) => return Own::Taken(taken),
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Failed) => return Own::Failed,
         }
