@@ -1,9 +1,9 @@
 //! Wasm modules as OCI artifacts: the layouts runtimes and Istio pull, and pushing them
 //! (`meshgate push`).
 
-use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::client::{Config, ImageLayer};
 use oci_client::manifest::OciImageManifest;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 
 use crate::registry::shown;
 
@@ -184,7 +184,7 @@ pub fn index_entries(index: &serde_json::Value) -> Result<Vec<IndexEntry>, Strin
     let mut skipped = Vec::new();
     for entry in entries {
         let digest = entry["digest"].as_str().unwrap_or("");
-        if !crate::registry::is_sha256_digest(digest) {
+        if !crate::oci::is_sha256_digest(digest) {
             return Err(format!(
                 "image index entry with digest {:?}, not sha256:<64 hex digits>",
                 shown(digest)
@@ -270,14 +270,6 @@ pub enum Format {
     Istio,
 }
 
-/// A client speaking HTTPS, except plain HTTP to the registries in `plain_http`.
-pub fn client(plain_http: &[String]) -> Client {
-    Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(plain_http.to_vec()),
-        ..Default::default()
-    })
-}
-
 /// Pushes `wasm` to `reference` in `format` with `registries`' protocol and credentials for
 /// that registry; returns the manifest digest the registry reports (`sha256:<hex>`).
 pub async fn push(
@@ -302,7 +294,7 @@ pub async fn push(
         Format::Oci => (
             WASM_CONFIG,
             WASM_LAYER,
-            serde_json::json!({"architecture": "wasm", "os": "wasip1", "layerDigests": [crate::registry::sha256_digest(&wasm)]}),
+            serde_json::json!({"architecture": "wasm", "os": "wasip1", "layerDigests": [crate::oci::sha256_digest(&wasm)]}),
         ),
         Format::Istio => (ISTIO_CONFIG, ISTIO_LAYER, serde_json::json!({})),
     };
@@ -551,7 +543,7 @@ mod tests {
                 let mut expected = Vec::new();
                 for (os, arch, digest) in &entries {
                     let (os, arch) = (os.unwrap_or(""), arch.unwrap_or(""));
-                    proptest::prop_assert!(crate::registry::is_sha256_digest(digest.unwrap_or("")));
+                    proptest::prop_assert!(crate::oci::is_sha256_digest(digest.unwrap_or("")));
                     if is_wasm_platform(os, arch) {
                         expected.push(format!("{os}/{arch}"));
                     } else {

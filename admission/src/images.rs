@@ -27,6 +27,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use crate::artifact;
 use crate::config::{ArtifactCheck, FailurePolicy, ImageVerification, Mode, OnUpdate};
 use crate::metrics::Metrics;
+use crate::oci;
 use crate::registry::{Manifest, Registries, RegistryError};
 use crate::signing::{self, PublicKey};
 use std::future::Future;
@@ -406,7 +407,7 @@ impl ImageVerifier {
         let manifest_digest = facts["artifact"]["manifestDigest"]
             .as_str()
             .unwrap_or(&digest);
-        let repository = signing::at_digest(&reference, manifest_digest);
+        let repository = oci::at_digest(&reference, manifest_digest);
         let manifest = self
             .registries
             .manifest(&repository)
@@ -437,7 +438,7 @@ impl ImageVerifier {
             Ok(r) => r,
             Err(e) => return Outcome::Denied(format!("invalid image reference: {e}")),
         };
-        let name = signing::repository_name(&reference);
+        let name = oci::repository_name(&reference);
         let Some((index, rule)) = self.rules.iter().enumerate().find(|(_, r)| {
             r.patterns
                 .iter()
@@ -500,7 +501,7 @@ impl ImageVerifier {
         manifest: Option<Manifest>,
         rule: &Rule,
     ) -> Outcome {
-        let repository = signing::at_digest(reference, digest);
+        let repository = oci::at_digest(reference, digest);
         let artifact = async {
             let manifest = match manifest {
                 Some(m) => m,
@@ -580,7 +581,7 @@ impl ImageVerifier {
         // Every entry a node may pull is checked, not only the first Wasm one: the node picks
         // by its own platform, the webhook cannot know which.
         let checks = entries.iter().map(|entry| async {
-            let child = signing::at_digest(repository, &entry.digest);
+            let child = oci::at_digest(repository, &entry.digest);
             let child = self.registries.manifest(&child).await?;
             self.artifact_manifest(repository, child, Some(manifest.digest.as_str()))
                 .await

@@ -11,6 +11,7 @@
 //! - [`tls`]: serving certificates, reloaded when they change.
 //! - [`testing`]: policy unit tests and YAML case files.
 //! - [`artifact`]: Wasm modules as OCI artifacts (`meshgate push`) and their layouts.
+//! - [`oci`]: OCI references, digests and registry host names (a leaf module).
 //! - [`registry`]: OCI registry access (credentials, plain HTTP rules, digests checked).
 //! - [`signing`]: cosign-compatible keys, signatures and their verification.
 //! - [`images`]: the image checks of admission (artifact layout, trust policy, cache).
@@ -19,6 +20,7 @@ pub mod artifact;
 pub mod config;
 pub mod images;
 pub mod metrics;
+pub mod oci;
 pub mod pipeline;
 pub mod policy;
 pub mod registry;

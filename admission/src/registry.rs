@@ -28,9 +28,9 @@ use oci_client::{Client, Reference};
 use reqwest::header::{ACCEPT, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
-use sha2::Digest as _;
 
 use crate::config::RegistryAccess;
+use crate::oci::{at_digest, at_tag, is_sha256_digest, is_tag, normalize_host, sha256_digest};
 
 /// Manifest media types this client asks for.
 pub const MANIFEST_TYPES: [&str; 4] = [
@@ -184,34 +184,6 @@ pub fn shown(text: &str) -> String {
         out.push('…');
     }
     out
-}
-
-/// Whether `digest` is `sha256:` and 64 lowercase hex digits, the only digests this client
-/// fetches by (anything else could not be checked, or would reshape the URL).
-pub fn is_sha256_digest(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
-/// Whether `tag` is a valid tag (distribution spec: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`).
-fn is_tag(tag: &str) -> bool {
-    tag.len() <= 128
-        && tag
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// `sha256:<hex>` of some bytes.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
 }
 
 /// Per-registry settings.
@@ -878,8 +850,8 @@ impl Registries {
         let digest = sha256_digest(&bytes);
         let size = bytes.len();
         let reference = match tag {
-            Some(tag) => crate::signing::at_tag(repository, tag),
-            None => crate::signing::at_digest(repository, &digest),
+            Some(tag) => at_tag(repository, tag),
+            None => at_digest(repository, &digest),
         };
         let (client, _) = self.prepare_push(&reference).await;
         let media_type = manifest["mediaType"]
@@ -1102,19 +1074,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// `https://index.docker.io/v1/` and `docker.io` → `index.docker.io`; other hosts as they are,
-/// without scheme or path.
-pub fn normalize_host(host: &str) -> String {
-    let host = host
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = host.split('/').next().unwrap_or(host);
-    match host {
-        "docker.io" | "registry-1.docker.io" => "index.docker.io".to_string(),
-        other => other.to_string(),
-    }
-}
-
 #[derive(Deserialize)]
 struct DockerConfig {
     #[serde(default)]
@@ -1197,18 +1156,6 @@ mod tests {
         let (scheme, params) = parse_challenge("Bearer realm=\"unterminated");
         assert_eq!(scheme, "Bearer");
         assert_eq!(params["realm"], "unterminated");
-    }
-
-    #[test]
-    fn only_sha256_digests_and_valid_tags_are_fetched() {
-        assert!(is_sha256_digest(&format!("sha256:{}", "0a".repeat(32))));
-        assert!(!is_sha256_digest(&format!("sha256:{}", "0A".repeat(32))));
-        assert!(!is_sha256_digest("sha256:../../x"));
-        assert!(!is_sha256_digest(&format!("sha512:{}", "0a".repeat(64))));
-        assert!(is_tag("v1.0_rc-2"));
-        assert!(!is_tag(".hidden"));
-        assert!(!is_tag("a/b"));
-        assert!(!is_tag(&"a".repeat(129)));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use oci_client::Reference;
 
 pub use keys::{Algorithm, PublicKey};
 
+use crate::oci::repository_name;
 use crate::registry::{Registries, RegistryError};
 
 /// Which layout a signature was found in.
@@ -125,29 +126,6 @@ pub async fn check(
         }
     }
     Ok(report)
-}
-
-/// `registry/repository` of a reference, as cosign writes it in payloads.
-pub fn repository_name(reference: &Reference) -> String {
-    format!("{}/{}", reference.registry(), reference.repository())
-}
-
-/// The reference of `repository` at `digest`.
-pub fn at_digest(repository: &Reference, digest: &str) -> Reference {
-    Reference::with_digest(
-        repository.registry().to_string(),
-        repository.repository().to_string(),
-        digest.to_string(),
-    )
-}
-
-/// The reference of `repository` at `tag`.
-pub fn at_tag(repository: &Reference, tag: &str) -> Reference {
-    Reference::with_tag(
-        repository.registry().to_string(),
-        repository.repository().to_string(),
-        tag.to_string(),
-    )
 }
 
 /// Resolves a reference to the digest of what it names (the index, for multi-platform

@@ -6,8 +6,9 @@
 use proptest::prelude::*;
 use serde_json::{Value as Json, json};
 
-use super::{MAX_METADATA_BYTES, MAX_SIGNATURES, Manifest, parse_index, sha256_digest};
+use super::{MAX_METADATA_BYTES, MAX_SIGNATURES, Manifest, parse_index};
 use crate::artifact::{self, Layout};
+use crate::oci::sha256_digest;
 use crate::signing::bundle::{self, Bundle};
 use crate::signing::{Report, keys, legacy};
 

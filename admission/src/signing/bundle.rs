@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 use sigstore::crypto::SigStoreSigner;
 
-use super::{Format, PublicKey, Report, SignError, at_digest, at_tag, repository_name};
+use super::{Format, PublicKey, Report, SignError};
+use crate::oci::{at_digest, at_tag, repository_name};
 use crate::registry::{
     MAX_SIGNATURE_BYTES, MAX_SIGNATURES, Registries, RegistryError, json_error, shown,
 };

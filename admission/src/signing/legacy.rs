@@ -11,7 +11,8 @@ use sigstore::cosign::payload::simple_signing::{
 };
 use sigstore::crypto::SigStoreSigner;
 
-use super::{Format, PublicKey, Report, SignError, at_tag, repository_name};
+use super::{Format, PublicKey, Report, SignError};
+use crate::oci::{at_tag, repository_name};
 use crate::registry::{
     MAX_SIGNATURE_BYTES, MAX_SIGNATURES, Registries, RegistryError, json_error, shown,
 };

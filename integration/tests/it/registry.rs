@@ -145,7 +145,7 @@ fn meshgate_push_writes_the_wasm_artifact_layouts() {
 
 /// `sha256:<hex>` of some bytes.
 fn digest_of(bytes: &[u8]) -> String {
-    meshgate_admission::registry::sha256_digest(bytes)
+    meshgate_admission::oci::sha256_digest(bytes)
 }
 
 /// A one-layer manifest in the CNCF Wasm layout (its blobs are never fetched by the default

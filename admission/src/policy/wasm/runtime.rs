@@ -139,7 +139,7 @@ impl WasmRuntime {
 
     /// Compiles `bytes`, or loads the code compiled earlier for the same bytes and engine.
     pub fn component(&self, bytes: &[u8]) -> Result<(Component, CodeSource), String> {
-        let digest = crate::registry::sha256_digest(bytes);
+        let digest = crate::oci::sha256_digest(bytes);
         let hex = digest.trim_start_matches("sha256:").to_string();
         if let Ok(loaded) = self.loaded.lock()
             && let Some(component) = loaded.get(&hex)
