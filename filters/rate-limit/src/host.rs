@@ -1,12 +1,12 @@
-//! The request and the shared store, as the core sees them, through proxy-wasm hostcalls.
+//! The request and the shared store, as the core sees them, through proxy-wasm hostcalls. The
+//! store is [`meshgate_wasm_host::HostStore`], the one jwt-auth uses too.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use meshgate_ratelimit::descriptor::{Request, Unreadable};
-use meshgate_ratelimit::table::{SetError, SharedStore};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, Status};
+use proxy_wasm::types::MapType;
 
 /// The effective context's request; each attribute is fetched at most once, and only if a
 /// descriptor asks for it. A hostcall that fails (rather than finding nothing) is
@@ -50,24 +50,4 @@ fn property(path: &[&str]) -> Result<Option<String>, Unreadable> {
         .map(text))
 }
 
-/// proxy-wasm shared data: one store for every worker VM with the same `vm_id`.
-pub struct HostStore;
-
-impl SharedStore for HostStore {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(value), Some(cas))) => Some((value, cas)),
-            _ => None,
-        }
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
-            Err(_) => Err(SetError::Failed),
-        }
-    }
-}
-
-pub use meshgate_wasm_host::now_ms;
+pub use meshgate_wasm_host::{HostStore, now_ms};

@@ -10,7 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel};
 
 use crate::host::{self, HostRequest, HostStore};
-use crate::root::Shared;
+use crate::shared::Shared;
 
 /// Request header naming the shadow descriptors that would have refused the request, for the
 /// upstream to see.

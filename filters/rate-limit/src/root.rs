@@ -14,19 +14,10 @@ use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 use crate::host::HostStore;
 use crate::http::Http;
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 
 /// How often counters reach Envoy's stats.
 pub const FLUSH_PERIOD: Duration = Duration::from_millis(500);
-
-/// The compiled configuration and counters, shared by the worker's request contexts.
-pub struct Shared {
-    /// The limiter.
-    pub limiter: Limiter,
-    /// Counters.
-    pub metrics: Metrics,
-    /// OVER_LIMIT answers of the rate limit service, until their reset.
-    pub over_limit: RefCell<OverLimitCache>,
-}
 
 /// The root context of one worker.
 #[derive(Default)]

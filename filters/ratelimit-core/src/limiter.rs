@@ -432,7 +432,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::table::MemoryStore;
+    use meshgate_filter_common::store::testing::MemoryStore;
 
     struct Req(HashMap<&'static str, &'static str>);
 

@@ -29,6 +29,8 @@
 //! looks again after claiming, and whichever wrote last sees both records and merges them into
 //! the first in probe order (the other's tokens are charged to it and its slot released).
 
+// The store is the one every filter core shares; re-exported where the table's callers look.
+pub use meshgate_filter_common::store::{SetError, SharedStore};
 use sha2::{Digest, Sha256};
 
 use crate::Millis;
@@ -47,25 +49,6 @@ pub const RECLAIM_SLACK: u64 = 1;
 /// so the write succeeds only if nobody created the slot first (CAS values count up from 1 and
 /// never reach this one in practice).
 pub const CREATE_CAS: u32 = u32::MAX;
-
-/// Why a write did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetError {
-    /// Another writer got there first.
-    CasMismatch,
-    /// The store refused for another reason.
-    Failed,
-}
-
-/// The host's shared key-value store (proxy-wasm shared data), with Envoy's semantics: `cas`
-/// `None` writes unconditionally; `Some(c)` writes only if the entry's CAS is `c` — or if there
-/// is no entry at all.
-pub trait SharedStore {
-    /// The value and its CAS, if the key exists.
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
-    /// Writes `value`.
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError>;
-}
 
 /// What taking from a key's bucket came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -566,69 +549,6 @@ fn decode_salt(bytes: &[u8]) -> Option<Salt> {
     let mut salt = [0u8; 16];
     salt.copy_from_slice(&bytes[4..]);
     Some(salt)
-}
-
-/// Entries (value, CAS) and the last CAS handed out.
-type Entries = (std::collections::HashMap<String, (Vec<u8>, u32)>, u32);
-
-/// An in-process store with the host's semantics, for tests and tools.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    entries: std::sync::Mutex<Entries>,
-}
-
-impl SharedStore for MemoryStore {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        let guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        guard.0.get(key).cloned()
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
-        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, next) = &mut *guard;
-        *next += 1;
-        let new_cas = *next;
-        match map.get_mut(key) {
-            Some((_, current)) if cas.is_some_and(|c| c != 0 && c != *current) => {
-                Err(SetError::CasMismatch)
-            }
-            Some(entry) => {
-                *entry = (value.to_vec(), new_cas);
-                Ok(())
-            }
-            None => {
-                map.insert(key.to_string(), (value.to_vec(), new_cas));
-                Ok(())
-            }
-        }
-    }
-}
-
-impl MemoryStore {
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .len()
-    }
-
-    /// Bytes of all the values held (what the entries cost beyond their names).
-    pub fn value_bytes(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .values()
-            .map(|(v, _)| v.len())
-            .sum()
-    }
-
-    /// Whether it holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

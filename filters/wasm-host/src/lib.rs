@@ -1,10 +1,12 @@
 //! proxy-wasm glue every meshgate filter needs, written once: [`Counter`] (counts batched in the
-//! VM, handed to Envoy on a tick), [`now_ms`], [`text`], and [`install_panic_hook`].
+//! VM, handed to Envoy on a tick), [`now_ms`], [`text`], [`install_panic_hook`], and
+//! [`HostStore`] (proxy-wasm shared data as the cores' [`SharedStore`]).
 
 use std::cell::Cell;
 
+use meshgate_filter_common::store::{SetError, SharedStore};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MetricType};
+use proxy_wasm::types::{LogLevel, MetricType, Status};
 
 /// A counter in Envoy's stats (`/stats` shows it as `wasmcustom.<name>`).
 ///
@@ -163,4 +165,25 @@ pub fn call_response_header(name: &str) -> Option<String> {
         .ok()
         .flatten()
         .map(text)
+}
+
+/// proxy-wasm shared data: one store for every worker VM with the same `vm_id`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), Some(cas))) => Some((value, cas)),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(_) => Err(SetError::Failed),
+        }
+    }
 }

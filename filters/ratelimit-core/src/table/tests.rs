@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use meshgate_filter_common::store::testing::MemoryStore;
 use proptest::prelude::*;
 
 use super::*;
