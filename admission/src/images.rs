@@ -512,7 +512,7 @@ impl ImageVerifier {
         // The artifact and its signatures are independent lookups: ask for both at once.
         let signatures = async {
             if rule.keys.is_empty() {
-                Ok(signing::Report::default())
+                Ok(signing::SignatureCheck::default())
             } else {
                 signing::check(&self.registries, &repository, digest, &rule.keys).await
             }

@@ -7,10 +7,14 @@
 //! - [`bundle`]: a sigstore bundle (v0.3, DSSE envelope over an in-toto statement of predicate
 //!   type `https://sigstore.dev/cosign/sign/v1`) attached as an OCI 1.1 referrer.
 //!
+//! - [`keyless`]: Sigstore bundles verified offline against a trusted root (Fulcio
+//!   certificates, transparency log proofs, RFC 3161 timestamps), and managed-key bundles.
+//!
 //! Cryptography is the `sigstore` crate's: its encrypted key format, signers and verification
 //! keys (ECDSA P-256/P-384, Ed25519, RSA PKCS#1 v1.5).
 
 pub mod bundle;
+pub mod keyless;
 pub mod keys;
 pub mod legacy;
 
@@ -23,19 +27,19 @@ use crate::registry::{Registries, RegistryError};
 
 /// Which layout a signature was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Format {
+pub enum SignatureLayout {
     /// cosign's `.sig` tag.
     Legacy,
     /// A sigstore bundle referrer.
     Bundle,
 }
 
-impl Format {
+impl SignatureLayout {
     /// The name used in summaries and policy input.
     pub fn as_str(self) -> &'static str {
         match self {
-            Format::Legacy => "cosign",
-            Format::Bundle => "sigstore-bundle",
+            SignatureLayout::Legacy => "cosign",
+            SignatureLayout::Bundle => "sigstore-bundle",
         }
     }
 }
@@ -46,12 +50,12 @@ pub struct Verified {
     /// The key's name.
     pub key: String,
     /// Where it was found.
-    pub format: Format,
+    pub format: SignatureLayout,
 }
 
 /// What the registry holds for a digest, checked against keys.
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub struct SignatureCheck {
     /// Signatures that verified, one per (key, format).
     pub verified: Vec<Verified>,
     /// Signature objects found in total (verified or not).
@@ -60,7 +64,7 @@ pub struct Report {
     pub rejected: Vec<String>,
 }
 
-impl Report {
+impl SignatureCheck {
     /// Names of the keys that signed, sorted and deduplicated.
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.verified.iter().map(|v| v.key.clone()).collect();
@@ -75,7 +79,7 @@ impl Report {
         }
     }
 
-    fn accept(&mut self, key: &str, format: Format) {
+    fn accept(&mut self, key: &str, format: SignatureLayout) {
         let verified = Verified {
             key: key.to_string(),
             format,
@@ -108,8 +112,8 @@ pub async fn check(
     repository: &Reference,
     digest: &str,
     keys: &[PublicKey],
-) -> Result<Report, RegistryError> {
-    let mut report = Report::default();
+) -> Result<SignatureCheck, RegistryError> {
+    let mut report = SignatureCheck::default();
     let (legacy, bundles) = futures_util::join!(
         legacy::fetch(registries, repository, digest),
         bundle::fetch(registries, repository, digest),

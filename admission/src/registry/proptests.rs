@@ -10,7 +10,7 @@ use super::{MAX_METADATA_BYTES, MAX_SIGNATURES, Manifest, parse_index};
 use crate::artifact::{self, Layout};
 use crate::oci::sha256_digest;
 use crate::signing::bundle::{self, Bundle};
-use crate::signing::{Report, keys, legacy};
+use crate::signing::{SignatureCheck, keys, legacy};
 
 /// Cases per parser, as CI runs them.
 const CASES: u32 = 10_000;
@@ -200,7 +200,7 @@ proptest! {
         let digest = format!("sha256:{}", "ab".repeat(32));
         match Bundle::parse(&bytes) {
             Ok(bundle) => {
-                let mut report = Report::default();
+                let mut report = SignatureCheck::default();
                 bundle.check(&digest, std::slice::from_ref(trusted_key()), &mut report);
                 // Nothing here is signed by the trusted key.
                 prop_assert!(report.verified.is_empty());

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sigstore::crypto::SigStoreSigner;
 
-use super::{Format, PublicKey, Report, SignError};
+use super::{PublicKey, SignError, SignatureCheck, SignatureLayout};
 use crate::oci::{at_digest, at_tag, repository_name};
 use crate::registry::{
     MAX_SIGNATURE_BYTES, MAX_SIGNATURES, Registries, RegistryError, json_error, shown,
@@ -99,7 +99,7 @@ impl Bundle {
 
     /// Checks the envelope's signatures against every key and the statement against `digest`.
     /// Only the first [`MAX_SIGNATURES`] envelope signatures are tried.
-    pub fn check(&self, digest: &str, keys: &[PublicKey], report: &mut Report) {
+    pub fn check(&self, digest: &str, keys: &[PublicKey], report: &mut SignatureCheck) {
         let Some(envelope) = &self.dsse_envelope else {
             let what = if self.message_signature.is_some() {
                 "a message signature, not an image signature"
@@ -154,7 +154,7 @@ impl Bundle {
             .iter()
             .any(|s| s.digest.get("sha256").is_some_and(|d| d == hex))
         {
-            report.accept(&key.name, Format::Bundle);
+            report.accept(&key.name, SignatureLayout::Bundle);
         } else {
             report.reject(format!(
                 "bundle signed by {} names another digest",
@@ -333,7 +333,7 @@ mod tests {
             json!({"_type": STATEMENT_TYPE, "subject": [{"digest": {"sha256": hex}}],
                    "predicateType": predicate, "predicate": {}})
         };
-        let mut report = Report::default();
+        let mut report = SignatureCheck::default();
         bundle_for(&statement(&"ab".repeat(32), SIGN_PREDICATE_TYPE), &signer).check(
             &digest,
             std::slice::from_ref(&key),
@@ -341,7 +341,7 @@ mod tests {
         );
         assert_eq!(report.keys(), vec!["release".to_string()]);
 
-        let mut report = Report::default();
+        let mut report = SignatureCheck::default();
         bundle_for(&statement(&"cd".repeat(32), SIGN_PREDICATE_TYPE), &signer).check(
             &digest,
             std::slice::from_ref(&key),
@@ -350,7 +350,7 @@ mod tests {
         assert!(report.verified.is_empty());
         assert!(report.rejected[0].contains("another digest"), "{report:?}");
 
-        let mut report = Report::default();
+        let mut report = SignatureCheck::default();
         bundle_for(
             &statement(&"ab".repeat(32), "https://slsa.dev/provenance/v1"),
             &signer,
@@ -361,7 +361,7 @@ mod tests {
 
         let other = super::super::keys::generate(super::super::Algorithm::EcdsaP256, b"").unwrap();
         let other = PublicKey::from_pem("other", other.1.as_bytes()).unwrap();
-        let mut report = Report::default();
+        let mut report = SignatureCheck::default();
         bundle_for(&statement(&"ab".repeat(32), SIGN_PREDICATE_TYPE), &signer).check(
             &digest,
             &[other],

@@ -11,7 +11,7 @@ use sigstore::cosign::payload::simple_signing::{
 };
 use sigstore::crypto::SigStoreSigner;
 
-use super::{Format, PublicKey, Report, SignError};
+use super::{PublicKey, SignError, SignatureCheck, SignatureLayout};
 use crate::oci::{at_tag, repository_name};
 use crate::registry::{
     MAX_SIGNATURE_BYTES, MAX_SIGNATURES, Registries, RegistryError, json_error, shown,
@@ -36,7 +36,7 @@ pub struct LayerSignature {
 
 impl LayerSignature {
     /// Checks the signature against every key and the payload against `digest`.
-    pub(super) fn check(&self, digest: &str, keys: &[PublicKey], report: &mut Report) {
+    pub(super) fn check(&self, digest: &str, keys: &[PublicKey], report: &mut SignatureCheck) {
         let signature = match &self.signature {
             Ok(s) => s,
             Err(reason) => return report.reject(reason.clone()),
@@ -46,7 +46,7 @@ impl LayerSignature {
         };
         // Only a verified payload is read: its claims mean nothing unsigned.
         match parse_payload(&self.payload) {
-            Ok(named) if named == digest => report.accept(&key.name, Format::Legacy),
+            Ok(named) if named == digest => report.accept(&key.name, SignatureLayout::Legacy),
             Ok(named) => report.reject(format!(
                 "cosign signature by {} is for {}",
                 key.name,
