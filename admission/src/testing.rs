@@ -8,6 +8,10 @@
 //!   object (or a whole AdmissionReview file) with the expected outcome. Cases go through the
 //!   same pipeline as the server, selection included. `casesFrom: FILE` takes the cases of
 //!   another case file, to hold policies of two engines to the same cases.
+//! - **Gatekeeper suites** ([`suite`], `meshgate policy verify`): `gator verify` suites as
+//!   they are.
+
+pub mod suite;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use serde_json::{Value as Json, json};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Verdict};
+use crate::policy::opa_compat::{self, TestRule};
 
 /// Bound of one Rego unit test.
 const TEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -144,48 +149,28 @@ fn discover(path: &Path, rego: &mut Vec<PathBuf>, cases: &mut Vec<PathBuf>) -> R
     Ok(())
 }
 
-/// Loads Rego files into one engine, each as Rego v1 or, if that does not parse, v0.
-fn load_rego(files: &[PathBuf]) -> Result<(regorus::Engine, Vec<(PathBuf, String)>), String> {
+/// Loads Rego files into one engine, each as Rego v1 or, if that does not parse, v0, through
+/// the OPA compatibility pass; returns every test rule of the `*_test.rego` files.
+fn load_rego(files: &[PathBuf]) -> Result<(regorus::Engine, Vec<(PathBuf, TestRule)>), String> {
     let mut engine = regorus::Engine::new();
     engine.set_execution_timer_config(crate::policy::timer(TEST_TIMEOUT));
-    let mut packages = Vec::new();
+    // `opa test`'s default: a builtin's error makes its expression undefined.
+    engine.set_strict_builtin_errors(false);
+    let mut tests = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let name = file.display().to_string();
-        engine.set_rego_v0(false);
-        let package = match engine.add_policy(name.clone(), text.clone()) {
-            Ok(package) => package,
-            Err(v1_error) => {
-                engine.set_rego_v0(true);
-                engine
-                    .add_policy(name.clone(), text)
-                    .map_err(|_| format!("{name}: {v1_error:#}"))?
-            }
-        };
-        packages.push((file.clone(), package));
+        let loaded = opa_compat::add_policy(&mut engine, &name, &text, opa_compat::Version::Either)
+            .map_err(|e| e.to_string())?;
+        if is_rego_test(file) {
+            tests.extend(loaded.tests.into_iter().map(|t| (file.clone(), t)));
+        }
     }
-    Ok((engine, packages))
-}
-
-/// Names of the `test_*` rules a file defines (rule heads start at the line's beginning).
-fn test_rules(text: &str) -> Vec<String> {
-    let mut names: Vec<String> = text
-        .lines()
-        .filter(|l| l.starts_with("test_"))
-        .map(|l| {
-            l.chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect::<String>()
-        })
-        .collect();
-    // A test may have several bodies (incremental definition); it is one test.
-    let mut seen = std::collections::BTreeSet::new();
-    names.retain(|n| seen.insert(n.clone()));
-    names
+    Ok((engine, tests))
 }
 
 fn run_rego_tests(root: &Path, files: &[PathBuf], report: &mut Report) {
-    let (engine, packages) = match load_rego(files) {
+    let (engine, tests) = match load_rego(files) {
         Ok(loaded) => loaded,
         Err(e) => {
             report.results.push(TestResult {
@@ -197,31 +182,23 @@ fn run_rego_tests(root: &Path, files: &[PathBuf], report: &mut Report) {
             return;
         }
     };
-    for (file, package) in &packages {
-        if !is_rego_test(file) {
-            continue;
-        }
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let package = package.strip_prefix("data.").unwrap_or(package);
-        for rule in test_rules(&text) {
-            let name = format!("data.{package}.{rule}");
-            let started = Instant::now();
-            let mut engine = engine.clone();
-            let failure = match engine.eval_rule(name.clone()) {
-                Ok(regorus::Value::Bool(true)) => None,
-                Ok(regorus::Value::Undefined) => {
-                    Some("the test rule is undefined (a condition failed)".into())
-                }
-                Ok(other) => Some(format!("the test rule is {other}, not true")),
-                Err(e) => Some(format!("error: {e:#}")),
-            };
-            report.results.push(TestResult {
-                file: file.clone(),
-                name,
-                failure,
-                duration: started.elapsed(),
-            });
-        }
+    for (file, test) in tests {
+        let started = Instant::now();
+        let mut engine = engine.clone();
+        let failure = match engine.eval_rule(test.rule.clone()) {
+            Ok(regorus::Value::Bool(true)) => None,
+            Ok(regorus::Value::Undefined) => {
+                Some("the test rule is undefined (a condition failed)".into())
+            }
+            Ok(other) => Some(format!("the test rule is {other}, not true")),
+            Err(e) => Some(format!("error: {e:#}")),
+        };
+        report.results.push(TestResult {
+            file,
+            name: test.name,
+            failure,
+            duration: started.elapsed(),
+        });
     }
 }
 
@@ -479,16 +456,5 @@ fn check(case: &Case, verdict: &Verdict) -> Option<String> {
         None
     } else {
         Some(format!("message {missing:?} not found in: {said}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_rules_are_found_once_each() {
-        let text = "package x\ntest_a if { true }\ntest_a if { false }\n  test_indented := 1\ntest_b := true\nhelper if { true }\n";
-        assert_eq!(test_rules(text), vec!["test_a", "test_b"]);
     }
 }

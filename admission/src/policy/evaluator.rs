@@ -27,6 +27,7 @@ pub(crate) struct Evaluator {
     rules: Vec<String>,
     data: regorus::Value,
     timeout: Duration,
+    strict_builtin_errors: bool,
 }
 
 impl Backend {
@@ -41,18 +42,23 @@ impl Backend {
 
 impl Evaluator {
     /// `engine` holds the parsed policy; `rules` are fully qualified rule paths; `data` is the
-    /// policy's data document.
+    /// policy's data document. `strict_builtin_errors`: a builtin's error fails the evaluation
+    /// (else, as in OPA by default, it makes the expression undefined); both engines follow it.
+    /// `use_vm`: run on the VM when the rules compile to it (else always the interpreter).
     pub(crate) fn new(
         mut engine: regorus::Engine,
         rules: Vec<String>,
         data: serde_json::Value,
         timeout: Duration,
+        strict_builtin_errors: bool,
+        use_vm: bool,
     ) -> Result<Self, String> {
         let data = regorus::Value::from(data);
         engine
             .add_data(data.clone())
             .map_err(|e| format!("{e:#}"))?;
         engine.set_execution_timer_config(timer(timeout));
+        engine.set_strict_builtin_errors(strict_builtin_errors);
         let programs = rules
             .iter()
             .map(|rule| -> Result<Arc<Program>, String> {
@@ -64,6 +70,7 @@ impl Evaluator {
             })
             .collect::<Result<Vec<_>, String>>();
         let programs = match programs {
+            Ok(_) if !use_vm => None,
             Ok(programs) => Some(programs),
             Err(e) => {
                 tracing::info!(rules = ?rules, reason = %e, "policy runs on the Rego interpreter (not compilable to the VM)");
@@ -76,6 +83,7 @@ impl Evaluator {
             rules,
             data,
             timeout,
+            strict_builtin_errors,
         };
         // Prepares the interpreter once (scheduling, compilation); every clone shares it.
         let _ = evaluator.eval_interpreter(regorus::Value::new_object());
@@ -117,6 +125,7 @@ impl Evaluator {
                     .map_err(|e| PolicyError::Eval(format!("{e:#}")))?;
                 vm.set_input(input.clone());
                 vm.set_execution_timer_config(Some(timer(self.timeout)));
+                vm.set_strict_builtin_errors(self.strict_builtin_errors);
                 // The VM's default instruction cap (25 000) stops ordinary policies over larger
                 // objects; the execution timer is the bound, as for the interpreter.
                 vm.set_max_instructions(usize::MAX);

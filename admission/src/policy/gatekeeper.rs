@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use super::evaluator::Evaluator;
+use super::opa_compat;
 use super::{Evaluate, Findings, Input, LoadError, PolicyError, messages};
 use crate::config::{GatekeeperSource, Mode};
 
@@ -31,6 +32,18 @@ impl GatekeeperPolicy {
         source: &GatekeeperSource,
         parameters: Option<&Json>,
         timeout: Duration,
+    ) -> Result<Self, LoadError> {
+        Self::load_with_inventory(name, source, parameters, timeout, serde_json::json!({}))
+    }
+
+    /// As [`GatekeeperPolicy::load`], with `inventory` as `data.inventory` (Gatekeeper's
+    /// cache of synced objects; `gator verify` suites give it per case).
+    pub fn load_with_inventory(
+        name: &str,
+        source: &GatekeeperSource,
+        parameters: Option<&Json>,
+        timeout: Duration,
+        inventory: Json,
     ) -> Result<Self, LoadError> {
         let err = |m: String| LoadError::new(name, m);
         let template = read_yaml(&source.template).map_err(err)?;
@@ -66,14 +79,27 @@ impl GatekeeperPolicy {
             .ok_or_else(|| err(at(&source.template, "the target has no Rego source")))?;
 
         let mut engine = regorus::Engine::new();
-        engine.set_rego_v0(!code.v1);
-        let package = engine
-            .add_policy(format!("{}#rego", source.template.display()), code.rego)
-            .map_err(|e| err(format!("{}: {e:#}", source.template.display())))?;
-        for (i, lib) in code.libs.into_iter().enumerate() {
-            engine
-                .add_policy(format!("{}#libs[{i}]", source.template.display()), lib)
-                .map_err(|e| err(format!("{}: libs[{i}]: {e:#}", source.template.display())))?;
+        let version = if code.v1 {
+            opa_compat::Version::V1
+        } else {
+            opa_compat::Version::V0
+        };
+        let package = opa_compat::add_policy(
+            &mut engine,
+            &format!("{}#rego", source.template.display()),
+            &code.rego,
+            version,
+        )
+        .map_err(|e| err(format!("{}: {e}", source.template.display())))?
+        .package;
+        for (i, lib) in code.libs.iter().enumerate() {
+            opa_compat::add_policy(
+                &mut engine,
+                &format!("{}#libs[{i}]", source.template.display()),
+                lib,
+                version,
+            )
+            .map_err(|e| err(format!("{}: libs[{i}]: {e}", source.template.display())))?;
         }
 
         let spec = &constraint["spec"];
@@ -105,8 +131,15 @@ impl GatekeeperPolicy {
         let evaluator = Evaluator::new(
             engine,
             vec![format!("data.{package}.violation")],
-            serde_json::json!({ "inventory": {} }),
+            serde_json::json!({ "inventory": inventory }),
             timeout,
+            // Gatekeeper runs templates with OPA's default: a builtin's error makes its
+            // expression undefined (`object.get` on `null`, `sprintf` missing an argument).
+            false,
+            // The interpreter: the VM makes an undefined argument of a negated call (bound
+            // before the `not` by the OPA pass) succeed where OPA and the interpreter fail the
+            // body (the library's `users` template; see README, differences from OPA).
+            false,
         )
         .map_err(err)?;
         Ok(Self {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::evaluator::{Backend, Evaluator};
+use super::opa_compat;
 use super::{Evaluate, Findings, Input, LoadError, PolicyError, messages};
 use crate::config::RegoSource;
 
@@ -32,16 +33,19 @@ impl RegoPolicy {
     ) -> Result<Self, LoadError> {
         let files = rego_files(&source.files).map_err(|e| LoadError::new(name, e))?;
         let mut engine = regorus::Engine::new();
-        engine.set_rego_v0(source.rego_v0);
+        let version = if source.rego_v0 {
+            opa_compat::Version::V0
+        } else {
+            opa_compat::Version::V1
+        };
         let mut packages = Vec::new();
         for file in &files {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| LoadError::new(name, format!("{}: {e}", file.display())))?;
             let path = file.display().to_string();
-            let package = engine
-                .add_policy(path.clone(), text)
-                .map_err(|e| LoadError::new(name, format!("{e:#}")))?;
-            packages.push((path, qualified(&package)));
+            let loaded = opa_compat::add_policy(&mut engine, &path, &text, version)
+                .map_err(|e| LoadError::new(name, e))?;
+            packages.push((path, loaded.package));
         }
         let package = match &source.package {
             Some(p) => qualified(p),
@@ -81,6 +85,10 @@ impl RegoPolicy {
             deny_rules.into_iter().chain(warn_rule).collect(),
             serde_json::json!({ "parameters": parameters }),
             timeout,
+            // A builtin's error is the policy's error, which its failurePolicy decides (fail
+            // closed by default), rather than a silently undefined check.
+            true,
+            true,
         )
         .map_err(|e| LoadError::new(name, format!("parameters: {e}")))?;
         Ok(Self {

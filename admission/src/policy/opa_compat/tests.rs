@@ -1,0 +1,171 @@
+use super::*;
+
+fn engine_with(text: &str, version: Version) -> (regorus::Engine, Loaded) {
+    let mut engine = regorus::Engine::new();
+    let loaded = add_policy(&mut engine, "t.rego", text, version).unwrap();
+    (engine, loaded)
+}
+
+fn eval(engine: &regorus::Engine, rule: &str, input: serde_json::Value) -> regorus::Value {
+    let mut engine = engine.clone();
+    engine.set_input(regorus::Value::from(input));
+    engine.eval_rule(format!("data.c.{rule}")).unwrap()
+}
+
+/// What OPA 1.20 answers for each negation (checked with the real OPA by the differential
+/// test, integration/tests/it/opa_differential.rs): `true` or undefined.
+const NEGATIONS: &[(&str, &str, bool)] = &[
+    ("user_function", "not f(input.missing)", false),
+    ("builtin", r#"not startswith(input.missing, "a")"#, false),
+    ("nested_call", "not f(g(input.missing))", false),
+    ("local_ref", "p := input.p; not f(p.missing)", false),
+    ("comparison", "not input.missing > 1", false),
+    ("not_equal", "not input.missing != 1", false),
+    ("count", "not count(input.missing) > 0", false),
+    ("second_argument", "not f2(input.x, input.missing)", false),
+    ("array_argument", "not f([input.missing])", false),
+    ("arithmetic", "not f(input.missing + 1)", false),
+    ("membership", "not input.missing in [1]", false),
+    ("call_under_equal", "not g(input.missing) == 1", false),
+    // OPA keeps these in the negation: `not` succeeds.
+    ("equal", "not input.missing == 1", true),
+    ("equal_var", "x := 1; not x == input.missing", true),
+    ("unify", "not input.missing = 1", true),
+    ("comprehension", "not f([y | y := input.missing])", true),
+    ("plain_ref", "p := input.p; not p.missing", true),
+    ("defined", "not f(input.p.a)", true),
+];
+
+#[test]
+fn negated_calls_fail_on_undefined_arguments_as_in_opa() {
+    let mut text =
+        String::from("package c\nf(a) if { a == input.x }\nf2(a, b) if { a == b }\ng(a) := a\n");
+    for (name, body, _) in NEGATIONS {
+        text.push_str(&format!("{name} if {{ {body} }}\n"));
+    }
+    let (engine, _) = engine_with(&text, Version::V1);
+    let input = serde_json::json!({"x": 5, "p": {"a": 1}});
+    for (name, body, defined) in NEGATIONS {
+        let value = eval(&engine, name, input.clone());
+        let expected = if *defined {
+            regorus::Value::Bool(true)
+        } else {
+            regorus::Value::Undefined
+        };
+        assert_eq!(value, expected, "{name}: {body}");
+    }
+}
+
+#[test]
+fn hoisting_keeps_lines_with_modifiers_and_bodies_without_braces() {
+    let text = "package c\nf(a) if { a == 1 }\nshort if not f(input.missing)\nwith_input if {\n  not f(input.y) with input as {\"y\": 2}\n}\nbad if {\n  not f(input.x)\n  1 == \"a\" + 1\n}\n";
+    let (rewritten, _) = rewrite("t.rego", text, true).unwrap();
+    assert_eq!(rewritten.lines().count(), text.lines().count());
+    let (engine, _) = engine_with(text, Version::V1);
+    assert_eq!(
+        eval(&engine, "short", serde_json::json!({})),
+        regorus::Value::Undefined
+    );
+    assert_eq!(
+        eval(&engine, "with_input", serde_json::json!({})),
+        regorus::Value::Bool(true)
+    );
+}
+
+#[test]
+fn each_definition_of_a_test_is_its_own_test_named_as_opa_names_it() {
+    let text = "package x\ntest_a if { true }\ntest_a if { false }\n  test_indented := 1\ntest_b := true\nhelper if { true }\ntest_f(x) if { x }\ntest_a if { true }\n";
+    let (engine, loaded) = engine_with(text, Version::V1);
+    let names: Vec<&str> = loaded.tests.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "data.x.test_a",
+            "data.x.test_a#01",
+            "data.x.test_indented",
+            "data.x.test_b",
+            "data.x.test_a#02"
+        ]
+    );
+    let results: Vec<regorus::Value> = loaded
+        .tests
+        .iter()
+        .map(|t| engine.clone().eval_rule(t.rule.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        [
+            regorus::Value::Bool(true),
+            regorus::Value::Undefined,
+            regorus::Value::from(1u64),
+            regorus::Value::Bool(true),
+            regorus::Value::Bool(true),
+        ]
+    );
+}
+
+#[test]
+fn old_style_multi_body_rules_are_one_rule_per_body() {
+    let text = r#"package c
+
+s[x] {
+  x := "a{"
+} {
+  x := "b"
+}
+
+f(x) {
+  x == 1
+} {
+  x == 2
+}
+
+p {
+  input.a == 1
+} {
+  input.a == 2
+} else = false {
+  true
+}
+
+msgs[{"msg": m, "details": {}}] { m := "one" } { m := "two" }
+"#;
+    let (engine, _) = engine_with(text, Version::V0);
+    let set = |rule: &str| eval(&engine, rule, serde_json::json!({}));
+    assert_eq!(
+        set("s"),
+        regorus::Value::from_json_str(r#"["a{", "b"]"#)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into()
+    );
+    assert_eq!(
+        serde_json::to_value(set("msgs")).unwrap(),
+        serde_json::json!([{"msg": "one", "details": {}}, {"msg": "two", "details": {}}])
+    );
+    let mut e = engine.clone();
+    assert_eq!(
+        e.eval_query("data.c.f(2)".into(), false)
+            .unwrap()
+            .result
+            .len(),
+        1
+    );
+    let (rewritten, _) = rewrite("t.rego", text, false).unwrap();
+    assert_eq!(rewritten.lines().count(), text.lines().count());
+}
+
+#[test]
+fn a_module_that_parses_in_neither_version_reports_both_errors() {
+    let text = "package c\np[x] {\n  x := 1\n";
+    let err = add_policy(&mut regorus::Engine::new(), "t.rego", text, Version::Either)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not valid Rego v1"), "{err}");
+    assert!(err.contains("nor Rego v0"), "{err}");
+    assert!(err.contains("`if` keyword is required"), "{err}");
+}

@@ -1,0 +1,153 @@
+//! The public Gatekeeper library (its Pod Security Policy group, in `../shared/gatekeeper-library`)
+//! through the real `meshgate` binary: every Rego unit test passes under `meshgate policy
+//! test`, and every `gator verify` suite holds under `meshgate policy verify`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use meshgate_integration::webhook::meshgate_binary;
+
+/// `shared/gatekeeper-library` beside the checkout (found from the crate upwards, so the
+/// clone may sit anywhere).
+pub fn library() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|dir| dir.join("shared/gatekeeper-library"))
+        .find(|dir| dir.join("library").is_dir() && dir.join("src").is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "shared/gatekeeper-library not found above {}",
+                manifest.display()
+            )
+        })
+}
+
+/// Directories under `dir`, sorted.
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Runs `meshgate policy <verb> <paths>`: exit status and stdout.
+fn meshgate_policy(verb: &str, paths: &[PathBuf]) -> (bool, String) {
+    let out = Command::new(meshgate_binary())
+        .args(["policy", verb])
+        .args(paths)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `N passed, M failed` of the closing line.
+fn counts(stdout: &str) -> (usize, usize) {
+    let last = stdout.lines().last().unwrap_or("");
+    let numbers: Vec<usize> = last
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert!(
+        last.ends_with(" failed") && numbers.len() == 2,
+        "closing line: {last}"
+    );
+    (numbers[0], numbers[1])
+}
+
+/// Every template's unit tests, each directory on its own as upstream runs them (templates
+/// share package names), then the shared libraries'.
+#[test]
+fn every_unit_test_of_the_library_passes() {
+    let library = library();
+    let mut dirs = subdirs(&library.join("src/pod-security-policy"));
+    dirs.extend(subdirs(&library.join("src/rego")));
+    assert!(dirs.len() >= 16, "{dirs:?}");
+    let mut total = 0;
+    for dir in &dirs {
+        let (ok, stdout) = meshgate_policy("test", std::slice::from_ref(dir));
+        let failures: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("PASS")).collect();
+        let (passed, failed) = counts(&stdout);
+        assert!(
+            ok && failed == 0 && passed > 0,
+            "{}:\n{}",
+            dir.display(),
+            failures.join("\n")
+        );
+        // Each definition of a test name is a test of its own.
+        let tests_in_files: usize = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with("_test.rego"))
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.starts_with("test_"))
+                    .filter(|l| !l.contains('('))
+                    .count()
+            })
+            .sum();
+        assert_eq!(passed, tests_in_files, "{}", dir.display());
+        total += passed;
+    }
+    eprintln!("{total} unit tests passed");
+}
+
+#[test]
+fn every_gator_suite_of_the_library_holds() {
+    let library = library();
+    let suites: Vec<PathBuf> = subdirs(&library.join("library/pod-security-policy"))
+        .into_iter()
+        .map(|d| d.join("suite.yaml"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(suites.len() >= 16, "{suites:?}");
+    let (ok, stdout) = meshgate_policy("verify", &suites);
+    let failures: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("PASS")).collect();
+    let (passed, failed) = counts(&stdout);
+    assert!(ok && failed == 0, "{}", failures.join("\n"));
+    let cases: usize = suites
+        .iter()
+        .map(|s| {
+            std::fs::read_to_string(s)
+                .unwrap()
+                .lines()
+                .filter(|l| l.trim_start().starts_with("object:"))
+                .count()
+        })
+        .sum();
+    assert_eq!(passed, cases);
+}
+
+#[test]
+fn a_suite_that_expects_the_wrong_thing_fails_with_what_the_policy_said() {
+    let library = library();
+    let dir = tempfile::tempdir().unwrap();
+    let psp = library.join("library/pod-security-policy/privileged-containers");
+    let suite = format!(
+        "kind: Suite\napiVersion: test.gatekeeper.sh/v1alpha1\ntests:\n- name: privileged\n  template: {0}/template.yaml\n  constraint: {0}/samples/psp-privileged-container/constraint.yaml\n  cases:\n  - name: wrong-count\n    object: {0}/samples/psp-privileged-container/example_disallowed.yaml\n    assertions:\n    - violations: 2\n  - name: wrong-message\n    object: {0}/samples/psp-privileged-container/example_disallowed.yaml\n    assertions:\n    - violations: yes\n      message: not what it says\n  - name: right\n    object: {0}/samples/psp-privileged-container/example_disallowed.yaml\n    assertions:\n    - violations: 1\n      message: \"^Privileged container is not allowed: nginx\"\n",
+        psp.display()
+    );
+    let path = dir.path().join("suite.yaml");
+    std::fs::write(&path, suite).unwrap();
+    let (ok, stdout) = meshgate_policy("verify", &[path]);
+    assert!(!ok, "{stdout}");
+    assert!(stdout.contains("expected 2 violations, got 1"), "{stdout}");
+    assert!(
+        stdout.contains("expected violations matching \"not what it says\", got none"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PASS") && stdout.contains("privileged/right"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("1 passed, 2 failed\n"), "{stdout}");
+}
