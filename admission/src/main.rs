@@ -85,6 +85,27 @@ enum Command {
         /// `registry/repository:tag` or `@sha256:...`.
         reference: String,
     },
+    /// Verify a Sigstore bundle for a file or a `sha256:<hex>` digest, offline against a
+    /// trusted root: exit 0 when it verifies, 1 with the reason otherwise.
+    VerifyBundle {
+        /// The bundle (`.sigstore.json`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The certificate's identity (subject alternative name) for keyless bundles.
+        #[arg(long, requires = "certificate_oidc_issuer", conflicts_with = "key")]
+        certificate_identity: Option<String>,
+        /// The OIDC issuer of that identity.
+        #[arg(long, requires = "certificate_identity")]
+        certificate_oidc_issuer: Option<String>,
+        /// A PEM public key, for bundles signed with a managed key.
+        #[arg(long, required_unless_present = "certificate_identity")]
+        key: Option<PathBuf>,
+        /// The `trusted_root.json`; default: the Sigstore public-good root built in.
+        #[arg(long)]
+        trusted_root: Option<PathBuf>,
+        /// The artifact's path, or `sha256:<hex>` for its digest.
+        file_or_digest: String,
+    },
     /// Work with policies.
     Policy {
         #[command(subcommand)]
@@ -144,6 +165,25 @@ fn main() -> ExitCode {
             reference,
         } => sign(&key, bundle, &reference, &insecure),
         Command::Verify { key, reference } => verify(&key, &reference, &insecure),
+        Command::VerifyBundle {
+            bundle,
+            certificate_identity,
+            certificate_oidc_issuer,
+            key,
+            trusted_root,
+            file_or_digest,
+        } => verify_bundle(&meshgate_admission::signing::keyless::BundleCheck {
+            bundle: &bundle,
+            artifact: &file_or_digest,
+            trusted_root: trusted_root.as_deref(),
+            key: key.as_deref(),
+            identity: certificate_identity
+                .zip(certificate_oidc_issuer)
+                .map(|(s, i)| {
+                    use meshgate_admission::signing::keyless::Match;
+                    (Match::Exact(s), Match::Exact(i))
+                }),
+        }),
         Command::Policy {
             command:
                 PolicyCommand::Bench {
@@ -380,6 +420,24 @@ fn verify(keys: &[PathBuf], reference: &str, insecure: &[String]) -> ExitCode {
         meshgate_admission::signing::verify(&registries, reference, &public).await
     })
     .map_or_else(|code| code, |summary| succeed(&summary))
+}
+
+/// `meshgate verify-bundle`: the verdict on stdout (exit 0) or the reason on stderr (exit 1).
+fn verify_bundle(check: &meshgate_admission::signing::keyless::BundleCheck<'_>) -> ExitCode {
+    match meshgate_admission::signing::keyless::check_files(check) {
+        Ok(verified) => {
+            let who = match &verified.identity {
+                Some(id) => format!(
+                    "{} ({})",
+                    id.subjects.join(", "),
+                    id.issuer.as_deref().unwrap_or("no issuer")
+                ),
+                None => "the given key".to_string(),
+            };
+            succeed(&format!("OK: {} signed by {who}", check.artifact))
+        }
+        Err(e) => fail(&format!("{}: {e}", check.bundle.display())),
+    }
 }
 
 /// Runs a registry task with the CLI's registry access (credentials for one host from the
