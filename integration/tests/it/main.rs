@@ -4,6 +4,7 @@
 mod admission;
 mod envoy;
 mod envoy_configs;
+mod gatekeeper_library;
 mod jwt_auth;
 mod manifests;
 mod rate_limit;
