@@ -218,11 +218,15 @@ fn verify_by(
     }
     if rest.is_empty() {
         // A self-signed authority: it is its own anchor; only its validity is left.
-        return chain_to(leaf, tsa, time, TIME_STAMPING).map(|_| ());
+        return chain_to(leaf, tsa, time, TIME_STAMPING)
+            .map(|_| ())
+            .map_err(|e| ts_error(format!("authority {e}")));
     }
     let upper = Authority {
         chain: rest.to_vec(),
         valid: tsa.valid,
     };
-    chain_to(leaf, &upper, time, TIME_STAMPING).map(|_| ())
+    chain_to(leaf, &upper, time, TIME_STAMPING)
+        .map(|_| ())
+        .map_err(|e| ts_error(format!("authority {e}")))
 }
