@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod jwks;
+pub mod jwks_sync;
 pub mod output;
 pub mod provider;
 pub mod remote;
