@@ -6,7 +6,7 @@
 //! - [`config`]: the YAML configuration.
 //! - [`workload`]: which Pod a request is about (workloads expand to their pod template).
 //! - [`policy`]: the policy engines.
-//! - [`pipeline`]: selection, evaluation and the combined verdict.
+//! - [`review`]: one review, step by step: decode, select, check images, judge, verdict.
 //! - [`server`]: HTTPS, AdmissionReview in and out, health and metrics.
 //! - [`tls`]: serving certificates, reloaded when they change.
 //! - [`testing`]: policy unit tests and YAML case files.
@@ -21,9 +21,9 @@ pub mod config;
 pub mod images;
 pub mod metrics;
 pub mod oci;
-pub mod pipeline;
 pub mod policy;
 pub mod registry;
+pub mod review;
 pub mod server;
 pub mod signing;
 pub mod testing;

@@ -236,7 +236,7 @@ fn bench(config: &std::path::Path, review: &std::path::Path, iterations: usize) 
         Err(e) => return fail(&format!("{}: {e}", review.display())),
     };
     let metrics = std::sync::Arc::new(meshgate_admission::metrics::Metrics::new());
-    let pipeline = match meshgate_admission::pipeline::Pipeline::load(&config, metrics) {
+    let pipeline = match meshgate_admission::review::Pipeline::load(&config, metrics) {
         Ok(p) => p,
         Err(e) => return fail(&e.to_string()),
     };

@@ -22,7 +22,7 @@ use serde_json::{Value as Json, json};
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, Verdict};
+use crate::review::{Pipeline, Verdict};
 use crate::policy::opa_compat::{self, TestRule};
 
 /// Bound of one Rego unit test.

@@ -601,7 +601,11 @@ fn wasmplugins_are_pinned_to_the_pushed_artifacts() {
         .enable_all()
         .build()
         .unwrap();
-    let client = meshgate_admission::artifact::client(&[registry.host()]);
+    // A client of its own: what Istio's agent would pull, not meshgate's reader.
+    let client = oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::HttpsExcept(vec![registry.host()]),
+        ..Default::default()
+    });
     let plugins = wasm_plugins(&docs);
     for plugin in plugins {
         let url = plugin["spec"]["url"].as_str().unwrap();

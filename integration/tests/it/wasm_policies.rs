@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use meshgate_admission::config::Config;
 use meshgate_admission::metrics::Metrics;
-use meshgate_admission::pipeline::{Pipeline, Verdict};
+use meshgate_admission::review::{Pipeline, Verdict};
 use meshgate_integration::cli;
 use meshgate_integration::webhook::{meshgate_binary, sample_review_of};
 use meshgate_integration::{Registry, Webhook, paths};

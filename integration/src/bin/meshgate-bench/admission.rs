@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use meshgate_admission::config::Config;
 use meshgate_admission::metrics::Metrics;
-use meshgate_admission::pipeline::Pipeline;
+use meshgate_admission::review::Pipeline;
 use meshgate_integration::load::{LoadResult, fixed_rate};
 use meshgate_integration::ports::free_port;
 use meshgate_integration::webhook::sample_review;
