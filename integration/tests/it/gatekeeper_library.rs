@@ -2,6 +2,8 @@
 //! through the real `meshgate` binary: every Rego unit test passes under `meshgate policy
 //! test`, and every `gator verify` suite holds under `meshgate policy verify`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
