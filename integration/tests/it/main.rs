@@ -10,4 +10,5 @@ mod manifests;
 mod rate_limit;
 mod registry;
 mod signing;
+mod sigstore_conformance;
 mod wasm_policies;
