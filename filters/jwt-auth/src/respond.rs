@@ -5,7 +5,7 @@
 //! request on its own callback and a paused request resumed later from the root context.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -42,8 +42,6 @@ pub struct State {
     pub waiting: BTreeMap<u32, Waiter>,
     /// Providers whose keys a paused request is waiting for.
     pub wanted: BTreeSet<usize>,
-    /// JWKS fetches in flight: call token → provider.
-    pub calls: HashMap<u32, usize>,
     /// The root context's id, to return to after acting on other contexts.
     pub root_id: u32,
 }
