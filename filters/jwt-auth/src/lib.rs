@@ -1,8 +1,9 @@
 //! meshgate `jwt-auth`: a proxy-wasm HTTP filter that authenticates requests with JWTs.
 //!
 //! This crate is only the glue between Envoy's Wasm host and [`meshgate_jwt`], which holds all the
-//! logic: [`root`] reads the configuration, keeps remote JWKS fresh and shares them between
-//! workers; [`http`] runs the authenticator on each request; [`respond`] turns its outcome into
+//! logic: [`root`] reads the configuration and runs the tick, and gives the JWKS sync between
+//! workers ([`meshgate_jwt::jwks_sync`]) its hostcalls (shared data, HTTP calls, the clock);
+//! [`http`] runs the authenticator on each request; [`respond`] turns its outcome into
 //! header changes or a local reply; [`metrics`] counts what happened; [`crypto`] hands RSA and
 //! ECDSA signature checks to Envoy's native `verify_signature` when it offers one.
 

@@ -2,7 +2,7 @@
 //!
 //! When, what and by whom remote JWKS are fetched, and how workers share them, is decided by
 //! [`JwksSync`] in jwt-core (tested natively there); this module only hands it the host's
-//! shared data ([`HostStore`]), clock and HTTP calls ([`HostFetcher`]), and logs and counts the
+//! shared data ([`HostStore`]), clock and HTTP calls (`HostFetcher`), and logs and counts the
 //! [`Event`]s it reports.
 
 use std::cell::RefCell;

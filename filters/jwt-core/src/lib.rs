@@ -13,6 +13,16 @@
 //!    header [`output::Mutations`], deny with a status and `WWW-Authenticate`, or wait for keys.
 //!
 //! Verified tokens are kept in a bounded [`cache`] so a repeated token skips the signature check.
+//!
+//! Remote keys: [`remote`] is one worker's fetch state of one JWKS (when to fetch, what to serve,
+//! back-off); [`shared`] is the document in which workers share a fetched JWKS and the checks
+//! made when reading it back; [`jwks_sync`] puts them together across workers — the refresh
+//! lease, installing what other workers fetched, which fetches are due, taking a fetch's answer —
+//! on the host's shared data seen through [`meshgate_filter_common::store::SharedStore`], with
+//! the time and the fetching handed in, so all of it is tested here natively. A new piece of
+//! state shared between workers belongs here in the same way (against `&dyn SharedStore`, time
+//! as a parameter, tested on `meshgate_filter_common::store::testing::MemoryStore`), never in
+//! the filter's glue.
 
 pub mod authenticator;
 pub mod cache;

@@ -3,9 +3,11 @@
 //! A request flows one way: [`config`] (the user's JSON, parsed strictly) is compiled by
 //! [`Limiter::new`] into [`descriptor`]s; each descriptor that matches the request
 //! ([`descriptor::Request`]) names a bucket key; the [`table`] finds that key's [`bucket`] in
-//! the host's shared store and takes a token with compare-and-swap, so every Envoy worker sees
-//! one bucket; [`Limiter::check`] returns a [`Decision`], and [`headers`] renders it as
-//! `RateLimit`/`RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-11) and `Retry-After`.
+//! the host's shared store ([`SharedStore`], defined in `meshgate-filter-common` and shared with
+//! jwt-core; tests use its in-memory fake) and takes a token with compare-and-swap, so every
+//! Envoy worker sees one bucket; [`Limiter::check`] returns a [`Decision`], and [`headers`]
+//! renders it as `RateLimit`/`RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-11) and
+//! `Retry-After`.
 
 pub mod bucket;
 pub mod config;
