@@ -436,3 +436,77 @@ pub fn check_files(check: &BundleCheck<'_>) -> Result<Verified, String> {
     };
     verify(&bundle, artifact, &policy, &root, Utc::now()).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_regexes_match_whole_names_only() {
+        let m =
+            Match::regex("https://github.com/acme/[^/]+/.github/workflows/release.yml@.*").unwrap();
+        assert!(
+            m.matches("https://github.com/acme/filters/.github/workflows/release.yml@refs/tags/v1")
+        );
+        assert!(!m.matches(
+            "https://evil.example/?https://github.com/acme/x/.github/workflows/release.yml@x"
+        ));
+        assert!(!m.matches("https://github.com/acme/a/b/.github/workflows/release.yml@x"));
+        let exact = Match::Exact("a@example.com".into());
+        assert!(exact.matches("a@example.com") && !exact.matches("a@example.com.evil"));
+    }
+
+    #[test]
+    fn validity_windows_include_both_ends() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let v = trusted_root::Validity {
+            start: Some(t("2025-01-01T00:00:00Z")),
+            end: Some(t("2025-06-01T00:00:00Z")),
+        };
+        assert!(v.contains(t("2025-01-01T00:00:00Z")) && v.contains(t("2025-06-01T00:00:00Z")));
+        assert!(
+            !v.contains(t("2024-12-31T23:59:59Z")) && !v.contains(t("2025-06-01T00:00:00.001Z"))
+        );
+    }
+
+    fn bundle_json(hashes: usize) -> String {
+        let hash = "\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"";
+        let hashes = vec![hash; hashes].join(",");
+        format!(
+            r#"{{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial":{{"publicKey":{{"hint":"x"}},"tlogEntries":[{{
+              "logIndex":"1","logId":{{"keyId":"AA=="}},
+              "kindVersion":{{"kind":"hashedrekord","version":"0.0.1"}},
+              "integratedTime":"1700000000",
+              "inclusionProof":{{"logIndex":"1","rootHash":"AA==","treeSize":"2","hashes":[{hashes}],
+                "checkpoint":{{"envelope":"x"}}}},
+              "canonicalizedBody":"e30="}}]}},
+            "messageSignature":{{"signature":"AA=="}}}}"#
+        )
+    }
+
+    #[test]
+    fn bundles_are_bounded() {
+        assert!(Bundle::from_json(bundle_json(64).as_bytes()).is_ok());
+        let long = Bundle::from_json(bundle_json(65).as_bytes());
+        assert!(matches!(long, Err(Error::Bundle(m)) if m.contains("too long")));
+        let mut big = bundle_json(1).into_bytes();
+        big.resize(model::MAX_BUNDLE_BYTES + 1, b' ');
+        assert!(matches!(Bundle::from_json(&big), Err(Error::Bundle(m)) if m.contains("larger")));
+        let unknown = bundle_json(1).replace("bundle.v0.3+json", "bundle.v0.9+json");
+        assert!(Bundle::from_json(unknown.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn the_built_in_public_good_root_reads() {
+        let root = TrustedRoot::from_json(PUBLIC_GOOD_TRUSTED_ROOT.as_bytes()).unwrap();
+        assert!(!root.tlogs.is_empty() && !root.certificate_authorities.is_empty());
+        assert!(!root.ctlogs.is_empty() && !root.timestamp_authorities.is_empty());
+        let broken =
+            PUBLIC_GOOD_TRUSTED_ROOT.replacen("\"start\": \"2021", "\"start\": \"yesterday", 1);
+        let err = TrustedRoot::from_json(broken.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("validFor.start"), "{err}");
+    }
+}

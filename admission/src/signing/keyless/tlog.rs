@@ -480,3 +480,82 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::*;
+    use crate::signing::keyless::crypto::PublicKey;
+    use crate::signing::keyless::trusted_root::Validity;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+
+    fn ed25519_log() -> (Ed25519KeyPair, Log) {
+        let pair = Ed25519KeyPair::generate().unwrap();
+        let mut spki = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        spki.extend_from_slice(pair.public_key().as_ref());
+        let key = PublicKey::from_spki(&spki).unwrap();
+        let log = Log {
+            key_id: Sha256::digest(&spki).to_vec(),
+            key,
+            valid: Validity::default(),
+        };
+        (pair, log)
+    }
+
+    fn sig_line(name: &str, hint: &[u8], sig: &[u8]) -> String {
+        let mut bytes = hint[..4].to_vec();
+        bytes.extend_from_slice(sig);
+        format!("\u{2014} {name} {}\n", STANDARD.encode(bytes))
+    }
+
+    fn proof(root: &[u8], size: u64) -> InclusionProof {
+        InclusionProof {
+            log_index: 0,
+            root_hash: root.to_vec(),
+            tree_size: size,
+            hashes: vec![],
+            checkpoint: None,
+        }
+    }
+
+    #[test]
+    fn signed_notes_with_witnesses_bad_hints_and_wrong_roots() {
+        let (pair, log) = ed25519_log();
+        let (witness, _) = ed25519_log();
+        let root = [7u8; 32];
+        let body = format!("example.log/1\n42\n{}\n", STANDARD.encode(root));
+        let log_line = sig_line(
+            "example.log/1",
+            &log.key_id,
+            pair.sign(body.as_bytes()).as_ref(),
+        );
+        let witness_line = sig_line(
+            "witness",
+            &[9, 9, 9, 9],
+            witness.sign(body.as_bytes()).as_ref(),
+        );
+
+        // Signed by the log, with or without a witness co-signature before it.
+        let note = format!("{body}\n{log_line}");
+        assert!(verify_checkpoint(&note, &proof(&root, 42), &log).is_ok());
+        let cosigned = format!("{body}\n{witness_line}{log_line}");
+        assert!(verify_checkpoint(&cosigned, &proof(&root, 42), &log).is_ok());
+
+        // Only a witness signed: not the log's checkpoint.
+        let witness_only = format!("{body}\n{witness_line}");
+        assert!(verify_checkpoint(&witness_only, &proof(&root, 42), &log).is_err());
+        // The log's hint, another key's signature.
+        let forged = sig_line(
+            "example.log/1",
+            &log.key_id,
+            witness.sign(body.as_bytes()).as_ref(),
+        );
+        assert!(verify_checkpoint(&format!("{body}\n{forged}"), &proof(&root, 42), &log).is_err());
+        // A good note about another tree.
+        assert!(verify_checkpoint(&note, &proof(&[8u8; 32], 42), &log).is_err());
+        assert!(verify_checkpoint(&note, &proof(&root, 43), &log).is_err());
+        // No signature block.
+        assert!(verify_checkpoint(&body, &proof(&root, 42), &log).is_err());
+    }
+}
