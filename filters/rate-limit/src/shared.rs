@@ -1,0 +1,22 @@
+//! What a worker's root context and its request contexts share: the compiled limiter, the
+//! counters and the rate limit service's OVER_LIMIT answers.
+//!
+//! It has a module of its own so the dependency goes one way: [`crate::root`] builds it and
+//! [`crate::http`] uses it, and neither imports the other for it.
+
+use std::cell::RefCell;
+
+use meshgate_ratelimit::Limiter;
+use meshgate_ratelimit::rls::OverLimitCache;
+
+use crate::metrics::Metrics;
+
+/// The compiled configuration and counters, shared by the worker's request contexts.
+pub struct Shared {
+    /// The limiter.
+    pub limiter: Limiter,
+    /// Counters.
+    pub metrics: Metrics,
+    /// OVER_LIMIT answers of the rate limit service, until their reset.
+    pub over_limit: RefCell<OverLimitCache>,
+}
