@@ -18,7 +18,7 @@ pub use gatekeeper::GatekeeperPolicy;
 pub use rego::RegoPolicy;
 pub use wasm::{WasmPolicy, WasmRuntime};
 
-use crate::config::{Mode, PolicyConfig};
+use crate::config::{Mode, PolicyConfig, PolicySource};
 
 /// The request a policy judges: the AdmissionReview `request`, with workloads expanded to the
 /// Pod their template makes.
@@ -145,53 +145,50 @@ pub fn load(
             .clone()
             .unwrap_or_else(|| serde_json::json!({}))
     };
-    if let Some(source) = &config.rego {
-        return Ok(Box::new(RegoPolicy::load(
+    match &config.source {
+        PolicySource::Rego(source) => Ok(Box::new(RegoPolicy::load(
             &config.name,
             source,
             &parameters(),
             timeout,
-        )?));
-    }
-    if let Some(source) = &config.gatekeeper {
-        return Ok(Box::new(GatekeeperPolicy::load(
+        )?)),
+        PolicySource::Gatekeeper(source) => Ok(Box::new(GatekeeperPolicy::load(
             &config.name,
             source,
             config.parameters.as_ref(),
             timeout,
-        )?));
+        )?)),
+        PolicySource::Wasm(source) => {
+            let runtime = context
+                .wasm
+                .clone()
+                .ok_or_else(|| LoadError::new(&config.name, "no Wasm engine was set up"))?;
+            let read;
+            let bytes = match (component, &source.file) {
+                (Some(bytes), _) => bytes,
+                (None, Some(file)) => {
+                    read = std::fs::read(file).map_err(|e| {
+                        LoadError::new(&config.name, format!("{}: {e}", file.display()))
+                    })?;
+                    &read
+                }
+                (None, None) => {
+                    return Err(LoadError::new(
+                        &config.name,
+                        "the policy image was not fetched",
+                    ));
+                }
+            };
+            Ok(Box::new(WasmPolicy::load(
+                &config.name,
+                runtime,
+                bytes,
+                source,
+                &parameters(),
+                timeout,
+            )?))
+        }
     }
-    if let Some(source) = &config.wasm {
-        let runtime = context
-            .wasm
-            .clone()
-            .ok_or_else(|| LoadError::new(&config.name, "no Wasm engine was set up"))?;
-        let read;
-        let bytes = match (component, &source.file) {
-            (Some(bytes), _) => bytes,
-            (None, Some(file)) => {
-                read = std::fs::read(file).map_err(|e| {
-                    LoadError::new(&config.name, format!("{}: {e}", file.display()))
-                })?;
-                &read
-            }
-            (None, None) => {
-                return Err(LoadError::new(
-                    &config.name,
-                    "the policy image was not fetched",
-                ));
-            }
-        };
-        return Ok(Box::new(WasmPolicy::load(
-            &config.name,
-            runtime,
-            bytes,
-            source,
-            &parameters(),
-            timeout,
-        )?));
-    }
-    Err(LoadError::new(&config.name, "no policy source given"))
 }
 
 /// Reads the messages out of a `deny`/`warn`/`violation` result: a set (or array) of strings,

@@ -13,8 +13,7 @@ pub struct LoadedPolicy {
     name: String,
     mode: Mode,
     failure_policy: FailurePolicy,
-    include: Vec<glob::Pattern>,
-    exclude: Vec<glob::Pattern>,
+    namespaces: NamespaceSelector,
     engine: Box<dyn Evaluate>,
 }
 
@@ -28,19 +27,11 @@ impl LoadedPolicy {
         component: Option<&[u8]>,
     ) -> Result<Self, LoadError> {
         let engine = policy::load(config, context, component)?;
-        let globs = |patterns: &[String]| -> Result<Vec<glob::Pattern>, LoadError> {
-            patterns
-                .iter()
-                .map(|p| glob::Pattern::new(p).map_err(|e| LoadError::new(&config.name, e)))
-                .collect()
-        };
-        let NamespaceSelector { include, exclude } = &config.namespaces;
         Ok(Self {
             name: config.name.clone(),
             mode: config.mode.unwrap_or_else(|| engine.default_mode()),
             failure_policy: config.failure_policy.unwrap_or(server_failure_policy),
-            include: globs(include)?,
-            exclude: globs(exclude)?,
+            namespaces: config.namespaces.clone(),
             engine,
         })
     }
@@ -56,8 +47,7 @@ impl LoadedPolicy {
     }
 
     fn applies_to(&self, namespace: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|p| p.matches(namespace)))
-            && !self.exclude.iter().any(|p| p.matches(namespace))
+        self.namespaces.applies_to(namespace)
     }
 }
 

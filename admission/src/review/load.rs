@@ -45,7 +45,7 @@ fn wasm_runtime(
     let sources: Vec<_> = config
         .policies
         .iter()
-        .filter_map(|p| p.wasm.as_ref())
+        .filter_map(|p| p.source.wasm())
         .collect();
     if sources.is_empty() {
         return Ok(None);
@@ -66,7 +66,7 @@ fn policy_images(
     let wanted: Vec<(&str, &str)> = config
         .policies
         .iter()
-        .filter_map(|p| Some((p.name.as_str(), p.wasm.as_ref()?.image.as_deref()?)))
+        .filter_map(|p| Some((p.name.as_str(), p.source.wasm()?.image.as_deref()?)))
         .collect();
     let Some(images) = &config.image_verification else {
         return Ok(HashMap::new());
