@@ -6,7 +6,7 @@
 
 mod evaluator;
 mod gatekeeper;
-pub(crate) mod opa_compat;
+pub mod opa_compat;
 mod rego;
 pub mod wasm;
 
@@ -21,11 +21,13 @@ pub use wasm::{WasmPolicy, WasmRuntime};
 use crate::config::{Mode, PolicyConfig, PolicySource};
 
 /// The request a policy judges: the AdmissionReview `request`, with workloads expanded to the
-/// Pod their template makes.
+/// Pod their template makes; for a workload, also the request as the API server sent it
+/// (Gatekeeper constraints whose `match.kinds` name the workload's kind judge that one).
 pub struct Input {
     json: serde_json::Value,
     rego: OnceLock<regorus::Value>,
     text: OnceLock<String>,
+    workload: Option<(serde_json::Value, OnceLock<regorus::Value>)>,
 }
 
 impl Input {
@@ -35,7 +37,29 @@ impl Input {
             json,
             rego: OnceLock::new(),
             text: OnceLock::new(),
+            workload: None,
         }
+    }
+
+    /// Wraps a request whose object is the Pod a workload makes, with the workload's own
+    /// request.
+    pub fn with_workload(json: serde_json::Value, workload: serde_json::Value) -> Self {
+        Self {
+            workload: Some((workload, OnceLock::new())),
+            ..Self::new(json)
+        }
+    }
+
+    /// The workload's request as sent, when the request is about a workload.
+    pub fn workload(&self) -> Option<&serde_json::Value> {
+        self.workload.as_ref().map(|(json, _)| json)
+    }
+
+    /// The workload's request as a Rego value, converted once.
+    pub fn workload_rego(&self) -> Option<&regorus::Value> {
+        self.workload
+            .as_ref()
+            .map(|(json, rego)| rego.get_or_init(|| regorus::Value::from(json.clone())))
     }
 
     /// The request as JSON.

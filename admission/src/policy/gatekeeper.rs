@@ -3,7 +3,9 @@
 //! Constraint giving `parameters`, `enforcementAction` and `match`.
 //!
 //! The input is Gatekeeper's: `input.review` is the AdmissionReview request and
-//! `input.parameters` the Constraint's parameters. `data.inventory` (referential data, which
+//! `input.parameters` the Constraint's parameters. For a workload, a Constraint whose
+//! `match.kinds` name its kind reviews the workload as the API server sent it; one that names
+//! `Pod` reviews the Pod its template makes. `data.inventory` (referential data, which
 //! needs the API server's cache) is empty.
 
 use std::path::Path;
@@ -150,22 +152,35 @@ impl GatekeeperPolicy {
         })
     }
 
-    fn run(&self, input: &Input) -> Result<Findings, PolicyError> {
+    /// The reviews the Constraint judges: the workload as sent when its `match.kinds` name the
+    /// workload's kind, and the Pod (itself, or the one a workload makes) when they name
+    /// Pods — both for a Constraint that matches both, as Gatekeeper reviews a workload and,
+    /// with expansion, its Pod.
+    fn reviews<'a>(&self, input: &'a Input) -> Vec<&'a regorus::Value> {
+        let mut reviews = Vec::new();
+        if let (Some(workload), Some(rego)) = (input.workload(), input.workload_rego())
+            && self.matcher.matches(workload)
+        {
+            reviews.push(rego);
+        }
+        if self.matcher.matches(input.json()) {
+            reviews.push(input.rego());
+        }
+        reviews
+    }
+
+    fn run(&self, review: &regorus::Value) -> Result<Vec<String>, PolicyError> {
         let mut gk_input = regorus::Value::new_object();
         let object = gk_input
             .as_object_mut()
             .map_err(|e| PolicyError::Eval(e.to_string()))?;
-        object.insert(regorus::Value::from("review"), input.rego().clone());
+        object.insert(regorus::Value::from("review"), review.clone());
         object.insert(regorus::Value::from("parameters"), self.parameters.clone());
         let values = self.evaluator.eval(gk_input)?;
-        let violations = match values.first() {
-            Some(value) => messages("violation", value)?,
-            None => Vec::new(),
-        };
-        Ok(Findings {
-            violations,
-            warnings: Vec::new(),
-        })
+        match values.first() {
+            Some(value) => messages("violation", value),
+            None => Ok(Vec::new()),
+        }
     }
 }
 
@@ -175,7 +190,18 @@ impl Evaluate for GatekeeperPolicy {
     }
 
     fn evaluate(&self, input: &Input) -> Result<Findings, PolicyError> {
-        self.run(input)
+        let mut violations = Vec::new();
+        for review in self.reviews(input) {
+            for message in self.run(review)? {
+                if !violations.contains(&message) {
+                    violations.push(message);
+                }
+            }
+        }
+        Ok(Findings {
+            violations,
+            warnings: Vec::new(),
+        })
     }
 
     fn default_mode(&self) -> Mode {
@@ -183,7 +209,7 @@ impl Evaluate for GatekeeperPolicy {
     }
 
     fn matches(&self, input: &Input) -> bool {
-        self.matcher.matches(input.json())
+        !self.reviews(input).is_empty()
     }
 }
 

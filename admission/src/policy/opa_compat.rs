@@ -140,6 +140,75 @@ pub fn rewrite(path: &str, text: &str, v1: bool) -> Result<(String, Vec<(String,
     Ok((edits.apply(&text), tests))
 }
 
+/// Names given to calls of the v0 builtins `all` and `any`, which Rego v1 removed, by
+/// [`to_v1`]; the engine that reads the result provides them.
+pub const V0_BUILTINS: [(&str, &str); 2] = [("all", "v0_all"), ("any", "v0_any")];
+
+/// A Rego v0 module written as Rego v1 (`if` before each body, `contains` for partial sets,
+/// `all(...)`/`any(...)` calls renamed per [`V0_BUILTINS`]), for engines that read only v1,
+/// such as OPA 1.x's own library in the differential test. Nothing else changes: the
+/// semantics are v0's.
+pub fn to_v1(path: &str, text: &str) -> Result<String, Error> {
+    let module = parse(path, text, false)?;
+    let mut edits = Edits::default();
+    let source = Source::from_contents(path.to_string(), text.to_string())
+        .map_err(|e| Error::Syntax(format!("{e:#}")))?;
+    let mut lexer = Lexer::new(&source);
+    let mut tokens = Vec::new();
+    loop {
+        let token = lexer
+            .next_token()
+            .map_err(|e| Error::Syntax(format!("{e:#}")))?;
+        if token.0 == TokenKind::Eof {
+            break;
+        }
+        tokens.push(token);
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        let after_dot =
+            i > 0 && tokens[i - 1].0 == TokenKind::Symbol && tokens[i - 1].1.text() == ".";
+        let called = tokens.get(i + 1).is_some_and(|t| {
+            t.0 == TokenKind::Symbol && t.1.text() == "(" && t.1.start == token.1.end
+        });
+        if token.0 != TokenKind::Ident || after_dot || !called {
+            continue;
+        }
+        if let Some((_, renamed)) = V0_BUILTINS.iter().find(|(name, _)| *name == token.1.text()) {
+            let (start, end) = range(&token.1);
+            edits.replace(start, end, (*renamed).to_string());
+        }
+    }
+    for rule in &module.policy {
+        let Rule::Spec { head, bodies, .. } = &**rule else {
+            continue;
+        };
+        if let RuleHead::Set {
+            refr,
+            key: Some(key),
+            ..
+        } = head
+        {
+            let (_, refr_end) = range(refr.span());
+            let (key_start, key_end) = range(key.span());
+            let close = text
+                .get(key_end..)
+                .and_then(|t| t.find(']'))
+                .map(|i| key_end + i);
+            if let Some(close) = close {
+                edits.replace(refr_end, key_start, " contains ".into());
+                edits.replace(close, close + 1, String::new());
+            }
+        }
+        for body in bodies {
+            let (start, _) = range(&body.query.span);
+            if text.get(start..).is_some_and(|t| t.starts_with('{')) {
+                edits.insert(start, "if ".into());
+            }
+        }
+    }
+    Ok(edits.apply(text))
+}
+
 fn parse(path: &str, text: &str, v1: bool) -> Result<Module, Error> {
     let syntax = |e: anyhow::Error| Error::Syntax(format!("{e:#}"));
     let source = Source::from_contents(path.to_string(), text.to_string()).map_err(syntax)?;

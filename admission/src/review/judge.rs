@@ -59,8 +59,12 @@ impl Pipeline {
             subject,
             namespace,
             images,
+            workload,
         } = selected;
-        let input = Input::new(request);
+        let input = match workload {
+            Some(workload) => Input::with_workload(request, workload),
+            None => Input::new(request),
+        };
         self.evaluate(&input, &subject, &namespace, images)
     }
 

@@ -16,6 +16,9 @@ pub struct Selected {
     pub(super) subject: String,
     pub(super) namespace: String,
     pub(super) images: PodImages,
+    /// A workload's request as sent (before its Pod replaced the object), for Gatekeeper
+    /// constraints that name the workload's kind.
+    pub(super) workload: Option<Json>,
 }
 
 impl Selected {
@@ -60,6 +63,7 @@ impl Pipeline {
             }
             None => return Err(Verdict::skip("no runtimeClassName".into())),
         }
+        let workload = (kind != "Pod").then(|| request.clone());
         if kind != "Pod" {
             // Policies judge the Pod the workload makes (Gatekeeper's expansion semantics).
             let pod = workload::pod_of(&kind, &request["object"], &namespace);
@@ -73,6 +77,7 @@ impl Pipeline {
             subject: format!("{kind} {namespace}/{name}"),
             namespace,
             images: PodImages::default(),
+            workload,
         })
     }
 }

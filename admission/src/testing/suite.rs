@@ -177,7 +177,7 @@ fn inventory(base: &Path, files: &[PathBuf]) -> Result<Json, Error> {
 
 /// The review a case's object makes: an AdmissionReview's own `request`, or a CREATE of the
 /// object.
-fn review(object: &Json) -> Json {
+pub fn review(object: &Json) -> Json {
     if object["kind"] == "AdmissionReview" && object["request"].is_object() {
         return object["request"].clone();
     }
