@@ -23,6 +23,8 @@
 pub mod certificate;
 pub mod crypto;
 pub mod model;
+#[cfg(test)]
+mod test_instance;
 pub mod timestamp;
 pub mod tlog;
 pub mod trusted_root;

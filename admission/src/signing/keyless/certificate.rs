@@ -242,7 +242,7 @@ pub(super) fn chain_to(
 /// The leaf's TBSCertificate without the SCT list extension, from the original DER: the
 /// bytes an SCT over a precertificate signs (re-encoding a decoded certificate need not give
 /// the same bytes back).
-fn precert_tbs_der(leaf_der: &[u8]) -> der::Result<Vec<u8>> {
+pub(super) fn precert_tbs_der(leaf_der: &[u8]) -> der::Result<Vec<u8>> {
     const EXTENSIONS: Tag = Tag::ContextSpecific {
         constructed: true,
         number: TagNumber(3),
