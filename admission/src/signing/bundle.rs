@@ -37,6 +37,9 @@ pub struct Bundle {
     media_type: String,
     dsse_envelope: Option<Envelope>,
     message_signature: Option<serde_json::Value>,
+    /// The bundle as read, for the keyless verifier.
+    #[serde(skip)]
+    raw: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,8 +86,9 @@ impl Bundle {
     /// Parses bundle JSON; the error is a fixed phrase (no text of the input beyond a
     /// shortened media type).
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let bundle: Bundle = serde_json::from_slice(bytes)
+        let mut bundle: Bundle = serde_json::from_slice(bytes)
             .map_err(|e| format!("sigstore bundle is {}", json_error(e)))?;
+        bundle.raw = bytes.to_vec();
         if !bundle
             .media_type
             .starts_with("application/vnd.dev.sigstore.bundle")
@@ -95,6 +99,11 @@ impl Bundle {
             ));
         }
         Ok(bundle)
+    }
+
+    /// The bundle's bytes as read.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
     }
 
     /// Checks the envelope's signatures against every key and the statement against `digest`.

@@ -23,8 +23,9 @@
 pub mod certificate;
 pub mod crypto;
 pub mod model;
-#[cfg(test)]
-mod test_instance;
+pub mod oci;
+#[cfg(any(test, feature = "test-sigstore"))]
+pub mod test_instance;
 pub mod timestamp;
 pub mod tlog;
 pub mod trusted_root;

@@ -32,9 +32,26 @@ pub fn signature_tag(digest: &str) -> String {
 pub struct LayerSignature {
     payload: Vec<u8>,
     signature: Result<Vec<u8>, String>,
+    annotations: serde_json::Value,
 }
 
 impl LayerSignature {
+    /// The simple-signing payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The decoded signature, or why there is none.
+    pub fn signature(&self) -> Result<&[u8], &str> {
+        self.signature.as_deref().map_err(String::as_str)
+    }
+
+    /// The layer's annotations (keyless signatures carry their certificate and log entry
+    /// there).
+    pub fn annotations(&self) -> &serde_json::Value {
+        &self.annotations
+    }
+
     /// Checks the signature against every key and the payload against `digest`.
     pub(super) fn check(&self, digest: &str, keys: &[PublicKey], report: &mut SignatureCheck) {
         let signature = match &self.signature {
@@ -113,7 +130,18 @@ pub async fn fetch(
         let payload = registries
             .blob(&tag, &layer_digest, MAX_SIGNATURE_BYTES)
             .await?;
-        found.push(LayerSignature { payload, signature });
+        let annotations = manifest.json["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["digest"] == layer_digest.as_str())
+            .map(|l| l["annotations"].clone())
+            .unwrap_or_default();
+        found.push(LayerSignature {
+            payload,
+            signature,
+            annotations,
+        });
     }
     Ok(found)
 }

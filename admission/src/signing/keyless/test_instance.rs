@@ -1,6 +1,10 @@
 //! A private Sigstore instance for tests: a test CA as Fulcio, a CT log, a Rekor log (signed
 //! entry timestamps, one-leaf inclusion proofs and checkpoints) and the trusted root naming
 //! them. It signs as the real services do; the verifier is not told it is a test.
+//!
+//! Test support only: compiled for this crate's tests and, through the `test-sigstore`
+//! feature, for the integration tests; it panics on the errors it does not expect.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -188,25 +192,94 @@ impl Instance {
         (params.signed_by(&key, &issuer).unwrap().der().to_vec(), key)
     }
 
-    /// A v0.3 bundle with a message signature over `artifact`.
+    /// A v0.3 bundle with a message signature over `artifact` (a hashedrekord entry).
     pub fn sign(&self, artifact: &[u8], s: &Signing<'_>) -> String {
         let (cert, key) = self.certificate(s);
         let signature = key.sign(artifact).unwrap();
         let digest = Sha256::digest(artifact);
-        let body = s.body_override.clone().unwrap_or_else(|| {
-            serde_json::json!({
-                "apiVersion": "0.0.1",
-                "kind": "hashedrekord",
-                "spec": {
-                    "data": {"hash": {"algorithm": "sha256", "value": hex::encode(digest)}},
-                    "signature": {
-                        "content": STANDARD.encode(&signature),
-                        "publicKey": {"content": STANDARD.encode(pem("CERTIFICATE", &cert))}
-                    }
+        let body = serde_json::json!({
+            "apiVersion": "0.0.1",
+            "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(digest)}},
+                "signature": {
+                    "content": STANDARD.encode(&signature),
+                    "publicKey": {"content": STANDARD.encode(pem("CERTIFICATE", &cert))}
                 }
-            })
-            .to_string()
+            }
         });
+        let content = serde_json::json!({"messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": STANDARD.encode(digest)},
+            "signature": STANDARD.encode(&signature)
+        }});
+        self.bundle(s, &cert, body, content)
+    }
+
+    /// A v0.3 bundle with a DSSE envelope over an in-toto `statement` (a dsse entry).
+    pub fn sign_dsse(&self, statement: &[u8], s: &Signing<'_>) -> String {
+        const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+        let (cert, key) = self.certificate(s);
+        let signature = key.sign(&super::pae(PAYLOAD_TYPE, statement)).unwrap();
+        let body = serde_json::json!({
+            "apiVersion": "0.0.1",
+            "kind": "dsse",
+            "spec": {
+                "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(statement))},
+                "signatures": [{
+                    "signature": STANDARD.encode(&signature),
+                    "verifier": STANDARD.encode(pem("CERTIFICATE", &cert))
+                }]
+            }
+        });
+        let content = serde_json::json!({"dsseEnvelope": {
+            "payload": STANDARD.encode(statement),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"sig": STANDARD.encode(&signature)}]
+        }});
+        self.bundle(s, &cert, body, content)
+    }
+
+    /// A keyless cosign `.sig` layer over a simple-signing `payload`: the base64 signature
+    /// and the layer's certificate and Rekor bundle annotations.
+    pub fn sign_cosign(&self, payload: &[u8], s: &Signing<'_>) -> (String, serde_json::Value) {
+        let bundle: serde_json::Value = serde_json::from_str(&self.sign(payload, s)).unwrap();
+        let material = &bundle["verificationMaterial"];
+        let entry = &material["tlogEntries"][0];
+        let cert = STANDARD
+            .decode(material["certificate"]["rawBytes"].as_str().unwrap())
+            .unwrap();
+        let log_id = STANDARD
+            .decode(entry["logId"]["keyId"].as_str().unwrap())
+            .unwrap();
+        let rekor = serde_json::json!({
+            "SignedEntryTimestamp": entry["inclusionPromise"]["signedEntryTimestamp"],
+            "Payload": {
+                "body": entry["canonicalizedBody"],
+                "integratedTime": s.integrated_time,
+                "logIndex": 0,
+                "logID": hex::encode(log_id),
+            }
+        });
+        let annotations = serde_json::json!({
+            super::oci::CERTIFICATE_ANNOTATION: pem("CERTIFICATE", &cert),
+            super::oci::REKOR_BUNDLE_ANNOTATION: rekor.to_string(),
+        });
+        let signature = bundle["messageSignature"]["signature"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (signature, annotations)
+    }
+
+    /// Logs `body` (or the override) and wraps it with the certificate and content.
+    fn bundle(
+        &self,
+        s: &Signing<'_>,
+        cert: &[u8],
+        body: serde_json::Value,
+        content: serde_json::Value,
+    ) -> String {
+        let body = s.body_override.clone().unwrap_or_else(|| body.to_string());
         let log_id = Self::log_id(&self.rekor_key);
         let set_payload = serde_json::json!({
             "body": STANDARD.encode(&body),
@@ -231,14 +304,17 @@ impl Instance {
             self.origin,
             STANDARD.encode(note_sig)
         );
-        serde_json::json!({
+        let kind = serde_json::from_str::<serde_json::Value>(&body)
+            .map(|b| (b["kind"].clone(), b["apiVersion"].clone()))
+            .unwrap_or_default();
+        let mut bundle = serde_json::json!({
             "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
             "verificationMaterial": {
-                "certificate": {"rawBytes": STANDARD.encode(&cert)},
+                "certificate": {"rawBytes": STANDARD.encode(cert)},
                 "tlogEntries": [{
                     "logIndex": "0",
                     "logId": {"keyId": STANDARD.encode(&log_id)},
-                    "kindVersion": {"kind": "hashedrekord", "version": "0.0.1"},
+                    "kindVersion": {"kind": kind.0, "version": kind.1},
                     "integratedTime": s.integrated_time.to_string(),
                     "inclusionPromise": {"signedEntryTimestamp": STANDARD.encode(set)},
                     "inclusionProof": {
@@ -250,13 +326,12 @@ impl Instance {
                     },
                     "canonicalizedBody": STANDARD.encode(&body)
                 }]
-            },
-            "messageSignature": {
-                "messageDigest": {"algorithm": "SHA2_256", "digest": STANDARD.encode(digest)},
-                "signature": STANDARD.encode(&signature)
             }
-        })
-        .to_string()
+        });
+        if let (Some(b), Some(c)) = (bundle.as_object_mut(), content.as_object()) {
+            b.extend(c.clone());
+        }
+        bundle.to_string()
     }
 }
 
@@ -411,5 +486,101 @@ mod tests {
             check(&sigstore, &bundle, Match::Exact(ID.into()), ISSUER),
             Err(Error::Tlog(_))
         ));
+    }
+
+    const IMAGE: &str = "sha256:a0cfc71271d6e278e57cd332ff957c3f7043fdda354c4cbb190a30d56efa01bf";
+
+    fn signers() -> Vec<oci::Signer> {
+        vec![
+            oci::Signer {
+                name: "other".into(),
+                subject: Match::Exact("https://ci.test/other".into()),
+                issuer: Match::Exact(ISSUER.into()),
+            },
+            oci::Signer {
+                name: "release".into(),
+                subject: Match::Exact(ID.into()),
+                issuer: Match::Exact(ISSUER.into()),
+            },
+        ]
+    }
+
+    #[test]
+    fn keyless_image_signatures_in_both_oci_layouts() {
+        let sigstore = Instance::new("log.test/1");
+        let root = TrustedRoot::from_json(sigstore.trusted_root().as_bytes()).unwrap();
+        let statement = |predicate: &str, digest: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "_type": "https://in-toto.io/Statement/v1",
+                "subject": [{"name": "r/x", "digest": {"sha256": digest.trim_start_matches("sha256:")}}],
+                "predicateType": predicate,
+                "predicate": {}
+            }))
+            .unwrap()
+        };
+        // The referrer bundle: only the named identity counts.
+        let sign = crate::signing::bundle::SIGN_PREDICATE_TYPE;
+        let bundle = sigstore.sign_dsse(&statement(sign, IMAGE), &Signing::at(ID, ISSUER, now()));
+        let mut report = crate::signing::SignatureCheck::default();
+        oci::check_bundle(bundle.as_bytes(), IMAGE, &signers(), &root, &mut report);
+        assert_eq!(
+            report.keys(),
+            vec!["release".to_string()],
+            "{:?}",
+            report.rejected
+        );
+        // Another predicate is an attestation, not a signature; another digest is refused.
+        let other_image = format!("sha256:{}", "0".repeat(64));
+        for (predicate, digest) in [
+            ("https://slsa.dev/provenance/v1", IMAGE),
+            (sign, other_image.as_str()),
+        ] {
+            let bundle = sigstore.sign_dsse(
+                &statement(predicate, digest),
+                &Signing::at(ID, ISSUER, now()),
+            );
+            let mut report = crate::signing::SignatureCheck::default();
+            oci::check_bundle(bundle.as_bytes(), IMAGE, &signers(), &root, &mut report);
+            assert!(report.verified.is_empty() && !report.rejected.is_empty());
+        }
+
+        // The .sig layer: a simple-signing payload naming the image.
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "critical": {"identity": {"docker-reference": "r/x"},
+                         "image": {"docker-manifest-digest": IMAGE},
+                         "type": "cosign container image signature"},
+            "optional": null
+        }))
+        .unwrap();
+        let (signature, annotations) =
+            sigstore.sign_cosign(&payload, &Signing::at(ID, ISSUER, now()));
+        let signature = STANDARD.decode(signature).unwrap();
+        let bundle = oci::layer_bundle(&payload, &signature, &annotations).unwrap();
+        let policy = Policy::Identity {
+            subject: Match::Exact(ID.into()),
+            issuer: Match::Exact(ISSUER.into()),
+        };
+        assert!(
+            verify(
+                &bundle,
+                Artifact::Bytes(&payload),
+                &policy,
+                &root,
+                Utc::now()
+            )
+            .is_ok()
+        );
+        let stranger = Instance::new("log.test/1");
+        let elsewhere = TrustedRoot::from_json(stranger.trusted_root().as_bytes()).unwrap();
+        assert!(
+            verify(
+                &bundle,
+                Artifact::Bytes(&payload),
+                &policy,
+                &elsewhere,
+                Utc::now()
+            )
+            .is_err()
+        );
     }
 }

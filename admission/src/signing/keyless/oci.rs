@@ -1,0 +1,240 @@
+//! Keyless signatures of OCI images in both layouts cosign writes:
+//! - a Sigstore bundle attached as a referrer (see [`crate::signing::bundle`]): a DSSE
+//!   envelope over an in-toto statement of predicate type `https://sigstore.dev/cosign/sign/v1`
+//!   naming the image digest;
+//! - the `sha256-<hex>.sig` tag (see [`crate::signing::legacy`]): a simple-signing payload
+//!   whose layer carries the signature, the Fulcio certificate
+//!   (`dev.sigstore.cosign/certificate`) and Rekor's signed entry timestamp with the entry
+//!   (`dev.sigstore.cosign/bundle`). The layer is read as the v0.1 bundle it amounts to.
+//!
+//! Each signature is verified with [`super::verify`] against the trusted root and each named
+//! identity; an identity that verifies is reported under its name, as keys are.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::Utc;
+use oci_client::Reference;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{Artifact, Bundle, Match, Policy, TrustedRoot};
+use crate::registry::{Registries, RegistryError, shown};
+use crate::signing::bundle::SIGN_PREDICATE_TYPE;
+use crate::signing::{SignatureCheck, SignatureLayout, bundle, legacy};
+
+/// Annotation of a keyless `.sig` layer holding the PEM signing certificate.
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// Annotation holding Rekor's signed entry timestamp and entry (JSON).
+pub const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+
+/// An identity trusted to sign, under the name trust rules and reports use.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    /// Name in reports (`signedBy`).
+    pub name: String,
+    /// The certificate's subject alternative name.
+    pub subject: Match,
+    /// The OIDC issuer.
+    pub issuer: Match,
+}
+
+impl Signer {
+    fn policy(&self) -> Policy {
+        Policy::Identity {
+            subject: self.subject.clone(),
+            issuer: self.issuer.clone(),
+        }
+    }
+}
+
+/// Finds the keyless signatures of `digest` in `repository`, both layouts, and checks each
+/// against `signers` under `root`.
+pub async fn check(
+    registries: &Registries,
+    repository: &Reference,
+    digest: &str,
+    signers: &[Signer],
+    root: &TrustedRoot,
+) -> Result<SignatureCheck, RegistryError> {
+    let mut report = SignatureCheck::default();
+    let (layers, bundles) = futures_util::join!(
+        legacy::fetch(registries, repository, digest),
+        bundle::fetch(registries, repository, digest),
+    );
+    for layer in layers? {
+        report.found += 1;
+        check_layer(&layer, digest, signers, root, &mut report);
+    }
+    for found in bundles? {
+        report.found += 1;
+        match found {
+            Ok(b) => check_bundle(b.raw(), digest, signers, root, &mut report),
+            Err(reason) => report.reject(reason),
+        }
+    }
+    Ok(report)
+}
+
+fn sha256_of(digest: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(digest.strip_prefix("sha256:")?, &mut out).ok()?;
+    Some(out)
+}
+
+/// A referrer bundle: a keyless DSSE image signature naming `digest`.
+pub fn check_bundle(
+    raw: &[u8],
+    digest: &str,
+    signers: &[Signer],
+    root: &TrustedRoot,
+    report: &mut SignatureCheck,
+) {
+    let bundle = match Bundle::from_json(raw) {
+        Ok(b) => b,
+        Err(e) => return report.reject(format!("sigstore bundle: {e}")),
+    };
+    if !matches!(bundle.material, super::model::Material::Certificate { .. }) {
+        // Keyed bundles are the key check's.
+        return;
+    }
+    let Some(image) = sha256_of(digest) else {
+        return report.reject(format!("{} is not a sha256 digest", shown(digest)));
+    };
+    let mut last = None;
+    let before = report.verified.len();
+    for signer in signers {
+        match super::verify(
+            &bundle,
+            Artifact::Digest(image),
+            &signer.policy(),
+            root,
+            Utc::now(),
+        ) {
+            Ok(verified) => {
+                let predicate = verified
+                    .statement
+                    .as_ref()
+                    .and_then(|s| s["predicateType"].as_str())
+                    .unwrap_or_default();
+                if predicate == SIGN_PREDICATE_TYPE {
+                    report.accept(&signer.name, SignatureLayout::Bundle);
+                } else {
+                    last = Some(format!(
+                        "bundle signed by {} is a {} statement, not an image signature",
+                        signer.name,
+                        shown(predicate)
+                    ));
+                }
+            }
+            Err(e) => last = Some(format!("keyless bundle: {e}")),
+        }
+    }
+    // A signer that verified makes the others' refusals moot.
+    if let Some(reason) = last.filter(|_| report.verified.len() == before) {
+        report.reject(reason);
+    }
+}
+
+/// The v0.1 bundle a keyless `.sig` layer amounts to, or why it is not one.
+pub fn layer_bundle(
+    payload: &[u8],
+    signature: &[u8],
+    annotations: &Value,
+) -> Result<Bundle, String> {
+    let cert_pem = annotations[CERTIFICATE_ANNOTATION]
+        .as_str()
+        .ok_or("no certificate annotation")?;
+    let cert = pem::parse(cert_pem).map_err(|_| "certificate annotation is not PEM")?;
+    let rekor: Value = serde_json::from_str(
+        annotations[REKOR_BUNDLE_ANNOTATION]
+            .as_str()
+            .ok_or("no Rekor bundle annotation")?,
+    )
+    .map_err(|_| "Rekor bundle annotation is not JSON")?;
+    let entry = &rekor["Payload"];
+    let body_b64 = entry["body"].as_str().ok_or("Rekor bundle without body")?;
+    let body: Value = STANDARD
+        .decode(body_b64)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or("Rekor entry body unreadable")?;
+    let log_id = hex::decode(
+        entry["logID"]
+            .as_str()
+            .ok_or("Rekor bundle without logID")?,
+    )
+    .map_err(|_| "Rekor logID is not hex")?;
+    let bundle = json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
+        "verificationMaterial": {
+            "x509CertificateChain": {"certificates": [{"rawBytes": STANDARD.encode(cert.contents())}]},
+            "tlogEntries": [{
+                "logIndex": entry["logIndex"],
+                "logId": {"keyId": STANDARD.encode(log_id)},
+                "kindVersion": {"kind": body["kind"], "version": body["apiVersion"]},
+                "integratedTime": entry["integratedTime"],
+                "inclusionPromise": {"signedEntryTimestamp": rekor["SignedEntryTimestamp"]},
+                "canonicalizedBody": body_b64,
+            }],
+        },
+        "messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": STANDARD.encode(Sha256::digest(payload))},
+            "signature": STANDARD.encode(signature),
+        },
+    });
+    let bytes = serde_json::to_vec(&bundle).map_err(|e| e.to_string())?;
+    Bundle::from_json(&bytes).map_err(|e| e.to_string())
+}
+
+/// A `.sig` layer: a keyless signature of a simple-signing payload naming `digest`.
+fn check_layer(
+    layer: &legacy::LayerSignature,
+    digest: &str,
+    signers: &[Signer],
+    root: &TrustedRoot,
+    report: &mut SignatureCheck,
+) {
+    if layer.annotations()[CERTIFICATE_ANNOTATION].is_null() {
+        // A keyed signature: the key check's.
+        return;
+    }
+    let signature = match layer.signature() {
+        Ok(s) => s,
+        Err(reason) => return report.reject(reason.to_string()),
+    };
+    let bundle = match layer_bundle(layer.payload(), signature, layer.annotations()) {
+        Ok(b) => b,
+        Err(reason) => return report.reject(format!("keyless cosign signature: {reason}")),
+    };
+    let mut last = None;
+    let before = report.verified.len();
+    for signer in signers {
+        match super::verify(
+            &bundle,
+            Artifact::Bytes(layer.payload()),
+            &signer.policy(),
+            root,
+            Utc::now(),
+        ) {
+            // Only a verified payload is read.
+            Ok(_) => match legacy::parse_payload(layer.payload()) {
+                Ok(named) if named == digest => {
+                    report.accept(&signer.name, SignatureLayout::Legacy)
+                }
+                Ok(named) => {
+                    last = Some(format!(
+                        "cosign signature by {} is for {}",
+                        signer.name,
+                        shown(&named)
+                    ));
+                }
+                Err(e) => last = Some(format!("cosign payload signed by {}: {e}", signer.name)),
+            },
+            Err(e) => last = Some(format!("keyless cosign signature: {e}")),
+        }
+    }
+    // A signer that verified makes the others' refusals moot.
+    if let Some(reason) = last.filter(|_| report.verified.len() == before) {
+        report.reject(reason);
+    }
+}
