@@ -76,12 +76,21 @@ enum Command {
         /// `registry/repository:tag` or `@sha256:...`.
         reference: String,
     },
-    /// Check that an image or artifact is signed by a key: exit 0 with a summary, or 1 with
-    /// the reason.
+    /// Check that an image or artifact is signed by a key, or keyless by an identity: exit 0
+    /// with a summary, or 1 with the reason.
     Verify {
         /// The public key (`cosign.pub`); repeat to accept any of several.
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "certificate_identity")]
         key: Vec<PathBuf>,
+        /// Keyless: the certificate identity (subject alternative name) that must have signed.
+        #[arg(long, requires = "certificate_oidc_issuer", conflicts_with = "key")]
+        certificate_identity: Option<String>,
+        /// Keyless: the OIDC issuer of that identity.
+        #[arg(long, requires = "certificate_identity")]
+        certificate_oidc_issuer: Option<String>,
+        /// Keyless: the `trusted_root.json`; default: the Sigstore public-good root built in.
+        #[arg(long, requires = "certificate_identity")]
+        trusted_root: Option<PathBuf>,
         /// `registry/repository:tag` or `@sha256:...`.
         reference: String,
     },
@@ -164,7 +173,22 @@ fn main() -> ExitCode {
             bundle,
             reference,
         } => sign(&key, bundle, &reference, &insecure),
-        Command::Verify { key, reference } => verify(&key, &reference, &insecure),
+        Command::Verify {
+            key,
+            certificate_identity,
+            certificate_oidc_issuer,
+            trusted_root,
+            reference,
+        } => match certificate_identity.zip(certificate_oidc_issuer) {
+            Some((identity, issuer)) => verify_keyless(
+                identity,
+                issuer,
+                trusted_root.as_deref(),
+                &reference,
+                &insecure,
+            ),
+            None => verify(&key, &reference, &insecure),
+        },
         Command::VerifyBundle {
             bundle,
             certificate_identity,
@@ -418,6 +442,30 @@ fn verify(keys: &[PathBuf], reference: &str, insecure: &[String]) -> ExitCode {
     }
     with_registries("verification failed", insecure, |registries| async move {
         meshgate_admission::signing::verify(&registries, reference, &public).await
+    })
+    .map_or_else(|code| code, |summary| succeed(&summary))
+}
+
+/// `meshgate verify --certificate-identity …`: keyless signatures in the registry.
+fn verify_keyless(
+    identity: String,
+    issuer: String,
+    trusted_root: Option<&std::path::Path>,
+    reference: &str,
+    insecure: &[String],
+) -> ExitCode {
+    use meshgate_admission::signing::keyless::{self, Match, oci::Signer};
+    let root = match keyless::load_trusted_root(trusted_root) {
+        Ok(root) => root,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let signers = [Signer {
+        name: identity.clone(),
+        subject: Match::Exact(identity),
+        issuer: Match::Exact(issuer),
+    }];
+    with_registries("verification failed", insecure, |registries| async move {
+        meshgate_admission::signing::verify_keyless(&registries, reference, &signers, &root).await
     })
     .map_or_else(|code| code, |summary| succeed(&summary))
 }

@@ -205,6 +205,26 @@ pub async fn verify(
     let parsed = parse_reference(reference)?;
     let digest = resolve(registries, &parsed).await?;
     let report = check(registries, &parsed, &digest, keys).await?;
+    summary(reference, &digest, &report)
+}
+
+/// Verifies that one of `signers` signed what `reference` names, keyless, under `root`
+/// (`meshgate verify --certificate-identity`); returns a one-line summary, or the reason it
+/// is not signed.
+pub async fn verify_keyless(
+    registries: &Registries,
+    reference: &str,
+    signers: &[keyless::oci::Signer],
+    root: &keyless::TrustedRoot,
+) -> Result<String, SignError> {
+    let parsed = parse_reference(reference)?;
+    let digest = resolve(registries, &parsed).await?;
+    let report = keyless::oci::check(registries, &parsed, &digest, signers, root).await?;
+    summary(reference, &digest, &report)
+}
+
+/// The summary of a check: who signed, or why nothing verified.
+fn summary(reference: &str, digest: &str, report: &SignatureCheck) -> Result<String, SignError> {
     if report.verified.is_empty() {
         return Err(SignError::Other(format!(
             "{reference} ({digest}): {}",

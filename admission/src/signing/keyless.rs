@@ -401,13 +401,17 @@ pub struct BundleCheck<'a> {
 /// Largest artifact file hashed by [`check_files`] (a digest argument has no limit).
 const MAX_ARTIFACT_BYTES: usize = 1 << 30;
 
-/// Reads the files named by `check` and verifies the bundle, as of now.
-pub fn check_files(check: &BundleCheck<'_>) -> Result<Verified, String> {
-    let root = match check.trusted_root {
+/// The trusted root in `path`, or the built-in public-good root.
+pub fn load_trusted_root(path: Option<&Path>) -> Result<TrustedRoot> {
+    match path {
         Some(path) => TrustedRoot::from_file(path),
         None => TrustedRoot::from_json(PUBLIC_GOOD_TRUSTED_ROOT.as_bytes()),
     }
-    .map_err(|e| e.to_string())?;
+}
+
+/// Reads the files named by `check` and verifies the bundle, as of now.
+pub fn check_files(check: &BundleCheck<'_>) -> Result<Verified, String> {
+    let root = load_trusted_root(check.trusted_root).map_err(|e| e.to_string())?;
     let policy = match (&check.identity, check.key) {
         (Some((subject, issuer)), None) => Policy::Identity {
             subject: subject.clone(),

@@ -6,6 +6,7 @@ mod envoy;
 mod envoy_configs;
 mod gatekeeper_library;
 mod jwt_auth;
+mod keyless;
 mod manifests;
 mod rate_limit;
 mod registry;

@@ -1,0 +1,264 @@
+//! Keyless-signed Wasm artifacts in a real `docker-registry` on 127.0.0.1, in both layouts
+//! cosign writes (a Sigstore bundle referrer, and the `.sig` tag with the certificate and
+//! Rekor bundle annotations), checked by the real `meshgate verify --certificate-identity`.
+//! The signatures come from a private Sigstore instance (a test CA as Fulcio, test CT and
+//! Rekor logs, its trusted root); the verifier is only given that root.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use meshgate_admission::signing::keyless::test_instance::{Instance, Signing};
+use meshgate_integration::Registry;
+use meshgate_integration::cli::{self, meshgate};
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+
+const ID: &str = "https://ci.test/acme/filters/.github/workflows/release.yml@refs/heads/main";
+const ISSUER: &str = "https://token.ci.test";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+fn sha256(bytes: &[u8]) -> String {
+    let hex: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Plain OCI distribution pushes: what cosign writes, byte for byte as given.
+struct Oci {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Oci {
+    fn new(registry: &Registry, repository: &str) -> Oci {
+        Oci {
+            base: format!("http://{}/v2/{repository}", registry.host()),
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+
+    fn blob(&self, bytes: &[u8]) -> Json {
+        let digest = sha256(bytes);
+        let start = self
+            .http
+            .post(format!("{}/blobs/uploads/", self.base))
+            .send()
+            .unwrap();
+        assert!(start.status().is_success(), "{:?}", start.status());
+        let location = start.headers()["location"].to_str().unwrap().to_string();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("{}{location}", self.base.split("/v2/").next().unwrap())
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let put = self
+            .http
+            .put(format!("{location}{sep}digest={digest}"))
+            .body(bytes.to_vec())
+            .send()
+            .unwrap();
+        assert!(put.status().is_success(), "{:?}", put.status());
+        json!({"digest": digest, "size": bytes.len()})
+    }
+
+    fn manifest(&self, reference: &str, media_type: &str, manifest: &Json) -> Json {
+        let bytes = serde_json::to_vec(manifest).unwrap();
+        let put = self
+            .http
+            .put(format!("{}/manifests/{reference}", self.base))
+            .header("content-type", media_type)
+            .body(bytes.clone())
+            .send()
+            .unwrap();
+        assert!(
+            put.status().is_success(),
+            "{:?} {}",
+            put.status(),
+            put.text().unwrap()
+        );
+        json!({"mediaType": media_type, "digest": sha256(&bytes), "size": bytes.len()})
+    }
+
+    /// Attaches `bundle` to `subject` as a referrer, with the referrers tag index for
+    /// registries without the referrers API.
+    fn attach_bundle(&self, subject: &Json, bundle: &[u8]) {
+        let config = self.blob(b"{}");
+        let layer = self.blob(bundle);
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "artifactType": BUNDLE,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config["digest"], "size": 2},
+            "layers": [{"mediaType": BUNDLE, "digest": layer["digest"], "size": layer["size"]}],
+            "subject": subject,
+        });
+        let digest = sha256(&serde_json::to_vec(&manifest).unwrap());
+        let referrer = self.manifest(&digest, MANIFEST, &manifest);
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": MANIFEST, "digest": referrer["digest"], "size": referrer["size"], "artifactType": BUNDLE}],
+        });
+        let tag = subject["digest"].as_str().unwrap().replace(':', "-");
+        self.manifest(&tag, "application/vnd.oci.image.index.v1+json", &index);
+    }
+
+    /// Writes the `.sig` manifest of `digest` with one keyless simple-signing layer.
+    fn attach_cosign(&self, digest: &str, payload: &[u8], signature: &str, mut annotations: Json) {
+        let config = self.blob(b"{}");
+        let layer = self.blob(payload);
+        annotations["dev.cosignproject.cosign/signature"] = signature.into();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config["digest"], "size": 2},
+            "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                        "digest": layer["digest"], "size": layer["size"], "annotations": annotations}],
+        });
+        self.manifest(
+            &format!("{}.sig", digest.replace(':', "-")),
+            MANIFEST,
+            &manifest,
+        );
+    }
+}
+
+/// `meshgate verify` with an identity: exit code and output.
+fn verify(reference: &str, identity: &str, issuer: &str, root: &Path) -> (i32, String) {
+    let root = root.display().to_string();
+    let out = meshgate(&[
+        "verify",
+        "--certificate-identity",
+        identity,
+        "--certificate-oidc-issuer",
+        issuer,
+        "--trusted-root",
+        &root,
+        reference,
+    ]);
+    (out.code, format!("{}{}", out.stdout, out.stderr))
+}
+
+fn push_module(dir: &Path, reference: &str, salt: u8) -> String {
+    // An empty module with a custom section, so each artifact has its own digest.
+    let mut module = b"\0asm\x01\0\0\0\x00\x03\x01a".to_vec();
+    module.push(salt);
+    let path = dir.join(format!("m{salt}.wasm"));
+    std::fs::write(&path, module).unwrap();
+    cli::push(&path, reference)
+}
+
+fn statement(digest: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "keyless/filter", "digest": {"sha256": digest.trim_start_matches("sha256:")}}],
+        "predicateType": "https://sigstore.dev/cosign/sign/v1",
+        "predicate": {},
+    }))
+    .unwrap()
+}
+
+fn simple_signing(digest: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "critical": {"identity": {"docker-reference": "keyless/filter"},
+                     "image": {"docker-manifest-digest": digest},
+                     "type": "cosign container image signature"},
+        "optional": null,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn keyless_signatures_in_both_layouts_verify_only_for_their_identity_and_root() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sigstore = Instance::new("rekor.test - 1");
+    let root = dir.path().join("trusted_root.json");
+    std::fs::write(&root, sigstore.trusted_root()).unwrap();
+    let stranger_root = dir.path().join("stranger_root.json");
+    std::fs::write(
+        &stranger_root,
+        Instance::new("rekor.test - 1").trusted_root(),
+    )
+    .unwrap();
+    let oci = Oci::new(&registry, "keyless/filter");
+    let repository = format!("{}/keyless/filter", registry.host());
+
+    // Layout 1: a bundle referrer.
+    let reference = format!("{repository}:bundle");
+    let digest = push_module(dir.path(), &reference, 1);
+    let subject = json!({"mediaType": MANIFEST, "digest": digest, "size": 0});
+    let bundle = sigstore.sign_dsse(&statement(&digest), &Signing::at(ID, ISSUER, now()));
+    oci.attach_bundle(&subject, bundle.as_bytes());
+    let (code, out) = verify(&reference, ID, ISSUER, &root);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("signed by {ID} (sigstore-bundle)")),
+        "{out}"
+    );
+
+    // Layout 2: the .sig tag.
+    let reference_sig = format!("{repository}:sig");
+    let digest_sig = push_module(dir.path(), &reference_sig, 2);
+    let payload = simple_signing(&digest_sig);
+    let (signature, annotations) = sigstore.sign_cosign(&payload, &Signing::at(ID, ISSUER, now()));
+    oci.attach_cosign(&digest_sig, &payload, &signature, annotations);
+    let (code, out) = verify(&reference_sig, ID, ISSUER, &root);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("signed by {ID} (cosign)")), "{out}");
+
+    for reference in [&reference, &reference_sig] {
+        // Another identity, another issuer, a root that trusts another instance.
+        let (code, out) = verify(reference, "https://ci.test/mallory/x", ISSUER, &root);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("identity"), "{out}");
+        let (code, out) = verify(reference, ID, "https://accounts.test", &root);
+        assert_eq!(code, 1, "{out}");
+        let (code, out) = verify(reference, ID, ISSUER, &stranger_root);
+        assert_eq!(code, 1, "{out}");
+    }
+
+    // A certificate that had expired when the entry was logged.
+    let reference_old = format!("{repository}:expired");
+    let digest_old = push_module(dir.path(), &reference_old, 3);
+    let payload = simple_signing(&digest_old);
+    let mut late = Signing::at(ID, ISSUER, now());
+    late.not_before = now() - 7200;
+    late.not_after = now() - 3600;
+    let (signature, annotations) = sigstore.sign_cosign(&payload, &late);
+    oci.attach_cosign(&digest_old, &payload, &signature, annotations);
+    let (code, out) = verify(&reference_old, ID, ISSUER, &root);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not valid at the signing time"), "{out}");
+
+    // No log entry, and a log entry altered after the log signed it.
+    for (salt, spoil) in [(4u8, "drop"), (5, "alter")] {
+        let reference_bad = format!("{repository}:bad{salt}");
+        let digest_bad = push_module(dir.path(), &reference_bad, salt);
+        let payload = simple_signing(&digest_bad);
+        let (signature, mut annotations) =
+            sigstore.sign_cosign(&payload, &Signing::at(ID, ISSUER, now()));
+        let key = "dev.sigstore.cosign/bundle";
+        if spoil == "drop" {
+            annotations.as_object_mut().unwrap().remove(key);
+        } else {
+            let mut rekor: Json = serde_json::from_str(annotations[key].as_str().unwrap()).unwrap();
+            rekor["Payload"]["integratedTime"] = (now() - 10).into();
+            annotations[key] = rekor.to_string().into();
+        }
+        oci.attach_cosign(&digest_bad, &payload, &signature, annotations);
+        let (code, out) = verify(&reference_bad, ID, ISSUER, &root);
+        assert_eq!(code, 1, "{spoil}: {out}");
+    }
+}
