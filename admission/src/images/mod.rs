@@ -16,13 +16,21 @@
 //! entry for a check every asker gave up on.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use oci_client::Reference;
-use serde_json::{Value as Json, json};
-use tokio::sync::{OnceCell, Semaphore};
+use serde_json::Value as Json;
+use tokio::sync::Semaphore;
+
+mod facts;
+mod flights;
+
+pub use facts::{
+    ArtifactFacts, ImageFacts, SignatureFact, UnchangedImage, VerifiedImage, WasmArtifact,
+};
+use flights::Flights;
 
 use crate::artifact;
 use crate::config::{ArtifactCheck, FailurePolicy, ImageVerification, Mode, OnUpdate};
@@ -37,8 +45,35 @@ const MAX_WASM_BYTES: usize = 64 * 1024 * 1024;
 
 /// A configuration problem found while building the verifier.
 #[derive(Debug, thiserror::Error)]
-#[error("imageVerification: {0}")]
-pub struct SetupError(String);
+pub enum SetupError {
+    /// A key file could not be read.
+    #[error("imageVerification: key {name}: {}: {source}", path.display())]
+    KeyFile {
+        /// The key's name.
+        name: String,
+        /// Its file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key has neither `file` nor `pem`.
+    #[error("imageVerification: key {0}: no PEM")]
+    NoPem(String),
+    /// A key's PEM is not a public key cosign can verify with (the message names the key).
+    #[error("imageVerification: {0}")]
+    Key(#[from] signing::keys::KeyError),
+    /// A trust rule's image glob does not parse.
+    #[error("imageVerification: trust rule {rule}: {source}")]
+    Glob {
+        /// The rule's name.
+        rule: String,
+        /// Why.
+        source: glob::PatternError,
+    },
+    /// Registry credentials could not be read.
+    #[error("imageVerification: {0}")]
+    Registries(#[from] RegistryError),
+}
 
 struct Rule {
     name: String,
@@ -52,142 +87,11 @@ struct Rule {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// Every check passed; the facts policies receive.
-    Verified(Json),
+    Verified(Box<VerifiedImage>),
     /// A check failed; the reason.
     Denied(String),
     /// A registry could not be asked; the reason names it.
     Unavailable(String),
-}
-
-/// Results by key that expire, where concurrent askers of a missing key share one
-/// computation. Bounded: at most `capacity` entries, and a computation every asker gave up on
-/// (a timeout, a review past its deadline) leaves no entry behind.
-struct Flights<K, V> {
-    slots: Mutex<Slots<K, V>>,
-    capacity: usize,
-}
-
-struct Slots<K, V> {
-    map: HashMap<K, Flight<V>>,
-    /// Inserts left before the next sweep; sweeping at most once per `capacity / 2` inserts
-    /// keeps its cost amortised constant per insert.
-    until_sweep: usize,
-}
-
-/// A value once computed, with when.
-type Flight<V> = Arc<OnceCell<(V, Instant)>>;
-
-/// Entries kept per cache.
-const MAX_ENTRIES: usize = 10_000;
-
-impl<K: std::hash::Hash + Eq + Clone, V: Clone> Flights<K, V> {
-    fn new() -> Self {
-        Self::with_capacity(MAX_ENTRIES)
-    }
-
-    fn with_capacity(capacity: usize) -> Self {
-        let capacity = capacity.max(2);
-        Self {
-            slots: Mutex::new(Slots {
-                map: HashMap::new(),
-                until_sweep: capacity,
-            }),
-            capacity,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slots<K, V>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lock().map.len()
-    }
-
-    async fn get<F: Future<Output = V>>(
-        &self,
-        key: K,
-        ttl: impl Fn(&V) -> Duration,
-        compute: impl FnOnce() -> F,
-    ) -> V {
-        let fresh = |slot: &Flight<V>| match slot.get() {
-            Some((value, at)) => at.elapsed() < ttl(value),
-            None => true, // in flight: join it
-        };
-        let slot = {
-            let mut slots = self.lock();
-            match slots.map.get(&key).filter(|s| fresh(s)) {
-                Some(slot) => slot.clone(),
-                None => {
-                    if slots.map.len() >= self.capacity || slots.until_sweep == 0 {
-                        self.sweep(&mut slots, &fresh);
-                    }
-                    slots.until_sweep = slots.until_sweep.saturating_sub(1);
-                    let slot = Arc::new(OnceCell::new());
-                    slots.map.insert(key.clone(), slot.clone());
-                    slot
-                }
-            }
-        };
-        // Every clone of a slot is made and dropped under the lock (here and in the guard), so
-        // the guard can tell whether it held the last one.
-        let guard = Asker {
-            flights: self,
-            key,
-            slot: Some(slot),
-        };
-        let Some(slot) = guard.slot.as_ref() else {
-            return compute().await; // unreachable: the guard was just given the slot
-        };
-        let (value, _) = slot
-            .get_or_init(|| async { (compute().await, Instant::now()) })
-            .await;
-        value.clone()
-    }
-
-    /// Drops expired entries, then, if at least half the capacity is still used, computed ones
-    /// (oldest first) until half is free. Entries being computed stay: their askers hold them,
-    /// and the number of those is bounded by the checks running at once.
-    fn sweep(&self, slots: &mut Slots<K, V>, fresh: &impl Fn(&Flight<V>) -> bool) {
-        slots.map.retain(|_, s| fresh(s));
-        let keep = self.capacity / 2;
-        if slots.map.len() > keep {
-            let mut done: Vec<(Instant, K)> = slots
-                .map
-                .iter()
-                .filter_map(|(k, s)| s.get().map(|(_, at)| (*at, k.clone())))
-                .collect();
-            done.sort_unstable_by_key(|(at, _)| *at);
-            let excess = slots.map.len() - keep;
-            for (_, key) in done.into_iter().take(excess) {
-                slots.map.remove(&key);
-            }
-        }
-        slots.until_sweep = self.capacity / 2;
-    }
-}
-
-/// One asker of a [`Flights`] slot. When the last asker goes away before the value was
-/// computed (its future was dropped), the slot is removed, so that a cancelled computation
-/// neither stays in the map nor is joined later by askers that would wait for nothing.
-struct Asker<'a, K: std::hash::Hash + Eq + Clone, V: Clone> {
-    flights: &'a Flights<K, V>,
-    key: K,
-    slot: Option<Flight<V>>,
-}
-
-impl<K: std::hash::Hash + Eq + Clone, V: Clone> Drop for Asker<'_, K, V> {
-    fn drop(&mut self) {
-        let mut slots = self.flights.lock();
-        drop(self.slot.take());
-        if let Some(slot) = slots.map.get(&self.key)
-            && slot.get().is_none()
-            && Arc::strong_count(slot) == 1
-        {
-            slots.map.remove(&self.key);
-        }
-    }
 }
 
 /// What the image checks of one pod concluded.
@@ -198,7 +102,7 @@ pub struct PodImages {
     /// Messages returned as warnings.
     pub warnings: Vec<String>,
     /// Facts per verified image, keyed by the image as written in the pod.
-    pub facts: BTreeMap<String, Json>,
+    pub facts: BTreeMap<String, ImageFacts>,
 }
 
 /// Checks images against the trust policy; shared by all reviews.
@@ -229,13 +133,15 @@ impl ImageVerifier {
         let mut keys = HashMap::new();
         for key in &config.keys {
             let pem = match (&key.file, &key.pem) {
-                (Some(file), _) => std::fs::read(file).map_err(|e| {
-                    SetupError(format!("key {}: {}: {e}", key.name, file.display()))
+                (Some(file), _) => std::fs::read(file).map_err(|source| SetupError::KeyFile {
+                    name: key.name.clone(),
+                    path: file.clone(),
+                    source,
                 })?,
                 (None, Some(pem)) => pem.clone().into_bytes(),
-                (None, None) => return Err(SetupError(format!("key {}: no PEM", key.name))),
+                (None, None) => return Err(SetupError::NoPem(key.name.clone())),
             };
-            let public = PublicKey::from_pem(&key.name, &pem).map_err(|e| SetupError(e.0))?;
+            let public = PublicKey::from_pem(&key.name, &pem)?;
             keys.insert(key.name.clone(), public);
         }
         let mut rules = Vec::new();
@@ -245,7 +151,10 @@ impl ImageVerifier {
                 .iter()
                 .map(|p| glob::Pattern::new(p))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| SetupError(format!("trust rule {}: {e}", rule.name)))?;
+                .map_err(|source| SetupError::Glob {
+                    rule: rule.name.clone(),
+                    source,
+                })?;
             let rule_keys = rule
                 .keys
                 .iter()
@@ -263,8 +172,7 @@ impl ImageVerifier {
             &config.registries,
             config.docker_config.as_deref(),
             config.timeout,
-        )
-        .map_err(|e| SetupError(e.to_string()))?;
+        )?;
         Ok(Self {
             registries,
             rules,
@@ -311,7 +219,10 @@ impl ImageVerifier {
             tracing::debug!(image, "image unchanged by the update: not verified again");
             pod.facts.insert(
                 image.to_string(),
-                json!({"image": image, "unchanged": true}),
+                ImageFacts::Unchanged(UnchangedImage {
+                    image: image.to_string(),
+                    unchanged: true,
+                }),
             );
         }
         if images.len() > self.max_images {
@@ -340,7 +251,8 @@ impl ImageVerifier {
         for (image, outcome) in images.into_iter().zip(outcomes) {
             let (message, unavailable) = match outcome {
                 Outcome::Verified(facts) => {
-                    pod.facts.insert(image.to_string(), facts);
+                    pod.facts
+                        .insert(image.to_string(), ImageFacts::Verified(facts));
                     continue;
                 }
                 Outcome::Denied(reason) => {
@@ -395,18 +307,19 @@ impl ImageVerifier {
             Outcome::Verified(facts) => facts,
             Outcome::Denied(reason) | Outcome::Unavailable(reason) => return Err(reason),
         };
-        if facts["signedBy"].as_array().is_none_or(Vec::is_empty) {
+        if facts.signed_by.is_empty() {
             return Err(format!(
                 "trust rule {} requires no signature, but a policy image must be signed",
-                facts["trustRule"].as_str().unwrap_or("")
+                facts.trust_rule
             ));
         }
-        let digest = facts["digest"].as_str().unwrap_or("").to_string();
+        let digest = facts.digest.clone();
         let reference: Reference = image.parse().map_err(|e| format!("{e}"))?;
         // The manifest the artifact check picked (an index's Wasm entry), else the image's.
-        let manifest_digest = facts["artifact"]["manifestDigest"]
-            .as_str()
-            .unwrap_or(&digest);
+        let manifest_digest = match &facts.artifact {
+            ArtifactFacts::Wasm(wasm) => &wasm.manifest_digest,
+            ArtifactFacts::Unchecked { .. } => &digest,
+        };
         let repository = oci::at_digest(&reference, manifest_digest);
         let manifest = self
             .registries
@@ -487,7 +400,7 @@ impl ImageVerifier {
             .await;
         match outcome {
             Outcome::Verified(mut facts) => {
-                facts["image"] = json!(image);
+                facts.image = image.to_string();
                 Outcome::Verified(facts)
             }
             other => other,
@@ -523,14 +436,16 @@ impl ImageVerifier {
             Ok(Err(reason)) => return Outcome::Denied(reason),
             Err(e) => return registry_outcome(e),
         };
-        let mut facts = json!({
-            "digest": digest,
-            "registry": reference.registry(),
-            "repository": reference.repository(),
-            "trustRule": rule.name,
-            "artifact": artifact,
-            "signatures": [],
-            "signedBy": [],
+        let mut facts = Box::new(VerifiedImage {
+            // Set by the caller: cached facts serve every spelling of the image.
+            image: String::new(),
+            digest: digest.to_string(),
+            registry: reference.registry().to_string(),
+            repository: reference.repository().to_string(),
+            trust_rule: rule.name.clone(),
+            artifact,
+            signatures: Vec::new(),
+            signed_by: Vec::new(),
         });
         if rule.keys.is_empty() {
             return Outcome::Verified(facts);
@@ -553,12 +468,15 @@ impl ImageVerifier {
                 rule.keys.len()
             ));
         }
-        facts["signedBy"] = json!(signed_by);
-        facts["signatures"] = report
+        facts.signatures = report
             .verified
             .iter()
-            .map(|v| json!({"key": v.key, "format": v.format.as_str()}))
+            .map(|v| SignatureFact {
+                key: v.key.clone(),
+                format: v.format.as_str(),
+            })
             .collect();
+        facts.signed_by = signed_by;
         Outcome::Verified(facts)
     }
 
@@ -567,9 +485,11 @@ impl ImageVerifier {
         &self,
         repository: &Reference,
         manifest: Manifest,
-    ) -> Result<Result<Json, String>, RegistryError> {
+    ) -> Result<Result<ArtifactFacts, String>, RegistryError> {
         if self.artifact_check == ArtifactCheck::None {
-            return Ok(Ok(json!({"mediaType": manifest.media_type()})));
+            return Ok(Ok(ArtifactFacts::Unchecked {
+                media_type: manifest.media_type().to_string(),
+            }));
         }
         if !manifest.is_index() {
             return self.artifact_manifest(repository, manifest, None).await;
@@ -619,7 +539,7 @@ impl ImageVerifier {
         repository: &Reference,
         manifest: Manifest,
         index_digest: Option<&str>,
-    ) -> Result<Result<Json, String>, RegistryError> {
+    ) -> Result<Result<ArtifactFacts, String>, RegistryError> {
         let layout = artifact::Layout::of(&manifest.json);
         let mut kind = layout.wasm_kind();
         if kind.is_none() && layout.has_image_config() {
@@ -659,13 +579,13 @@ impl ImageVerifier {
                 }
             }
         }
-        Ok(Ok(json!({
-            "kind": kind,
-            "mediaType": manifest.media_type(),
-            "manifestDigest": manifest.digest,
-            "indexDigest": index_digest,
-            "configMediaType": layout.config_media_type,
-            "layerMediaTypes": layout.layer_media_types,
+        Ok(Ok(ArtifactFacts::Wasm(WasmArtifact {
+            kind: kind.to_string(),
+            media_type: manifest.media_type().to_string(),
+            manifest_digest: manifest.digest.clone(),
+            index_digest: index_digest.map(str::to_string),
+            config_media_type: layout.config_media_type,
+            layer_media_types: layout.layer_media_types,
         })))
     }
 }
@@ -702,94 +622,4 @@ fn registry_of(image: &str) -> String {
         .parse::<Reference>()
         .map(|r| r.registry().to_string())
         .unwrap_or_else(|_| image.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    const LONG: Duration = Duration::from_secs(3600);
-
-    #[tokio::test]
-    async fn a_cancelled_computation_leaves_no_entry() {
-        let flights: Flights<u32, u32> = Flights::new();
-        for key in 0..100 {
-            let pending = flights.get(key, |_| LONG, std::future::pending::<u32>);
-            let timed_out = tokio::time::timeout(Duration::from_millis(1), pending).await;
-            assert!(timed_out.is_err());
-        }
-        assert_eq!(flights.len(), 0);
-        // A later asker computes afresh instead of waiting on the abandoned one.
-        assert_eq!(flights.get(7, |_| LONG, || async { 70 }).await, 70);
-        assert_eq!(flights.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_computation_outlives_a_cancelled_asker_while_another_waits() {
-        let flights: Flights<u32, u32> = Flights::new();
-        let runs = AtomicUsize::new(0);
-        let compute = || async {
-            runs.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            5
-        };
-        let first =
-            tokio::time::timeout(Duration::from_millis(10), flights.get(1, |_| LONG, compute));
-        let second = flights.get(1, |_| LONG, compute);
-        let (first, second) = tokio::join!(first, second);
-        assert!(first.is_err());
-        assert_eq!(second, 5);
-        assert_eq!(flights.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn concurrent_askers_share_one_computation() {
-        let flights: Flights<u32, u32> = Flights::new();
-        let runs = AtomicUsize::new(0);
-        let ask = || {
-            flights.get(
-                1,
-                |_| LONG,
-                || async {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    9
-                },
-            )
-        };
-        let values = futures_util::future::join_all((0..8).map(|_| ask())).await;
-        assert_eq!(values, vec![9; 8]);
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn entries_stay_within_capacity() {
-        let flights: Flights<u32, u32> = Flights::with_capacity(100);
-        for key in 0..10_000 {
-            flights.get(key, |_| LONG, || async move { key }).await;
-            assert!(flights.len() <= 100, "{} entries", flights.len());
-        }
-        // The newest entries are the ones kept.
-        let runs = AtomicUsize::new(0);
-        let value = flights
-            .get(
-                9_999,
-                |_| LONG,
-                || async {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    0
-                },
-            )
-            .await;
-        assert_eq!((value, runs.load(Ordering::SeqCst)), (9_999, 0));
-    }
-
-    #[tokio::test]
-    async fn expired_entries_are_computed_again() {
-        let flights: Flights<u32, u32> = Flights::new();
-        assert_eq!(flights.get(1, |_| Duration::ZERO, || async { 1 }).await, 1);
-        assert_eq!(flights.get(1, |_| Duration::ZERO, || async { 2 }).await, 2);
-        assert_eq!(flights.get(1, |_| LONG, || async { 3 }).await, 2);
-    }
 }
