@@ -18,7 +18,7 @@
 
 use regorus::unstable::{
     BoolOp, Expr, Lexer, Literal, LiteralStmt, Module, Parser, Query, Rule, RuleHead, Source,
-    TokenKind,
+    Token, TokenKind,
 };
 
 /// Why a module could not be loaded.
@@ -183,26 +183,56 @@ pub fn to_v1(path: &str, text: &str) -> Result<String, Error> {
             continue;
         };
         if let RuleHead::Set {
-            refr,
-            key: Some(key),
-            ..
+            refr, key: Some(_), ..
         } = head
         {
+            // `p[key]` → `p contains key`: the `[` after the name and its matching `]`.
             let (_, refr_end) = range(refr.span());
-            let (key_start, key_end) = range(key.span());
-            let close = text
-                .get(key_end..)
-                .and_then(|t| t.find(']'))
-                .map(|i| key_end + i);
-            if let Some(close) = close {
-                edits.replace(refr_end, key_start, " contains ".into());
-                edits.replace(close, close + 1, String::new());
+            let symbol = |t: &Token, s: &str| t.0 == TokenKind::Symbol && t.1.text() == s;
+            if let Some(open) = tokens
+                .iter()
+                .position(|t| t.1.start as usize >= refr_end && symbol(t, "["))
+            {
+                let mut depth = 0i32;
+                for t in &tokens[open..] {
+                    match t.1.text() {
+                        "[" | "{" | "(" if t.0 == TokenKind::Symbol => depth += 1,
+                        "]" | "}" | ")" if t.0 == TokenKind::Symbol => depth -= 1,
+                        _ => {}
+                    }
+                    if depth == 0 {
+                        let (open_start, open_end) = range(&tokens[open].1);
+                        edits.replace(refr_end, open_end.max(open_start), " contains ".into());
+                        let (close_start, close_end) = range(&t.1);
+                        edits.replace(close_start, close_end, String::new());
+                        break;
+                    }
+                }
             }
         }
         for body in bodies {
+            // The body's `{`: where its query starts, or for an `else` body (whose query span
+            // starts at `else`) the first `{` after its value.
             let (start, _) = range(&body.query.span);
-            if text.get(start..).is_some_and(|t| t.starts_with('{')) {
-                edits.insert(start, "if ".into());
+            let brace = if text.get(start..).is_some_and(|t| t.starts_with('{')) {
+                Some(start)
+            } else if body.is_else {
+                let from = body
+                    .assign
+                    .as_ref()
+                    .map_or(start, |a| range(a.value.span()).1);
+                tokens
+                    .iter()
+                    .find(|t| {
+                        t.1.start as usize >= from && t.0 == TokenKind::Symbol && t.1.text() == "{"
+                    })
+                    .map(|t| t.1.start as usize)
+                    .filter(|at| *at < range(&body.span).1)
+            } else {
+                None
+            };
+            if let Some(at) = brace {
+                edits.insert(at, "if ".into());
             }
         }
     }

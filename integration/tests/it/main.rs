@@ -8,6 +8,7 @@ mod gatekeeper_library;
 mod jwt_auth;
 mod keyless;
 mod manifests;
+mod opa_differential;
 mod rate_limit;
 mod registry;
 mod signing;

@@ -271,3 +271,14 @@ fn regorus_vm_still_lets_a_negation_succeed_after_an_undefined_binding() {
     // The VM: the violation, as plain regorus without the pass.
     assert_eq!(run(true), serde_json::json!(["v"]));
 }
+
+#[test]
+fn v0_modules_are_written_as_v1_with_the_same_meaning() {
+    let text = "package c\n\nviolation[{\"msg\": m, \"details\": {\"a\": [1]}}] {\n  m := \"x]\"\n  all([true])\n} \n\nf(x) = y { y := x } else = 0 { true }\n\ns[x] { x := input.a[_] }\n";
+    let v1 = to_v1("t.rego", text).unwrap();
+    assert_eq!(
+        v1,
+        "package c\n\nviolation contains {\"msg\": m, \"details\": {\"a\": [1]}} if {\n  m := \"x]\"\n  v0_all([true])\n} \n\nf(x) = y if { y := x } else = 0 if { true }\n\ns contains x if { x := input.a[_] }\n"
+    );
+    assert!(parse("t.rego", &v1, true).is_ok());
+}
