@@ -250,11 +250,25 @@ pub(crate) fn messages(rule: &str, value: &regorus::Value) -> Result<Vec<String>
 
 /// Turns a regorus error into a [`PolicyError`], recognising its time limit.
 pub(crate) fn eval_error(err: anyhow::Error, timeout: Duration) -> PolicyError {
-    let text = format!("{err:#}");
-    if text.contains("time limit") || text.contains("TimeLimitExceeded") {
+    // The interpreter raises its execution timer as a `LimitError` inside the error chain.
+    let timed_out = err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<regorus::LimitError>(),
+            Some(regorus::LimitError::TimeLimitExceeded { .. })
+        )
+    });
+    if timed_out {
         PolicyError::Timeout(timeout)
     } else {
-        PolicyError::Eval(text)
+        PolicyError::Eval(format!("{err:#}"))
+    }
+}
+
+/// What a failed RVM run means; its timer stops it with [`regorus::rvm::vm::VmError::TimeLimitExceeded`].
+pub(crate) fn vm_error(err: regorus::rvm::vm::VmError, timeout: Duration) -> PolicyError {
+    match err {
+        regorus::rvm::vm::VmError::TimeLimitExceeded { .. } => PolicyError::Timeout(timeout),
+        other => PolicyError::Eval(other.to_string()),
     }
 }
 
@@ -264,5 +278,36 @@ pub(crate) fn timer(timeout: Duration) -> regorus::utils::limits::ExecutionTimer
         limit: timeout,
         // Elapsed time is read every 64 work units: cheap, and still milliseconds-precise.
         check_interval: std::num::NonZeroU32::new(64).unwrap_or(std::num::NonZeroU32::MIN),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_limit_is_recognised_by_its_type_not_its_text() {
+        let limit = Duration::from_millis(50);
+        let timer = regorus::LimitError::TimeLimitExceeded {
+            elapsed: limit * 2,
+            limit,
+        };
+        let wrapped = anyhow::Error::new(timer).context("while evaluating data.t.deny");
+        assert!(matches!(eval_error(wrapped, limit), PolicyError::Timeout(l) if l == limit));
+        // A message that merely says so (a policy's own error text) is an evaluation error.
+        let text = anyhow::anyhow!("deny: exceeded time limit of my own making");
+        assert!(matches!(eval_error(text, limit), PolicyError::Eval(_)));
+        let vm = regorus::rvm::vm::VmError::TimeLimitExceeded {
+            elapsed: limit * 2,
+            limit,
+            pc: 7,
+        };
+        assert!(matches!(vm_error(vm, limit), PolicyError::Timeout(_)));
+        let other = regorus::rvm::vm::VmError::MemoryLimitExceeded {
+            usage: 2,
+            limit: 1,
+            pc: 0,
+        };
+        assert!(matches!(vm_error(other, limit), PolicyError::Eval(_)));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::{Program, RegoVM};
 
-use super::{PolicyError, eval_error, timer};
+use super::{PolicyError, eval_error, timer, vm_error};
 
 /// Which regorus engine a policy runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl Evaluator {
                 // objects; the execution timer is the bound, as for the interpreter.
                 vm.set_max_instructions(usize::MAX);
                 vm.execute_entry_point_by_name(rule)
-                    .map_err(|e| eval_error(anyhow::anyhow!("{e}"), self.timeout))
+                    .map_err(|e| vm_error(e, self.timeout))
             })
             .collect()
     }
