@@ -113,19 +113,45 @@ pub async fn check(
     digest: &str,
     keys: &[PublicKey],
 ) -> Result<SignatureCheck, RegistryError> {
+    check_signers(registries, repository, digest, keys, &[], None).await
+}
+
+/// As [`check`], and keyless signatures (a Fulcio certificate, in either layout) are checked
+/// against `identities` under `root`: keys and identities are reported alike, by name, so a
+/// threshold counts distinct keys and identities together. Without identities or a root,
+/// keyless signatures are only counted as found.
+pub async fn check_signers(
+    registries: &Registries,
+    repository: &Reference,
+    digest: &str,
+    keys: &[PublicKey],
+    identities: &[keyless::oci::Signer],
+    root: Option<&keyless::TrustedRoot>,
+) -> Result<SignatureCheck, RegistryError> {
     let mut report = SignatureCheck::default();
     let (legacy, bundles) = futures_util::join!(
         legacy::fetch(registries, repository, digest),
         bundle::fetch(registries, repository, digest),
     );
+    let keyless_root = root.filter(|_| !identities.is_empty());
     for signature in legacy? {
         report.found += 1;
-        signature.check(digest, keys, &mut report);
+        match keyless_root {
+            Some(root) if keyless::oci::is_keyless_layer(&signature) => {
+                keyless::oci::check_layer(&signature, digest, identities, root, &mut report);
+            }
+            _ => signature.check(digest, keys, &mut report),
+        }
     }
     for found in bundles? {
         report.found += 1;
         match found {
-            Ok(bundle) => bundle.check(digest, keys, &mut report),
+            Ok(bundle) => match keyless_root {
+                Some(root) if keyless::oci::is_keyless_bundle(bundle.raw()) => {
+                    keyless::oci::check_bundle(bundle.raw(), digest, identities, root, &mut report);
+                }
+                _ => bundle.check(digest, keys, &mut report),
+            },
             Err(reason) => report.reject(reason),
         }
     }

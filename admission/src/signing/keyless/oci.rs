@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::{Artifact, Bundle, Match, Policy, TrustedRoot};
 use crate::registry::{Registries, RegistryError, shown};
 use crate::signing::bundle::SIGN_PREDICATE_TYPE;
-use crate::signing::{SignatureCheck, SignatureLayout, bundle, legacy};
+use crate::signing::{SignatureCheck, SignatureLayout, legacy};
 
 /// Annotation of a keyless `.sig` layer holding the PEM signing certificate.
 pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
@@ -48,7 +48,7 @@ impl Signer {
 }
 
 /// Finds the keyless signatures of `digest` in `repository`, both layouts, and checks each
-/// against `signers` under `root`.
+/// against `signers` under `root` (keyed signatures count as found, trusted by no key).
 pub async fn check(
     registries: &Registries,
     repository: &Reference,
@@ -56,23 +56,20 @@ pub async fn check(
     signers: &[Signer],
     root: &TrustedRoot,
 ) -> Result<SignatureCheck, RegistryError> {
-    let mut report = SignatureCheck::default();
-    let (layers, bundles) = futures_util::join!(
-        legacy::fetch(registries, repository, digest),
-        bundle::fetch(registries, repository, digest),
-    );
-    for layer in layers? {
-        report.found += 1;
-        check_layer(&layer, digest, signers, root, &mut report);
-    }
-    for found in bundles? {
-        report.found += 1;
-        match found {
-            Ok(b) => check_bundle(b.raw(), digest, signers, root, &mut report),
-            Err(reason) => report.reject(reason),
-        }
-    }
-    Ok(report)
+    crate::signing::check_signers(registries, repository, digest, &[], signers, Some(root)).await
+}
+
+/// Whether a `.sig` layer is keyless (carries a certificate).
+pub fn is_keyless_layer(layer: &legacy::LayerSignature) -> bool {
+    !layer.annotations()[CERTIFICATE_ANNOTATION].is_null()
+}
+
+/// Whether a bundle is keyless (its verification material is a certificate or chain).
+pub fn is_keyless_bundle(raw: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(raw).is_ok_and(|b| {
+        let material = &b["verificationMaterial"];
+        !material["certificate"].is_null() || !material["x509CertificateChain"].is_null()
+    })
 }
 
 fn sha256_of(digest: &str) -> Option<[u8; 32]> {
@@ -94,8 +91,7 @@ pub fn check_bundle(
         Err(e) => return report.reject(format!("sigstore bundle: {e}")),
     };
     if !matches!(bundle.material, super::model::Material::Certificate { .. }) {
-        // Keyed bundles are the key check's.
-        return;
+        return report.reject("sigstore bundle signed by an untrusted key".into());
     }
     let Some(image) = sha256_of(digest) else {
         return report.reject(format!("{} is not a sha256 digest", shown(digest)));
@@ -187,16 +183,15 @@ pub fn layer_bundle(
 }
 
 /// A `.sig` layer: a keyless signature of a simple-signing payload naming `digest`.
-fn check_layer(
+pub fn check_layer(
     layer: &legacy::LayerSignature,
     digest: &str,
     signers: &[Signer],
     root: &TrustedRoot,
     report: &mut SignatureCheck,
 ) {
-    if layer.annotations()[CERTIFICATE_ANNOTATION].is_null() {
-        // A keyed signature: the key check's.
-        return;
+    if !is_keyless_layer(layer) {
+        return report.reject("cosign signature by an untrusted key".into());
     }
     let signature = match layer.signature() {
         Ok(s) => s,
