@@ -384,3 +384,75 @@ fn the_starter_policies_agree_with_opa_on_their_cases() {
     let compared = compare(&starter_jobs());
     assert!(compared >= 50, "{compared}");
 }
+
+/// Negations whose arguments may be undefined, the case the OPA pass exists for: each probe is
+/// a `deny` rule of one module, so meshgate and OPA must deny with the same probes' names.
+const NEGATION_PROBES: &[&str] = &[
+    "not f(input.missing)",
+    "not startswith(input.missing, \"a\")",
+    "not f(g(input.missing))",
+    "p := input.p; not f(p.missing)",
+    "not input.missing > 1",
+    "not input.missing != 1",
+    "not count(input.missing) > 0",
+    "not f2(input.x, input.missing)",
+    "not f([input.missing])",
+    "not f({\"a\": input.missing})",
+    "not f({input.missing})",
+    "not f(input.missing + 1)",
+    "not input.missing in [1]",
+    "not g(input.missing) == 1",
+    "not input.missing == 1",
+    "x := 1; not x == input.missing",
+    "not input.missing = 1",
+    "not f([y | y := input.missing])",
+    "p := input.p; not p.missing",
+    "not f(input.p.a)",
+    "not f(input.p[input.missing])",
+    "some i in [1, 2]; not f(input.list[i])",
+    "not f(input.x) with input.x as 1",
+    "every k in [1] { k == 1; not f(input.missing) }",
+    "count([1 | not f(input.missing)]) == 0",
+];
+
+#[test]
+fn negations_with_undefined_arguments_decide_as_in_opa() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut module = String::from(
+        // f compares with input.x, so that the type checker takes any argument.
+        "package probes\n\nf(a) if { a == input.x }\nf2(a, b) if { a == b }\ng(a) := a\n\n",
+    );
+    for (i, probe) in NEGATION_PROBES.iter().enumerate() {
+        module.push_str(&format!("deny contains \"probe {i}\" if {{ {probe} }}\n"));
+    }
+    let file = dir.path().join("probes.rego");
+    std::fs::write(&file, &module).unwrap();
+    let policy = RegoPolicy::load(
+        "probes",
+        &RegoSource {
+            files: vec![file.clone()],
+            package: None,
+            rego_v0: false,
+        },
+        &json!({}),
+        TIMEOUT,
+    )
+    .unwrap();
+    let inputs = vec![
+        json!({"x": 5, "p": {"a": 1}, "list": [2, 1]}),
+        json!({"x": 1, "p": {"a": 2, "missing": 1}, "list": [1]}),
+    ];
+    let meshgate = inputs
+        .iter()
+        .map(|i| policy.evaluate(&Input::new(i.clone())).unwrap().violations)
+        .collect();
+    let job = Job {
+        label: "negation probes".into(),
+        modules: vec![(file.display().to_string(), module)],
+        data: json!({}),
+        queries: vec!["data.probes.deny".into()],
+        inputs,
+        meshgate,
+    };
+    assert_eq!(compare(&[job]), 2);
+}
