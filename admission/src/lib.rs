@@ -9,7 +9,7 @@
 //! - [`review`]: one review, step by step: decode, select, check images, judge, verdict.
 //! - [`server`]: HTTPS, AdmissionReview in and out, health and metrics.
 //! - [`tls`]: serving certificates, reloaded when they change.
-//! - [`testing`]: policy unit tests and YAML case files.
+//! - [`testing`]: policy unit tests, YAML case files and Gatekeeper `gator verify` suites.
 //! - [`artifact`]: Wasm modules as OCI artifacts (`meshgate push`) and their layouts.
 //! - [`oci`]: OCI references, digests and registry host names (a leaf module).
 //! - [`registry`]: OCI registry access (credentials, plain HTTP rules, digests checked).
