@@ -264,3 +264,6 @@ fn summary(reference: &str, digest: &str, report: &SignatureCheck) -> Result<Str
         .collect();
     Ok(format!("{reference}: {digest} signed by {}", by.join(", ")))
 }
+
+#[cfg(test)]
+mod tests;

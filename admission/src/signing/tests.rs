@@ -1,0 +1,47 @@
+//! What a signature check reports: signers counted once each, reasons kept once each, and a
+//! deny message that says which of the three cases it is.
+
+use super::*;
+
+#[test]
+fn a_signer_counts_once_whatever_layouts_and_copies_it_signed_in() {
+    let mut report = SignatureCheck::default();
+    report.accept("ci", SignatureLayout::Legacy);
+    report.accept("release", SignatureLayout::Bundle);
+    report.accept("ci", SignatureLayout::Bundle);
+    report.accept("ci", SignatureLayout::Legacy);
+    // One entry per (signer, layout); thresholds count distinct signers.
+    assert_eq!(report.verified.len(), 3);
+    assert_eq!(report.keys(), vec!["ci", "release"]);
+}
+
+#[test]
+fn the_deny_message_says_whether_nothing_was_found_or_why_none_counted() {
+    let mut report = SignatureCheck::default();
+    assert_eq!(report.explain(), "no signatures found");
+    report.found = 2;
+    assert_eq!(
+        report.explain(),
+        "2 signature(s) found, none by a trusted key"
+    );
+    report.reject("cosign signature by an untrusted key".into());
+    report.reject("cosign signature by an untrusted key".into());
+    report.reject("payload is not valid JSON (line 1 column 1)".into());
+    assert_eq!(report.rejected.len(), 2, "reasons are kept once");
+    assert_eq!(
+        report.explain(),
+        "2 signature(s) found, none valid: cosign signature by an untrusted key; payload is not valid JSON (line 1 column 1)"
+    );
+}
+
+#[test]
+fn layouts_are_named_as_policies_and_summaries_see_them() {
+    assert_eq!(SignatureLayout::Legacy.as_str(), "cosign");
+    assert_eq!(SignatureLayout::Bundle.as_str(), "sigstore-bundle");
+}
+
+#[test]
+fn a_bad_reference_is_named_in_the_error() {
+    let err = parse_reference("two words:tag").unwrap_err().to_string();
+    assert!(err.starts_with("invalid reference two words:tag"), "{err}");
+}
