@@ -331,7 +331,13 @@ fn rule_edits(rule: &Rule, text: &str, edits: &mut Edits, counter: &mut usize) {
 /// `rule_body`: the query is a rule's body, which may be written without braces (`p if x`).
 fn query_edits(query: &Query, text: &str, edits: &mut Edits, counter: &mut usize, rule_body: bool) {
     let (start, end) = range(&query.span);
-    let braced = text.get(start..).is_some_and(|t| t.starts_with('{'));
+    // Braced when a `{` comes before the first statement (a v0 `else` body's query span
+    // starts at `else`, a braceless v1 body's at its only statement).
+    let first = query
+        .stmts
+        .first()
+        .map_or(start, |s| range(&s.span).0.max(start));
+    let braced = text.get(start..first).is_some_and(|t| t.contains('{'));
     let mut hoisted_any = false;
     for stmt in &query.stmts {
         hoisted_any |= stmt_edits(stmt, text, edits, counter);
@@ -426,10 +432,18 @@ fn hoist(
         let Some(operand_text) = text.get(start..end) else {
             continue;
         };
-        if operand_text.contains('\n') || edits.overlaps(start, end) {
-            // A multi-line operand would shift line numbers; nested edits would be lost.
+        if edits.overlaps(start, end) || operand_text.contains(['#', '`']) {
+            // Nested edits would be lost; a comment or raw string cannot be put on one line.
             continue;
         }
+        // The binding on one line (strings hold no raw newline); the operand's line breaks
+        // stay where it was, so that line numbers do too.
+        let line_breaks = "\n".repeat(operand_text.matches('\n').count());
+        let operand_text = operand_text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let operand_text = operand_text.as_str();
         let var = format!("{HOIST_PREFIX}{counter}");
         *counter += 1;
         let mut binding = format!("{var} := {operand_text}");
@@ -439,7 +453,7 @@ fn hoist(
         }
         binding.push_str("; ");
         edits.insert(at, binding);
-        edits.replace(start, end, var);
+        edits.replace(start, end, format!("{var}{line_breaks}"));
         hoisted = true;
     }
     hoisted

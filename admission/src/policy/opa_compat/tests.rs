@@ -58,7 +58,7 @@ fn negated_calls_fail_on_undefined_arguments_as_in_opa() {
 
 #[test]
 fn hoisting_keeps_lines_with_modifiers_and_bodies_without_braces() {
-    let text = "package c\nf(a) if { a == 1 }\nshort if not f(input.missing)\nwith_input if {\n  not f(input.y) with input as {\"y\": 2}\n}\nbad if {\n  not f(input.x)\n  1 == \"a\" + 1\n}\n";
+    let text = "package c\nf(a) if { a == 1 }\nshort if not f(input.missing)\nwith_input if {\n  not f(input.y) with input as {\"y\": 2}\n}\nbad if {\n  not f(input.x)\n  1 == \"a\" + 1\n}\nlong if {\n  not f([\n    input.missing,\n  ])\n}\nchained := 1 if { false } else := 2 if not f(input.missing)\n";
     let (rewritten, _) = rewrite("t.rego", text, true).unwrap();
     assert_eq!(rewritten.lines().count(), text.lines().count());
     let (engine, _) = engine_with(text, Version::V1);
@@ -69,6 +69,30 @@ fn hoisting_keeps_lines_with_modifiers_and_bodies_without_braces() {
     assert_eq!(
         eval(&engine, "with_input", serde_json::json!({})),
         regorus::Value::Bool(true)
+    );
+    assert_eq!(
+        eval(&engine, "long", serde_json::json!({})),
+        regorus::Value::Undefined
+    );
+    assert_eq!(
+        eval(&engine, "chained", serde_json::json!({})),
+        regorus::Value::Undefined
+    );
+    assert_eq!(
+        eval(&engine, "chained", serde_json::json!({"missing": 2})),
+        regorus::Value::from(2u64)
+    );
+
+    // v0: an `else` body's query starts at `else`; the binding goes inside its braces.
+    let v0 = "package c\nf(a) { a == 1 }\np = 1 { false } else = 2 {\n  not f(input.missing)\n}\n";
+    let (engine, _) = engine_with(v0, Version::V0);
+    assert_eq!(
+        eval(&engine, "p", serde_json::json!({})),
+        regorus::Value::Undefined
+    );
+    assert_eq!(
+        eval(&engine, "p", serde_json::json!({"missing": 2})),
+        regorus::Value::from(2u64)
     );
 }
 
