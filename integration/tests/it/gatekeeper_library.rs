@@ -153,3 +153,105 @@ fn a_suite_that_expects_the_wrong_thing_fails_with_what_the_policy_said() {
     );
     assert!(stdout.ends_with("1 passed, 2 failed\n"), "{stdout}");
 }
+
+/// The `[gk] ` messages of a denial (`Pod ns/name: [gk] a; [gk] b`).
+fn denial_messages(message: &str) -> Vec<String> {
+    message
+        .split("[gk] ")
+        .skip(1)
+        .map(|m| m.trim_end().trim_end_matches(';').to_string())
+        .collect()
+}
+
+/// The suites' Pod cases through the webhook's own review pipeline (selection, the
+/// Constraint's match, evaluation, the verdict), the Pods put on a Wasm RuntimeClass: each
+/// decides as its suite says, with as many violations and the messages it names.
+#[test]
+fn the_library_suites_hold_through_the_webhook_pipeline() {
+    use meshgate_admission::config::Config;
+    use meshgate_admission::metrics::Metrics;
+    use meshgate_admission::review::Pipeline;
+    use meshgate_admission::testing::suite;
+
+    let library = library();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for dir in subdirs(&library.join("library/pod-security-policy")) {
+        let suite_file = dir.join("suite.yaml");
+        let doc: serde_json::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&suite_file).unwrap()).unwrap();
+        for test in doc["tests"].as_array().unwrap() {
+            let config = format!(
+                "policies:\n  - name: gk\n    gatekeeper:\n      template: {}\n      constraint: {}\n",
+                dir.join(test["template"].as_str().unwrap()).display(),
+                dir.join(test["constraint"].as_str().unwrap()).display(),
+            );
+            let config = Config::parse(&config, "gk.yaml", &dir).unwrap();
+            let pipeline = Pipeline::load(&config, std::sync::Arc::new(Metrics::new())).unwrap();
+            for case in test["cases"].as_array().unwrap() {
+                let object: serde_json::Value = serde_yaml::from_str(
+                    &std::fs::read_to_string(dir.join(case["object"].as_str().unwrap())).unwrap(),
+                )
+                .unwrap();
+                let mut request = suite::review(&object);
+                if request["kind"]["kind"] != "Pod" {
+                    continue;
+                }
+                for side in ["object", "oldObject"] {
+                    if request[side].is_object() {
+                        request[side]["spec"]["runtimeClassName"] = "wasmtime".into();
+                    }
+                }
+                if request["namespace"] == "" {
+                    request["namespace"] = "default".into();
+                }
+                let verdict = pipeline.review(request);
+                let messages = denial_messages(verdict.message.as_deref().unwrap_or(""));
+                let name = format!(
+                    "{}: {}/{}",
+                    suite_file.display(),
+                    test["name"],
+                    case["name"]
+                );
+                if verdict.skipped.is_some() {
+                    failures.push(format!("{name}: skipped: {:?}", verdict.skipped));
+                }
+                for assertion in case["assertions"].as_array().unwrap() {
+                    let pattern = assertion["message"].as_str().unwrap_or("");
+                    let matching = messages
+                        .iter()
+                        .filter(|m| regex_free_match(pattern, m))
+                        .count();
+                    let ok = match &assertion["violations"] {
+                        serde_json::Value::Number(n) => n.as_u64() == Some(matching as u64),
+                        serde_json::Value::String(w) if w == "no" => matching == 0,
+                        _ => matching > 0,
+                    };
+                    if !ok {
+                        failures.push(format!("{name}: {assertion} against {messages:?}"));
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= 100, "{checked}");
+}
+
+/// The suites' message patterns are plain text or anchored text; `^` and `$` are what they
+/// use of regular expressions.
+fn regex_free_match(pattern: &str, message: &str) -> bool {
+    let start = pattern.strip_prefix('^');
+    let body = start.unwrap_or(pattern);
+    let (body, end) = match body.strip_suffix('$') {
+        Some(b) => (b, true),
+        None => (body, false),
+    };
+    match (start.is_some(), end) {
+        (true, true) => message == body,
+        (true, false) => message.starts_with(body),
+        (false, true) => message.ends_with(body),
+        (false, false) => message.contains(body),
+    }
+}
