@@ -8,10 +8,14 @@
 //! `Pod` reviews the Pod its template makes. `data.inventory` (referential data, which
 //! needs the API server's cache) is empty.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value as Json;
+
+mod matching;
+
+use matching::Match;
 
 use super::evaluator::Evaluator;
 use super::opa_compat;
@@ -47,22 +51,33 @@ impl GatekeeperPolicy {
         timeout: Duration,
         inventory: Json,
     ) -> Result<Self, LoadError> {
-        let err = |m: String| LoadError::new(name, m);
-        let template = read_yaml(&source.template).map_err(err)?;
-        let constraint = read_yaml(&source.constraint).map_err(err)?;
-        let at = |file: &Path, what: &str| format!("{}: {what}", file.display());
+        Self::compile(source, parameters, timeout, inventory).map_err(|e| LoadError::new(name, e))
+    }
+
+    fn compile(
+        source: &GatekeeperSource,
+        parameters: Option<&Json>,
+        timeout: Duration,
+        inventory: Json,
+    ) -> Result<Self, Error> {
+        let template = read_yaml(&source.template)?;
+        let constraint = read_yaml(&source.constraint)?;
+        let invalid = |what: &'static str| Error::Template {
+            path: source.template.clone(),
+            what,
+        };
 
         if template["kind"] != "ConstraintTemplate" {
-            return Err(err(at(&source.template, "kind must be ConstraintTemplate")));
+            return Err(invalid("kind must be ConstraintTemplate"));
         }
         let kind = template["spec"]["crd"]["spec"]["names"]["kind"]
             .as_str()
-            .ok_or_else(|| err(at(&source.template, "spec.crd.spec.names.kind is missing")))?;
+            .ok_or_else(|| invalid("spec.crd.spec.names.kind is missing"))?;
         if constraint["kind"].as_str() != Some(kind) {
-            return Err(err(at(
-                &source.constraint,
-                &format!("kind must be {kind}, the template's constraint kind"),
-            )));
+            return Err(Error::ConstraintKind {
+                path: source.constraint.clone(),
+                kind: kind.to_string(),
+            });
         }
         let target = template["spec"]["targets"]
             .as_array()
@@ -71,14 +86,8 @@ impl GatekeeperPolicy {
                     .iter()
                     .find(|t| t["target"] == "admission.k8s.gatekeeper.sh")
             })
-            .ok_or_else(|| {
-                err(at(
-                    &source.template,
-                    "spec.targets has no admission.k8s.gatekeeper.sh target",
-                ))
-            })?;
-        let code = Code::of(target)
-            .ok_or_else(|| err(at(&source.template, "the target has no Rego source")))?;
+            .ok_or_else(|| invalid("spec.targets has no admission.k8s.gatekeeper.sh target"))?;
+        let code = Code::of(target).ok_or_else(|| invalid("the target has no Rego source"))?;
 
         let mut engine = regorus::Engine::new();
         let version = if code.v1 {
@@ -86,13 +95,18 @@ impl GatekeeperPolicy {
         } else {
             opa_compat::Version::V0
         };
+        let rego = |part: String, source_error: opa_compat::Error| Error::Rego {
+            path: source.template.clone(),
+            part,
+            message: source_error.to_string(),
+        };
         let package = opa_compat::add_policy(
             &mut engine,
             &format!("{}#rego", source.template.display()),
             &code.rego,
             version,
         )
-        .map_err(|e| err(format!("{}: {e}", source.template.display())))?
+        .map_err(|e| rego("rego".into(), e))?
         .package;
         for (i, lib) in code.libs.iter().enumerate() {
             opa_compat::add_policy(
@@ -101,7 +115,7 @@ impl GatekeeperPolicy {
                 lib,
                 version,
             )
-            .map_err(|e| err(format!("{}: libs[{i}]: {e}", source.template.display())))?;
+            .map_err(|e| rego(format!("libs[{i}]"), e))?;
         }
 
         let spec = &constraint["spec"];
@@ -110,16 +124,16 @@ impl GatekeeperPolicy {
             "warn" => Mode::Warn,
             "dryrun" => Mode::DryRun,
             other => {
-                return Err(err(at(
-                    &source.constraint,
-                    &format!(
-                        "spec.enforcementAction: unsupported value {other:?} (deny, warn, dryrun)"
-                    ),
-                )));
+                return Err(Error::EnforcementAction {
+                    path: source.constraint.clone(),
+                    value: other.to_string(),
+                });
             }
         };
-        let matcher = Match::parse(&spec["match"])
-            .map_err(|m| err(at(&source.constraint, &format!("spec.match: {m}"))))?;
+        let matcher = Match::parse(&spec["match"]).map_err(|message| Error::Match {
+            path: source.constraint.clone(),
+            message,
+        })?;
         let parameters = parameters
             .cloned()
             .unwrap_or_else(|| match &spec["parameters"] {
@@ -143,7 +157,7 @@ impl GatekeeperPolicy {
             // body (the library's `users` template; see README, differences from OPA).
             false,
         )
-        .map_err(err)?;
+        .map_err(Error::Engine)?;
         Ok(Self {
             evaluator,
             parameters: regorus::Value::from(parameters),
@@ -251,130 +265,74 @@ impl Code {
     }
 }
 
-fn read_yaml(path: &Path) -> Result<Json, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+fn read_yaml(path: &Path) -> Result<Json, Error> {
+    let file = |message: String| Error::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+    serde_yaml::from_str(&text).map_err(|e| file(e.to_string()))
 }
 
-/// A Constraint's `spec.match`: kinds, namespaces, excludedNamespaces, labelSelector, name.
-#[derive(Default)]
-struct Match {
-    kinds: Vec<(Vec<String>, Vec<String>)>,
-    namespaces: Vec<glob::Pattern>,
-    excluded_namespaces: Vec<glob::Pattern>,
-    label_selector: Option<Json>,
-    name: Option<glob::Pattern>,
-}
-
-impl Match {
-    fn parse(spec: &Json) -> Result<Match, String> {
-        if spec.is_null() {
-            return Ok(Match::default());
-        }
-        if !spec["namespaceSelector"].is_null() {
-            // Namespace labels are not in the AdmissionReview; Gatekeeper reads them from its
-            // cache of the API server, which this webhook does not keep.
-            return Err(
-                "namespaceSelector is not supported; use the policy's `namespaces` selector".into(),
-            );
-        }
-        let strings = |v: &Json| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let globs = |v: &Json, field: &str| -> Result<Vec<glob::Pattern>, String> {
-            strings(v)
-                .iter()
-                .map(|s| glob::Pattern::new(s).map_err(|e| format!("{field}: {e}")))
-                .collect()
-        };
-        Ok(Match {
-            kinds: spec["kinds"]
-                .as_array()
-                .map(|kinds| {
-                    kinds
-                        .iter()
-                        .map(|k| (strings(&k["apiGroups"]), strings(&k["kinds"])))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            namespaces: globs(&spec["namespaces"], "namespaces")?,
-            excluded_namespaces: globs(&spec["excludedNamespaces"], "excludedNamespaces")?,
-            label_selector: (!spec["labelSelector"].is_null())
-                .then(|| spec["labelSelector"].clone()),
-            name: spec["name"]
-                .as_str()
-                .map(|n| glob::Pattern::new(n).map_err(|e| format!("name: {e}")))
-                .transpose()?,
-        })
-    }
-
-    fn matches(&self, request: &Json) -> bool {
-        let any = |list: &[String], value: &str| list.iter().any(|x| x == "*" || x == value);
-        let group = request["kind"]["group"].as_str().unwrap_or("");
-        let kind = request["kind"]["kind"].as_str().unwrap_or("");
-        if !self.kinds.is_empty()
-            && !self
-                .kinds
-                .iter()
-                .any(|(groups, kinds)| any(groups, group) && any(kinds, kind))
-        {
-            return false;
-        }
-        let namespace = request["namespace"].as_str().unwrap_or("");
-        if !self.namespaces.is_empty() && !self.namespaces.iter().any(|p| p.matches(namespace)) {
-            return false;
-        }
-        if self
-            .excluded_namespaces
-            .iter()
-            .any(|p| p.matches(namespace))
-        {
-            return false;
-        }
-        let object = &request["object"];
-        if let Some(name) = &self.name
-            && !name.matches(object["metadata"]["name"].as_str().unwrap_or(""))
-        {
-            return false;
-        }
-        match &self.label_selector {
-            Some(selector) => label_selector_matches(selector, &object["metadata"]["labels"]),
-            None => true,
-        }
-    }
-}
-
-/// Kubernetes label selector semantics: every `matchLabels` pair and every `matchExpressions`
-/// requirement must hold.
-fn label_selector_matches(selector: &Json, labels: &Json) -> bool {
-    let label = |k: &str| labels[k].as_str();
-    let match_labels = selector["matchLabels"]
-        .as_object()
-        .is_none_or(|m| m.iter().all(|(k, v)| label(k) == v.as_str()));
-    let match_expressions = selector["matchExpressions"].as_array().is_none_or(|exprs| {
-        exprs.iter().all(|e| {
-            let key = e["key"].as_str().unwrap_or("");
-            let values: Vec<&str> = e["values"]
-                .as_array()
-                .map(|v| v.iter().filter_map(Json::as_str).collect())
-                .unwrap_or_default();
-            match e["operator"].as_str().unwrap_or("") {
-                "In" => label(key).is_some_and(|v| values.contains(&v)),
-                "NotIn" => label(key).is_none_or(|v| !values.contains(&v)),
-                "Exists" => label(key).is_some(),
-                "DoesNotExist" => label(key).is_none(),
-                // An unknown operator cannot be satisfied, as in Kubernetes.
-                _ => false,
-            }
-        })
-    });
-    match_labels && match_expressions
+/// Why a ConstraintTemplate and its Constraint could not be loaded (each names its file).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read, or is not YAML.
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The I/O or YAML error.
+        message: String,
+    },
+    /// The template is not a ConstraintTemplate Gatekeeper could run.
+    #[error("{}: {what}", path.display())]
+    Template {
+        /// The template file.
+        path: PathBuf,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// The Constraint is not of the template's kind.
+    #[error("{}: kind must be {kind}, the template's constraint kind", path.display())]
+    ConstraintKind {
+        /// The Constraint file.
+        path: PathBuf,
+        /// The template's constraint kind.
+        kind: String,
+    },
+    /// The template's Rego (`rego` or `libs[i]`) does not load.
+    #[error("{}: {part}: {message}", path.display())]
+    Rego {
+        /// The template file.
+        path: PathBuf,
+        /// `rego` or `libs[i]`.
+        part: String,
+        /// The parser's or regorus' message.
+        message: String,
+    },
+    /// `spec.enforcementAction` is not one meshgate applies.
+    #[error(
+        "{}: spec.enforcementAction: unsupported value {value:?} (deny, warn, dryrun)",
+        path.display()
+    )]
+    EnforcementAction {
+        /// The Constraint file.
+        path: PathBuf,
+        /// The value given.
+        value: String,
+    },
+    /// `spec.match` uses what meshgate cannot evaluate, or a bad glob.
+    #[error("{}: spec.match: {message}", path.display())]
+    Match {
+        /// The Constraint file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The engine could not be prepared (the inventory or the rule).
+    #[error("{0}")]
+    Engine(String),
 }
 
 #[cfg(test)]
@@ -382,45 +340,86 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn label_selectors_follow_kubernetes_semantics() {
-        let labels = json!({"app": "web", "tier": "front"});
-        assert!(label_selector_matches(
-            &json!({"matchLabels": {"app": "web"}}),
-            &labels
-        ));
-        assert!(!label_selector_matches(
-            &json!({"matchLabels": {"app": "db"}}),
-            &labels
-        ));
-        let expr = |op: &str, values: Json| json!({"matchExpressions": [{"key": "tier", "operator": op, "values": values}]});
-        assert!(label_selector_matches(
-            &expr("In", json!(["front", "back"])),
-            &labels
-        ));
-        assert!(!label_selector_matches(
-            &expr("NotIn", json!(["front"])),
-            &labels
-        ));
-        assert!(label_selector_matches(&expr("Exists", json!([])), &labels));
-        assert!(!label_selector_matches(
-            &expr("DoesNotExist", json!([])),
-            &labels
-        ));
-        assert!(!label_selector_matches(&expr("Bogus", json!([])), &labels));
+    const TEMPLATE: &str = r#"apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: kinds}
+spec:
+  crd: {spec: {names: {kind: Kinds}}}
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package kinds
+        violation[{"msg": msg}] {
+          msg := sprintf("%v %v", [input.review.kind.kind, input.review.object.apiVersion])
+        }
+"#;
+
+    fn load(constraint: &str) -> Result<GatekeeperPolicy, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let source = GatekeeperSource {
+            template: dir.path().join("template.yaml"),
+            constraint: dir.path().join("constraint.yaml"),
+        };
+        std::fs::write(&source.template, TEMPLATE).unwrap();
+        std::fs::write(&source.constraint, constraint).unwrap();
+        GatekeeperPolicy::load("k", &source, None, Duration::from_secs(5))
+    }
+
+    fn deployment_input() -> Input {
+        let workload = json!({"kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "namespace": "a", "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}});
+        let pod = json!({"kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "a", "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "d"}}});
+        Input::with_workload(pod, workload)
+    }
+
+    fn violations(constraint_match: &str) -> Vec<String> {
+        let policy = load(&format!(
+            "kind: Kinds\nmetadata: {{name: k}}\nspec: {{match: {constraint_match}}}\n"
+        ))
+        .unwrap();
+        let input = deployment_input();
+        if !policy.matches(&input) {
+            return Vec::new();
+        }
+        let mut v = policy.evaluate(&input).unwrap().violations;
+        v.sort();
+        v
     }
 
     #[test]
-    fn match_by_kind_and_namespace() {
-        let m = Match::parse(&json!({
-            "kinds": [{"apiGroups": [""], "kinds": ["Pod"]}],
-            "excludedNamespaces": ["kube-*"],
-        }))
-        .unwrap();
-        let request = |kind: &str, ns: &str| json!({"kind": {"group": "", "version": "v1", "kind": kind}, "namespace": ns, "object": {}});
-        assert!(m.matches(&request("Pod", "default")));
-        assert!(!m.matches(&request("Service", "default")));
-        assert!(!m.matches(&request("Pod", "kube-system")));
-        assert!(Match::parse(&json!({"namespaceSelector": {}})).is_err());
+    fn a_constraint_judges_the_view_its_kinds_name() {
+        assert_eq!(
+            violations(r#"{kinds: [{apiGroups: [apps], kinds: [Deployment]}]}"#),
+            ["Deployment apps/v1"]
+        );
+        assert_eq!(
+            violations(r#"{kinds: [{apiGroups: [""], kinds: [Pod]}]}"#),
+            ["Pod v1"]
+        );
+        assert_eq!(violations("{}"), ["Deployment apps/v1", "Pod v1"]);
+        assert!(violations(r#"{kinds: [{apiGroups: [batch], kinds: [Job]}]}"#).is_empty());
+    }
+
+    #[test]
+    fn load_errors_name_the_file_and_what_is_wrong() {
+        let err = load("kind: Other\nspec: {}\n").err().unwrap().to_string();
+        assert!(
+            err.contains("constraint.yaml: kind must be Kinds, the template's constraint kind"),
+            "{err}"
+        );
+        let err = load("kind: Kinds\nspec: {enforcementAction: scream}\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("spec.enforcementAction: unsupported value \"scream\""),
+            "{err}"
+        );
+        let err = load("kind: Kinds\nspec: {match: {namespaceSelector: {}}}\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("spec.match: namespaceSelector"), "{err}");
     }
 }
