@@ -22,8 +22,8 @@ use serde_json::{Value as Json, json};
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::review::{Pipeline, Verdict};
 use crate::policy::opa_compat::{self, TestRule};
+use crate::review::{Pipeline, Verdict};
 
 /// Bound of one Rego unit test.
 const TEST_TIMEOUT: Duration = Duration::from_secs(5);
