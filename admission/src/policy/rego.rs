@@ -31,7 +31,15 @@ impl RegoPolicy {
         parameters: &serde_json::Value,
         timeout: Duration,
     ) -> Result<Self, LoadError> {
-        let files = rego_files(&source.files).map_err(|e| LoadError::new(name, e))?;
+        Self::compile(source, parameters, timeout).map_err(|e| LoadError::new(name, e))
+    }
+
+    fn compile(
+        source: &RegoSource,
+        parameters: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let files = rego_files(&source.files).map_err(Error::Files)?;
         let mut engine = regorus::Engine::new();
         let version = if source.rego_v0 {
             opa_compat::Version::V0
@@ -40,11 +48,12 @@ impl RegoPolicy {
         };
         let mut packages = Vec::new();
         for file in &files {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| LoadError::new(name, format!("{}: {e}", file.display())))?;
+            let text = std::fs::read_to_string(file).map_err(|e| Error::Read {
+                path: file.clone(),
+                message: e.to_string(),
+            })?;
             let path = file.display().to_string();
-            let loaded = opa_compat::add_policy(&mut engine, &path, &text, version)
-                .map_err(|e| LoadError::new(name, e))?;
+            let loaded = opa_compat::add_policy(&mut engine, &path, &text, version)?;
             packages.push((path, loaded.package));
         }
         let package = match &source.package {
@@ -52,14 +61,14 @@ impl RegoPolicy {
             None => packages
                 .first()
                 .map(|(_, p)| p.clone())
-                .ok_or_else(|| LoadError::new(name, "no .rego files found"))?,
+                .ok_or(Error::NoFiles)?,
         };
-        let declares = |rule: &str| -> Result<bool, LoadError> {
+        let declares = |rule: &str| -> Result<bool, Error> {
             for (path, p) in &packages {
                 if *p == package
                     && engine
                         .has_declared_rule_rooted_at(path, rule)
-                        .map_err(|e| LoadError::new(name, format!("{e:#}")))?
+                        .map_err(|e| Error::Rules(format!("{e:#}")))?
                 {
                     return Ok(true);
                 }
@@ -74,10 +83,7 @@ impl RegoPolicy {
         }
         let warn_rule = declares(WARN_RULE)?.then(|| format!("{package}.{WARN_RULE}"));
         if deny_rules.is_empty() && warn_rule.is_none() {
-            return Err(LoadError::new(
-                name,
-                format!("package {package} declares no deny, violation or warn rule"),
-            ));
+            return Err(Error::NoVerdictRules(package));
         }
         let count = deny_rules.len();
         let evaluator = Evaluator::new(
@@ -90,7 +96,7 @@ impl RegoPolicy {
             true,
             true,
         )
-        .map_err(|e| LoadError::new(name, format!("parameters: {e}")))?;
+        .map_err(Error::Parameters)?;
         Ok(Self {
             evaluator,
             deny_rules: count,
@@ -120,6 +126,37 @@ impl Evaluate for RegoPolicy {
         }
         Ok(findings)
     }
+}
+
+/// Why a conftest-style policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A path of `files` is neither a file nor a directory of `.rego` files.
+    #[error("{0}")]
+    Files(String),
+    /// A file could not be read.
+    #[error("{}: {message}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        message: String,
+    },
+    /// A module does not parse or load (the OPA pass, then regorus).
+    #[error(transparent)]
+    Rego(#[from] opa_compat::Error),
+    /// `files` holds no `.rego` file.
+    #[error("no .rego files found")]
+    NoFiles,
+    /// The rule heads could not be read.
+    #[error("{0}")]
+    Rules(String),
+    /// The package has nothing to give a verdict.
+    #[error("package {0} declares no deny, violation or warn rule")]
+    NoVerdictRules(String),
+    /// The parameters (`data.parameters`) were refused.
+    #[error("parameters: {0}")]
+    Parameters(String),
 }
 
 /// `data.`-qualified package name.
