@@ -49,10 +49,12 @@ pub fn pod_of(kind: &str, object: &Json, namespace: &str) -> Option<Json> {
         .get("metadata")
         .cloned()
         .unwrap_or_else(|| json!({}));
+    // The namespace and name are the workload's, whatever the template claims: its pods are
+    // created in the workload's namespace, and policies must not judge another one.
     if let Some(m) = metadata.as_object_mut() {
-        m.entry("namespace").or_insert_with(|| json!(namespace));
+        m.insert("namespace".into(), json!(namespace));
         if let Some(name) = object.pointer("/metadata/name") {
-            m.entry("name").or_insert_with(|| name.clone());
+            m.insert("name".into(), name.clone());
         }
     }
     Some(json!({
@@ -96,5 +98,20 @@ mod tests {
         assert!(pod_of("Service", &json!({"spec": {}}), "d").is_none());
         assert!(pod_of("Deployment", &json!({"spec": {}}), "d").is_none());
         assert!(!is_pod_kind("ConfigMap"));
+    }
+
+    #[test]
+    fn a_template_cannot_claim_another_namespace_or_name() {
+        let deployment = json!({
+            "metadata": {"name": "api"},
+            "spec": {"template": {
+                "metadata": {"namespace": "kube-system", "name": "trusted", "labels": {"a": "b"}},
+                "spec": {"runtimeClassName": "spin", "containers": []}
+            }}
+        });
+        let pod = pod_of("Deployment", &deployment, "apps").unwrap();
+        assert_eq!(pod["metadata"]["namespace"], "apps");
+        assert_eq!(pod["metadata"]["name"], "api");
+        assert_eq!(pod["metadata"]["labels"]["a"], "b");
     }
 }

@@ -37,6 +37,8 @@ use crate::config::{ArtifactCheck, FailurePolicy, ImageVerification, Mode, OnUpd
 use crate::metrics::Metrics;
 use crate::oci;
 use crate::registry::{Manifest, Registries, RegistryError};
+use crate::review::decode::clip_to;
+use crate::review::judge::LOGGED_FINDING_BYTES;
 use crate::signing::{self, PublicKey};
 use std::future::Future;
 
@@ -233,9 +235,11 @@ impl ImageVerifier {
                 self.max_images
             );
             match (self.mode, self.failure_policy) {
-                (Mode::DryRun, _) => tracing::info!(finding = %message, "dry-run image finding"),
+                (Mode::DryRun, _) => {
+                    tracing::info!(finding = %clip_to(&message, LOGGED_FINDING_BYTES), "dry-run image finding")
+                }
                 (Mode::Warn, _) | (Mode::Enforce, FailurePolicy::Ignore) => {
-                    tracing::warn!(reason = %message, "images admitted unverified");
+                    tracing::warn!(reason = %clip_to(&message, LOGGED_FINDING_BYTES), "images admitted unverified");
                     pod.warnings.push(message);
                 }
                 (Mode::Enforce, FailurePolicy::Fail) => pod.violations.push(message),
@@ -264,10 +268,10 @@ impl ImageVerifier {
             };
             match (self.mode, unavailable, self.failure_policy) {
                 (Mode::DryRun, ..) => {
-                    tracing::info!(image, finding = %message, "dry-run image finding");
+                    tracing::info!(image = %clip_to(image, LOGGED_FINDING_BYTES), finding = %clip_to(&message, LOGGED_FINDING_BYTES), "dry-run image finding");
                 }
                 (Mode::Enforce, true, FailurePolicy::Ignore) => {
-                    tracing::warn!(image, reason = %message, "image admitted unverified");
+                    tracing::warn!(image = %clip_to(image, LOGGED_FINDING_BYTES), reason = %clip_to(&message, LOGGED_FINDING_BYTES), "image admitted unverified");
                     pod.warnings.push(format!(
                         "{message} (admitted unverified: imageVerification.failurePolicy is Ignore)"
                     ));

@@ -3,7 +3,12 @@
 
 use std::time::Instant;
 
+use super::decode::clip_to;
 use super::{Pipeline, Selected, Verdict};
+
+/// Longest finding or error a log line carries; findings quote the request (image names,
+/// container names), so they are cut and escaped like the rest of the request's text.
+pub(crate) const LOGGED_FINDING_BYTES: usize = 1024;
 use crate::config::{FailurePolicy, Mode, NamespaceSelector, PolicyConfig};
 use crate::images::PodImages;
 use crate::policy::{self, Evaluate, Input, LoadContext, LoadError, PolicyError};
@@ -111,14 +116,14 @@ impl Pipeline {
                         }
                         Mode::DryRun => {
                             for m in findings.violations.iter().chain(&findings.warnings) {
-                                tracing::info!(policy = %policy.name, subject, finding = %m, "dry-run finding");
+                                tracing::info!(policy = %policy.name, subject, finding = %clip_to(m, LOGGED_FINDING_BYTES), "dry-run finding");
                             }
                         }
                     }
                 }
                 Err(err) => {
                     self.metrics.policy(&policy.name, "error", seconds);
-                    tracing::warn!(policy = %policy.name, subject, error = %err, "policy failed");
+                    tracing::warn!(policy = %policy.name, subject, error = %clip_to(&err.to_string(), LOGGED_FINDING_BYTES), "policy failed");
                     self.failed(policy, &err, &mut violations, &mut warnings);
                 }
             }
