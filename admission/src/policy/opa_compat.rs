@@ -7,6 +7,8 @@
 //!   argument of a negated call (operator or function, `==` and `=` excepted, whose plain
 //!   references OPA leaves in place) that holds a reference or a call is bound to a fresh
 //!   variable just before the `not`, as OPA does.
+//! - **A line that starts with `(`** is a new expression in OPA; regorus reads it as a call of
+//!   the previous line's last term, so a `;` is put between them (inside braces).
 //! - **Old-style multi-body rules** (`p[x] { A } { B }`, Rego v0) mean `p[x] { A }` and
 //!   `p[x] { B }`; regorus refuses them for set rules, so the head is repeated before each
 //!   further body.
@@ -121,6 +123,8 @@ pub fn add_policy(
 
 /// The rewritten text and the test rules (engine name, reported name).
 pub fn rewrite(path: &str, text: &str, v1: bool) -> Result<(String, Vec<(String, String)>), Error> {
+    let separated = separate_parenthesised_lines(path, text);
+    let text = separated.as_deref().unwrap_or(text);
     let text = match parse(path, text, v1) {
         Ok(_) => text.to_string(),
         Err(first) => match split_bodies(path, text) {
@@ -572,6 +576,64 @@ fn test_rules(module: &Module, edits: &mut Edits) -> Vec<(String, String)> {
         *n += 1;
     }
     tests
+}
+
+/// A statement on a line of its own that starts with `(` is a new expression in OPA; regorus
+/// reads it as a call of the previous line's last term (`y := input.a` ⏎ `(x + 1) > y`). Inside
+/// braces, a `;` after that term keeps them apart. `None` when there is no such line.
+fn separate_parenthesised_lines(path: &str, text: &str) -> Option<String> {
+    const KEYWORDS: [&str; 11] = [
+        "if", "else", "not", "some", "in", "with", "as", "contains", "every", "default", "import",
+    ];
+    let source = Source::from_contents(path.to_string(), text.to_string()).ok()?;
+    let mut lexer = Lexer::new(&source);
+    let mut edits = Edits::default();
+    let mut open: Vec<String> = Vec::new();
+    let mut previous: Option<Token> = None;
+    loop {
+        let token = lexer.next_token().ok()?;
+        if token.0 == TokenKind::Eof {
+            break;
+        }
+        let t = token.1.text();
+        let symbol = token.0 == TokenKind::Symbol;
+        if symbol
+            && t == "("
+            && open.last().is_some_and(|o| o == "{")
+            && let Some(p) = &previous
+            && p.1.line < token.1.line
+        {
+            let ends_term = match p.0 {
+                TokenKind::Ident => !KEYWORDS.contains(&p.1.text()),
+                TokenKind::Number => true,
+                TokenKind::Symbol => matches!(p.1.text(), ")" | "]" | "}"),
+                // Strings lose their closing quote in the span.
+                _ => true,
+            };
+            if ends_term {
+                let end = match p.0 {
+                    TokenKind::String | TokenKind::RawString => p.1.end as usize + 1,
+                    _ => p.1.end as usize,
+                };
+                edits.insert(end, ";".into());
+            }
+        }
+        if symbol {
+            match t {
+                "{" | "[" | "(" => open.push(t.to_string()),
+                "}" | "]" | ")" => {
+                    open.pop();
+                }
+                _ => {}
+            }
+        }
+        previous = Some(token);
+    }
+    if edits.list.is_empty() {
+        None
+    } else {
+        Some(edits.apply(text))
+    }
 }
 
 /// `HEAD { A } { B }` → `HEAD { A } HEAD { B }`, on one line each, for every top-level run of

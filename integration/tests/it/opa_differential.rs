@@ -413,6 +413,8 @@ const NEGATION_PROBES: &[&str] = &[
     "not f(input.x) with input.x as 1",
     "every k in [1] { k == 1; not f(input.missing) }",
     "count([1 | not f(input.missing)]) == 0",
+    // Not a negation: a line that starts with `(` is a new expression in OPA.
+    "y := input.x\n  (input.x + 1) > y",
 ];
 
 #[test]

@@ -306,3 +306,28 @@ fn v0_modules_are_written_as_v1_with_the_same_meaning() {
     );
     assert!(parse("t.rego", &v1, true).is_ok());
 }
+
+#[test]
+fn a_line_that_starts_with_a_parenthesis_is_a_new_expression() {
+    let text = "package c\np if {\n  x := 1\n  y := input.a\n  (x + 1) > y\n}\nq := [\n  (1 + 1),\n  f(\n    (2)\n  )\n]\nf(a) := a\nr if {\n  s := \"t\"\n  (count(s) == 1)\n}\n";
+    let (rewritten, _) = rewrite("t.rego", text, true).unwrap();
+    assert_eq!(rewritten.lines().count(), text.lines().count());
+    let (engine, _) = engine_with(text, Version::V1);
+    // p: 1 + 1 > a.
+    assert_eq!(
+        eval(&engine, "p", serde_json::json!({"a": 1})),
+        regorus::Value::Bool(true)
+    );
+    assert_eq!(
+        eval(&engine, "p", serde_json::json!({"a": 3})),
+        regorus::Value::Undefined
+    );
+    assert_eq!(
+        serde_json::to_value(eval(&engine, "q", serde_json::json!({}))).unwrap(),
+        serde_json::json!([2, 2])
+    );
+    assert_eq!(
+        eval(&engine, "r", serde_json::json!({})),
+        regorus::Value::Bool(true)
+    );
+}
