@@ -67,10 +67,10 @@ pub struct Limits {
     /// Reviews evaluated at once; further reviews wait (within their deadline). 0 = CPU count.
     #[serde(default)]
     pub max_concurrent_reviews: usize,
-    /// Request bodies held at once, in bytes (declared `Content-Length`, or `maxBodyBytes` when
-    /// unknown), reserved before a body is read and kept until its review is answered; a
-    /// request that cannot reserve its share within the review deadline gets 503. Bounds the
-    /// webhook's memory: the default admits four maximum-size reviews at once.
+    /// Request body bytes held at once, reserved as they arrive (never ahead of them) and kept
+    /// until their review is answered; a request that cannot reserve within half the review
+    /// deadline gets 503. Bounds the webhook's memory: the default admits four maximum-size
+    /// reviews at once.
     #[serde(default = "default_max_bytes_in_flight")]
     pub max_bytes_in_flight: usize,
     /// JSON values (scalars, arrays, objects) a review's `request` may hold; more is refused

@@ -13,6 +13,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 use tokio::time::Instant as Deadline;
 
+/// HTTP/2 flow-control window of a stream and of a connection: the spec's default.
+const H2_WINDOW: u32 = 65_535;
+
 /// How long a connection may take at each stage (`limits`).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ConnectionLimits {
@@ -79,11 +82,15 @@ async fn serve_connection(
         let mut builder = builder.http2_only();
         // Pings find dead peers; a live one answers them, so no byte for `idle` means the
         // client never spoke HTTP/2 (a stalled preface) or stopped answering.
+        // Flow-control windows at the protocol's default (hyper's are 1 MiB): what a peer may
+        // send before the body is read is held outside `maxBytesInFlight`, per connection.
         builder
             .http2()
             .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(limits.idle / 2)
-            .keep_alive_timeout(limits.idle / 2);
+            .keep_alive_timeout(limits.idle / 2)
+            .initial_stream_window_size(H2_WINDOW)
+            .initial_connection_window_size(H2_WINDOW);
         let watched = Watched::new(tls);
         let last_read = watched.last_read.clone();
         let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(watched), service);

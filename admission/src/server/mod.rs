@@ -32,12 +32,8 @@ use decode::{ParseLimits, Review, ReviewError};
 mod body;
 mod connections;
 
-use body::{Read, busy, closing, content_length, read_body, reserve, too_large};
+use body::{Read, busy, closing, content_length, read_body, too_large};
 use connections::{ConnectionLimits, accept_loop, plain_loop};
-
-/// What a body reserves of `maxBytesInFlight` before its first byte; it reserves more
-/// (doubling) as bytes arrive, so a slow sender holds little whatever length it declares.
-const INITIAL_SHARE: usize = 16 << 10;
 
 /// Longest message a decision's log line carries.
 const LOGGED_MESSAGE_BYTES: usize = 1024;
@@ -239,18 +235,14 @@ async fn validate(
         return too_large(&app, version, body, declared, deadline).await;
     }
     // Memory is reserved before it is used: at most `maxBytesInFlight` body bytes (and what
-    // parsing them builds) are held at once, whatever the number of connections. Every body,
-    // declared length or not, reserves as its bytes arrive: a sender that declares 3 MiB and
-    // then stalls holds a small share, not a full body's.
+    // parsing them builds) are held at once, whatever the number of connections or streams.
+    // A body reserves only as its bytes arrive (doubling), never ahead of them: a sender that
+    // declares 3 MiB and then stalls, or opens streams that send nothing, holds nothing and
+    // queues before no real review.
     // A review waits at most half its deadline for its share: one that gets in later would
     // have too little time left to be judged, and the API server is better told at once.
-    let share = declared
-        .unwrap_or(INITIAL_SHARE)
-        .min(INITIAL_SHARE)
-        .min(app.max_body_bytes)
-        .max(1);
     let reserve_by = Deadline::now() + app.review_timeout / 2;
-    let Ok(mut permit) = reserve(&app, share, reserve_by).await else {
+    let Ok(mut permit) = app.bytes_in_flight.clone().try_acquire_many_owned(0) else {
         return busy(&app, version);
     };
     // The body's own clock starts once it may be read: a slow sender holds its share for at

@@ -1245,3 +1245,131 @@ fn request_text_is_cut_and_escaped_in_answers_and_logs() {
     });
     assert!(warnings <= 16 * 1024 + 64, "warnings of {warnings} bytes");
 }
+
+/// One HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+/// Twenty HTTP/2 connections, each keeping 200 `POST /validate` streams open that declare a
+/// 1 MB body and never send a byte of it, as fast as the webhook answers them: a body reserves
+/// `maxBytesInFlight` only as its bytes arrive, so these hold none of it and queue before no
+/// real review, which are all answered at once.
+#[test]
+fn http2_streams_that_send_no_body_do_not_starve_reviews() {
+    use rustls::pki_types::pem::PemObject;
+    let webhook = Webhook::start(STARTER);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(&webhook.ca).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = std::sync::Arc::new(config);
+    let address: std::net::SocketAddr = webhook.url.trim_start_matches("https://").parse().unwrap();
+    // HPACK literals without indexing (names and values under 127 bytes).
+    let literal = |name: &str, value: &str| {
+        let mut field = vec![0, name.len() as u8];
+        field.extend(name.as_bytes());
+        field.push(value.len() as u8);
+        field.extend(value.as_bytes());
+        field
+    };
+    let block: Vec<u8> = [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":path", "/validate"),
+        (":authority", "127.0.0.1"),
+        ("content-type", "application/json"),
+        ("content-length", "1000000"),
+    ]
+    .iter()
+    .flat_map(|(n, v)| literal(n, v))
+    .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flood: Vec<_> = (0..20)
+        .map(|_| {
+            let (config, block, stop, opened) =
+                (config.clone(), block.clone(), stop.clone(), opened.clone());
+            std::thread::spawn(move || {
+                let tcp = std::net::TcpStream::connect(address).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                let server = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+                let connection = rustls::ClientConnection::new(config, server).unwrap();
+                let mut tls = rustls::StreamOwned::new(connection, tcp);
+                let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+                out.extend(h2_frame(4, 0, 0, &[]));
+                let mut next = 1u32;
+                // END_HEADERS, no END_STREAM: the body is declared and never comes.
+                let mut open = |out: &mut Vec<u8>| {
+                    out.extend(h2_frame(1, 4, next, &block));
+                    next += 2;
+                    opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                };
+                for _ in 0..200 {
+                    open(&mut out);
+                }
+                let write = |tls: &mut rustls::StreamOwned<_, _>, out: &mut Vec<u8>| {
+                    std::io::Write::write_all(tls, out).is_ok()
+                        && std::io::Write::flush(tls).is_ok()
+                };
+                if !write(&mut tls, &mut out) {
+                    return;
+                }
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut head = [0u8; 9];
+                    match std::io::Read::read_exact(&mut tls, &mut head) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                        Err(_) => return,
+                    }
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let mut payload = vec![0; len];
+                    if std::io::Read::read_exact(&mut tls, &mut payload).is_err() {
+                        return;
+                    }
+                    let mut out = Vec::new();
+                    match (head[3], head[4] & 1) {
+                        (4, 0) => out.extend(h2_frame(4, 1, 0, &[])),
+                        (6, 0) => out.extend(h2_frame(6, 1, 0, &payload)),
+                        // An answered stream is replaced by a new one (a refused one is not:
+                        // the connection is at its stream limit).
+                        (1, _) => open(&mut out),
+                        (7, _) => return,
+                        _ => {}
+                    }
+                    if !out.is_empty() && !write(&mut tls, &mut out) {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    // Once the streams are open (the first ones time out after `bodyReadTimeout`, 2 s, and
+    // are replaced), real reviews come and go.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let statuses = reviews_meanwhile(&webhook, 10, Duration::from_millis(200));
+    let streams = opened.load(std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for handle in flood {
+        let _ = handle.join();
+    }
+    assert!(streams >= 20 * 200, "only {streams} streams were opened");
+    for (status, took, body) in &statuses {
+        assert_eq!(*status, 200, "after {took:?}: {body}");
+        assert!(*took < Duration::from_secs(1), "{took:?}");
+    }
+}
