@@ -52,10 +52,14 @@ impl Match {
                 .unwrap_or_default(),
             namespaces: globs(&spec["namespaces"], "namespaces")?,
             excluded_namespaces: globs(&spec["excludedNamespaces"], "excludedNamespaces")?,
-            label_selector: (!spec["labelSelector"].is_null())
-                .then(|| spec["labelSelector"].clone()),
+            label_selector: match &spec["labelSelector"] {
+                Json::Null => None,
+                selector => Some(check_label_selector(selector)?.clone()),
+            },
+            // An empty name selects any name, as in Gatekeeper.
             name: spec["name"]
                 .as_str()
+                .filter(|n| !n.is_empty())
                 .map(|n| glob::Pattern::new(n).map_err(|e| format!("name: {e}")))
                 .transpose()?,
         })
@@ -63,7 +67,10 @@ impl Match {
 
     /// Whether the Constraint selects this AdmissionReview request.
     pub(super) fn matches(&self, request: &Json) -> bool {
-        let any = |list: &[String], value: &str| list.iter().any(|x| x == "*" || x == value);
+        // As Gatekeeper: an empty list of groups or kinds matches any.
+        let any = |list: &[String], value: &str| {
+            list.is_empty() || list.iter().any(|x| x == "*" || x == value)
+        };
         let group = request["kind"]["group"].as_str().unwrap_or("");
         let kind = request["kind"]["kind"].as_str().unwrap_or("");
         if !self.kinds.is_empty()
@@ -96,6 +103,48 @@ impl Match {
             None => true,
         }
     }
+}
+
+/// Refuses a selector Kubernetes would refuse (an unknown operator, a value that is not a
+/// string), which would otherwise match nothing and silently disable the Constraint.
+fn check_label_selector(selector: &Json) -> Result<&Json, String> {
+    if let Some(labels) = selector["matchLabels"].as_object()
+        && let Some((key, _)) = labels.iter().find(|(_, v)| !v.is_string())
+    {
+        return Err(format!("labelSelector.matchLabels.{key}: must be a string"));
+    }
+    for (i, expression) in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let at = format!("labelSelector.matchExpressions[{i}]");
+        let values = expression["values"].as_array();
+        if values.is_some_and(|v| v.iter().any(|v| !v.is_string())) {
+            return Err(format!("{at}.values: must be strings"));
+        }
+        let has_values = values.is_some_and(|v| !v.is_empty());
+        match expression["operator"].as_str() {
+            Some("In" | "NotIn") if has_values => {}
+            Some("In" | "NotIn") => {
+                return Err(format!("{at}.values: must not be empty for In and NotIn"));
+            }
+            Some("Exists" | "DoesNotExist") if !has_values => {}
+            Some("Exists" | "DoesNotExist") => {
+                return Err(format!(
+                    "{at}.values: must be empty for Exists and DoesNotExist"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "{at}.operator: {} is not In, NotIn, Exists or DoesNotExist",
+                    other.map_or_else(|| "(none)".to_string(), |o| format!("{o:?}"))
+                ));
+            }
+        }
+    }
+    Ok(selector)
 }
 
 /// Kubernetes label selector semantics: every `matchLabels` pair and every `matchExpressions`
@@ -170,5 +219,45 @@ mod tests {
         assert!(!m.matches(&request("Service", "default")));
         assert!(!m.matches(&request("Pod", "kube-system")));
         assert!(Match::parse(&json!({"namespaceSelector": {}})).is_err());
+    }
+
+    #[test]
+    fn empty_groups_kinds_and_names_match_any_as_in_gatekeeper() {
+        let request = json!({"kind": {"group": "", "kind": "Pod"}, "namespace": "a",
+                             "object": {"metadata": {"name": "web"}}});
+        for spec in [
+            json!({"kinds": [{"kinds": ["Pod"]}]}),
+            json!({"kinds": [{"apiGroups": [""]}]}),
+            json!({"kinds": [{}]}),
+            json!({"name": ""}),
+        ] {
+            assert!(Match::parse(&spec).unwrap().matches(&request), "{spec}");
+        }
+        let other = json!({"kinds": [{"kinds": ["Deployment"]}]});
+        assert!(!Match::parse(&other).unwrap().matches(&request));
+    }
+
+    #[test]
+    fn selectors_kubernetes_would_refuse_are_refused_at_load() {
+        for (selector, error) in [
+            (
+                json!({"matchExpressions": [{"key": "a", "operator": "in", "values": ["x"]}]}),
+                "operator",
+            ),
+            (
+                json!({"matchExpressions": [{"key": "a", "operator": "In"}]}),
+                "must not be empty",
+            ),
+            (
+                json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}),
+                "must be empty",
+            ),
+            (json!({"matchLabels": {"a": 1}}), "must be a string"),
+        ] {
+            let err = Match::parse(&json!({"labelSelector": selector}))
+                .err()
+                .unwrap();
+            assert!(err.contains(error), "{selector}: {err}");
+        }
     }
 }
