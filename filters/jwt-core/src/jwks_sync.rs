@@ -129,6 +129,8 @@ pub struct JwksSync {
     installed: HashMap<usize, u32>,
     /// Fetches in flight: call token → provider.
     calls: HashMap<u32, usize>,
+    /// Leases this worker holds: provider → the value it wrote (released only if still there).
+    leases: HashMap<usize, u64>,
 }
 
 impl JwksSync {
@@ -214,9 +216,22 @@ impl JwksSync {
                 continue; // fetched on first use, as Envoy does without async_fetch
             }
             // Fetches nobody here waits for (start-up, refresh) need the lease: one worker
-            // fetches for all, the others install its result from shared data.
-            if !waited_for && !acquire_lease(store, cfg, now_ms) {
-                continue;
+            // fetches for all, the others install its result from shared data. A refresh
+            // overdue by more than a lease's length goes ahead without it: the lease is in
+            // shared data, which another plugin of the vm_id could keep writing.
+            let lease_ms = lease_length_ms(cfg);
+            let overdue = remote.fetched_at_ms().is_some_and(|at| {
+                let due = at.saturating_add(millis(cfg.cache_duration));
+                now_ms >= due.saturating_add(lease_ms)
+            });
+            if !waited_for {
+                match acquire_lease(store, cfg, now_ms) {
+                    Some(until) => {
+                        self.leases.insert(p, until);
+                    }
+                    None if overdue => {}
+                    None => continue,
+                }
             }
             match fetcher.dispatch(cfg) {
                 Ok(token) => {
@@ -265,7 +280,9 @@ impl JwksSync {
         };
         let (cfg, remote) = auth.remote(p)?;
         let cfg = cfg.clone();
-        release_lease(store, &cfg);
+        if let Some(ours) = self.leases.remove(&p) {
+            release_lease(store, &cfg, ours);
+        }
         let mut events = Vec::new();
         match parsed {
             Ok(keys) => {
@@ -301,11 +318,22 @@ pub fn lease_key(remote: &RemoteJwks) -> String {
     format!("meshgate.jwt_auth.lease|{}|{}", remote.cluster, remote.uri)
 }
 
+/// How long a lease lasts: the fetch's timeout plus [`LEASE_MARGIN_MS`].
+fn lease_length_ms(remote: &RemoteJwks) -> u64 {
+    millis(remote.timeout).saturating_add(LEASE_MARGIN_MS)
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Takes the refresh lease for `remote` until its fetch would have timed out (plus
-/// [`LEASE_MARGIN_MS`]), unless another worker holds it. The write is a compare-and-swap on the
-/// value read, so of two workers that saw the lease free only one takes it. A value that is not
-/// a lease counts as free.
-pub fn acquire_lease(store: &dyn SharedStore, remote: &RemoteJwks, now_ms: u64) -> bool {
+/// [`LEASE_MARGIN_MS`]), unless another worker holds it; returns the value written, by which
+/// [`release_lease`] knows its own. The write is a compare-and-swap on the value read, so of
+/// two workers that saw the lease free only one takes it. A value that is not a lease counts
+/// as free, and so does one ending later than any worker could have set it (a lease written
+/// to hold refreshes off for good).
+pub fn acquire_lease(store: &dyn SharedStore, remote: &RemoteJwks, now_ms: u64) -> Option<u64> {
     let key = lease_key(remote);
     let (current, cas) = store
         .get(&key)
@@ -314,19 +342,25 @@ pub fn acquire_lease(store: &dyn SharedStore, remote: &RemoteJwks, now_ms: u64) 
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0);
-    if held_until > now_ms {
-        return false;
+    let until = now_ms.saturating_add(lease_length_ms(remote));
+    if held_until > now_ms && held_until <= until {
+        return None;
     }
-    let timeout_ms = u64::try_from(remote.timeout.as_millis()).unwrap_or(0);
-    let until = now_ms
-        .saturating_add(timeout_ms)
-        .saturating_add(LEASE_MARGIN_MS);
-    store.set(&key, until.to_string().as_bytes(), cas).is_ok()
+    store
+        .set(&key, until.to_string().as_bytes(), cas)
+        .is_ok()
+        .then_some(until)
 }
 
-/// Gives the lease for `remote` up (its fetch ended).
-pub fn release_lease(store: &dyn SharedStore, remote: &RemoteJwks) {
-    let _ = store.set(&lease_key(remote), b"0", None);
+/// Gives the lease for `remote` up (its fetch ended) if it is still the one this worker took
+/// (`ours`): a lease another worker took since, after ours ran out, stays.
+pub fn release_lease(store: &dyn SharedStore, remote: &RemoteJwks, ours: u64) {
+    let key = lease_key(remote);
+    if let Some((value, cas)) = store.get(&key)
+        && value == ours.to_string().as_bytes()
+    {
+        let _ = store.set(&key, b"0", Some(cas));
+    }
 }
 
 #[cfg(test)]

@@ -152,13 +152,9 @@ fn the_lease_goes_to_one_worker_while_it_is_valid() {
     // The lease itself, directly: taken once, refused while it runs.
     let cfg = a.remote_config();
     let other = MemoryStore::default();
-    assert!(acquire_lease(&other, &cfg, T0));
-    assert!(!acquire_lease(&other, &cfg, T0));
-    assert!(!acquire_lease(
-        &other,
-        &cfg,
-        T0 + TIMEOUT_MS + LEASE_MARGIN_MS - 1
-    ));
+    assert!(acquire_lease(&other, &cfg, T0).is_some());
+    assert!(acquire_lease(&other, &cfg, T0).is_none());
+    assert!(acquire_lease(&other, &cfg, T0 + TIMEOUT_MS + LEASE_MARGIN_MS - 1).is_none());
 }
 
 #[test]
@@ -188,7 +184,10 @@ fn a_finished_fetch_releases_the_lease() {
     let cfg = a.remote_config();
     let token = a.tick_fetch(&store, T0).unwrap();
     a.answer(&store, token, "503", "", T0 + 10).unwrap();
-    assert!(acquire_lease(&store, &cfg, T0 + 11), "lease still held");
+    assert!(
+        acquire_lease(&store, &cfg, T0 + 11).is_some(),
+        "lease still held"
+    );
 }
 
 #[test]
@@ -449,4 +448,66 @@ fn a_fetched_jwks_reports_its_skipped_entries_and_is_shared() {
     let (bytes, _) = store.get(&shared::key(&cfg)).unwrap();
     let (keys, at) = shared::decode(&cfg, &bytes, T0 + 8).unwrap();
     assert_eq!((keys.keys().len(), at), (1, T0 + 7));
+}
+
+#[test]
+fn a_lease_no_worker_could_have_written_counts_as_free() {
+    let store = MemoryStore::default();
+    let mut a = Worker::new(&config(json!({"async_fetch": {}})));
+    let cfg = a.remote_config();
+    // Another plugin of the vm_id writes a lease ending far in the future.
+    store
+        .set(&lease_key(&cfg), u64::MAX.to_string().as_bytes(), None)
+        .unwrap();
+    assert!(
+        a.tick_fetch(&store, T0).is_some(),
+        "the forged lease held fetches off"
+    );
+}
+
+#[test]
+fn a_worker_releases_only_the_lease_it_took() {
+    let store = MemoryStore::default();
+    let mut a = Worker::new(&config(json!({"async_fetch": {}})));
+    let cfg = a.remote_config();
+    let token = a.tick_fetch(&store, T0).unwrap();
+    // a's lease ran out; b took it for its own fetch.
+    let later = T0 + TIMEOUT_MS + LEASE_MARGIN_MS;
+    let theirs = acquire_lease(&store, &cfg, later).unwrap();
+    // a's late answer releases nothing of b's.
+    a.answer(&store, token, "200", &jwks("a"), later + 1)
+        .unwrap();
+    assert_eq!(
+        store.get(&lease_key(&cfg)).unwrap().0,
+        theirs.to_string().as_bytes()
+    );
+}
+
+#[test]
+fn a_refresh_overdue_by_a_lease_goes_ahead_whoever_holds_the_lease() {
+    let store = MemoryStore::default();
+    let mut a = Worker::new(&config(json!({"async_fetch": {}})));
+    let cfg = a.remote_config();
+    let token = a.tick_fetch(&store, T0).unwrap();
+    a.answer(&store, token, "200", &jwks("a"), T0).unwrap();
+    // Another plugin keeps writing a plausible lease, so no worker ever holds it.
+    let mut now = T0;
+    let due = T0 + CACHE_MS;
+    let mut refreshed = None;
+    while now < due + 2 * (TIMEOUT_MS + LEASE_MARGIN_MS) {
+        let pinned = now + TIMEOUT_MS + LEASE_MARGIN_MS;
+        store
+            .set(&lease_key(&cfg), pinned.to_string().as_bytes(), None)
+            .unwrap();
+        if a.tick_fetch(&store, now).is_some() {
+            refreshed = Some(now);
+            break;
+        }
+        now += 500;
+    }
+    let at = refreshed.expect("keys were never refreshed");
+    assert!(
+        at >= due + TIMEOUT_MS + LEASE_MARGIN_MS,
+        "refreshed at {at}, before it was overdue"
+    );
 }
