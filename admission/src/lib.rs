@@ -9,7 +9,7 @@
 //! - [`review`]: one review, step by step: decode, select, check images, judge, verdict.
 //! - [`server`]: HTTPS, AdmissionReview in and out, health and metrics.
 //! - [`tls`]: serving certificates, reloaded when they change.
-//! - [`testing`]: policy unit tests, YAML case files and Gatekeeper `gator verify` suites.
+//! - [`policy_test`]: policy unit tests, YAML case files and Gatekeeper `gator verify` suites.
 //! - [`artifact`]: Wasm modules as OCI artifacts (`meshgate push`) and their layouts.
 //! - [`oci`]: OCI references, digests and registry host names (a leaf module).
 //! - [`registry`]: OCI registry access (credentials, plain HTTP rules, digests checked).
@@ -22,10 +22,10 @@ pub mod images;
 pub mod metrics;
 pub mod oci;
 pub mod policy;
+pub mod policy_test;
 pub mod registry;
 pub mod review;
 pub mod server;
 pub mod signing;
-pub mod testing;
 pub mod tls;
 pub mod workload;

@@ -224,16 +224,16 @@ fn main() -> ExitCode {
             } else {
                 paths
             };
-            report(&meshgate_admission::testing::run(&paths))
+            report(&meshgate_admission::policy_test::run(&paths))
         }
         Command::Policy {
             command: PolicyCommand::Verify { suites },
-        } => report(&meshgate_admission::testing::suite::run(&suites)),
+        } => report(&meshgate_admission::policy_test::suite::run(&suites)),
     }
 }
 
 /// Prints a test report; success when every test of at least one ran and passed.
-fn report(report: &meshgate_admission::testing::Report) -> ExitCode {
+fn report(report: &meshgate_admission::policy_test::Report) -> ExitCode {
     print!("{}", report.render());
     if report.failed() == 0 && !report.results.is_empty() {
         ExitCode::SUCCESS

@@ -287,7 +287,7 @@ fn dir_ca(config: &str) -> PathBuf {
 }
 
 /// An AdmissionReview `request` for `object` (a Pod or a workload), as the API server sends it.
-pub use meshgate_admission::testing::admission_request as request;
+pub use meshgate_admission::policy_test::admission_request as request;
 
 /// A whole AdmissionReview creating a Pod on wasmtime in namespace `demo`: one container with
 /// limits and a pinned image from ghcr.io, privileged or not. Used by `make run` and

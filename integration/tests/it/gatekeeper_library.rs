@@ -171,7 +171,7 @@ fn the_library_suites_hold_through_the_webhook_pipeline() {
     use meshgate_admission::config::Config;
     use meshgate_admission::metrics::Metrics;
     use meshgate_admission::review::Pipeline;
-    use meshgate_admission::testing::suite;
+    use meshgate_admission::policy_test::suite;
 
     let library = library();
     let mut checked = 0;

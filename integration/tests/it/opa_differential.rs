@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use meshgate_admission::config::{GatekeeperSource, RegoSource};
 use meshgate_admission::policy::{Evaluate, GatekeeperPolicy, Input, RegoPolicy, opa_compat};
-use meshgate_admission::testing::{admission_request, suite};
+use meshgate_admission::policy_test::{admission_request, suite};
 use serde_json::{Value as Json, json};
 
 use crate::gatekeeper_library::library;
