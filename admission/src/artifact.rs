@@ -1,9 +1,9 @@
 //! Wasm modules as OCI artifacts: the layouts runtimes and Istio pull, and pushing them
 //! (`meshgate push`).
 
+use oci_client::Reference;
 use oci_client::client::{Config, ImageLayer};
 use oci_client::manifest::OciImageManifest;
-use oci_client::Reference;
 
 use crate::registry::shown;
 

@@ -4,18 +4,18 @@
 //! implements [`Evaluate`]: given the review's request it returns [`Findings`], or a
 //! [`PolicyError`] that the pipeline turns into a deny or an allow per the failure policy.
 
-mod evaluator;
 mod gatekeeper;
 pub mod opa_compat;
 mod rego;
+mod rego_runtime;
 pub mod wasm;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use evaluator::Backend;
 pub use gatekeeper::GatekeeperPolicy;
 pub use rego::RegoPolicy;
+pub use rego_runtime::Backend;
 pub use wasm::{WasmPolicy, WasmRuntime};
 
 use crate::config::{Mode, PolicyConfig, PolicySource};

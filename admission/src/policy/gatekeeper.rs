@@ -17,14 +17,14 @@ mod matching;
 
 use matching::Match;
 
-use super::evaluator::Evaluator;
 use super::opa_compat;
+use super::rego_runtime::RegoRuntime;
 use super::{Evaluate, Findings, Input, LoadError, PolicyError, messages};
 use crate::config::{GatekeeperSource, Mode};
 
 /// A loaded ConstraintTemplate + Constraint.
 pub struct GatekeeperPolicy {
-    evaluator: Evaluator,
+    evaluator: RegoRuntime,
     parameters: regorus::Value,
     mode: Mode,
     matcher: Match,
@@ -144,7 +144,7 @@ impl GatekeeperPolicy {
             .strip_prefix("data.")
             .unwrap_or(&package)
             .to_string();
-        let evaluator = Evaluator::new(
+        let evaluator = RegoRuntime::new(
             engine,
             vec![format!("data.{package}.violation")],
             serde_json::json!({ "inventory": inventory }),

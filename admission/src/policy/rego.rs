@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::evaluator::{Backend, Evaluator};
 use super::opa_compat;
+use super::rego_runtime::{Backend, RegoRuntime};
 use super::{Evaluate, Findings, Input, LoadError, PolicyError, messages};
 use crate::config::RegoSource;
 
@@ -17,7 +17,7 @@ const WARN_RULE: &str = "warn";
 /// A loaded conftest/OPA-style policy: compiled once, evaluated per request with no state
 /// shared between requests.
 pub struct RegoPolicy {
-    evaluator: Evaluator,
+    evaluator: RegoRuntime,
     /// How many of the evaluator's rules (the first ones) give violations; the rest warnings.
     deny_rules: usize,
 }
@@ -86,7 +86,7 @@ impl RegoPolicy {
             return Err(Error::NoVerdictRules(package));
         }
         let count = deny_rules.len();
-        let evaluator = Evaluator::new(
+        let evaluator = RegoRuntime::new(
             engine,
             deny_rules.into_iter().chain(warn_rule).collect(),
             serde_json::json!({ "parameters": parameters }),

@@ -170,8 +170,8 @@ fn denial_messages(message: &str) -> Vec<String> {
 fn the_library_suites_hold_through_the_webhook_pipeline() {
     use meshgate_admission::config::Config;
     use meshgate_admission::metrics::Metrics;
-    use meshgate_admission::review::Pipeline;
     use meshgate_admission::policy_test::suite;
+    use meshgate_admission::review::Pipeline;
 
     let library = library();
     let mut checked = 0;

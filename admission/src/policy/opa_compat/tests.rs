@@ -273,12 +273,12 @@ fn regorus_still_reads_a_line_that_starts_with_a_parenthesis_as_a_call() {
 
 #[test]
 fn regorus_vm_still_lets_a_negation_succeed_after_an_undefined_binding() {
-    use super::super::evaluator::Evaluator;
+    use super::super::rego_runtime::RegoRuntime;
     let text = "package c\nf(a, b) if { a == b }\ng(p) := m if { not f(p.rule, p.ranges); m := \"v\" }\nviolation contains m if { m := g(input.p) }\n";
     let run = |use_vm: bool| {
         let mut engine = regorus::Engine::new();
         add_policy(&mut engine, "t.rego", text, Version::V1).unwrap();
-        let evaluator = Evaluator::new(
+        let evaluator = RegoRuntime::new(
             engine,
             vec!["data.c.violation".into()],
             serde_json::json!({}),

@@ -21,7 +21,7 @@ pub enum Backend {
 }
 
 /// Prepared rules of one policy.
-pub(crate) struct Evaluator {
+pub(crate) struct RegoRuntime {
     engine: regorus::Engine,
     programs: Option<Vec<Arc<Program>>>,
     rules: Vec<String>,
@@ -40,7 +40,7 @@ impl Backend {
     }
 }
 
-impl Evaluator {
+impl RegoRuntime {
     /// `engine` holds the parsed policy; `rules` are fully qualified rule paths; `data` is the
     /// policy's data document. `strict_builtin_errors`: a builtin's error fails the evaluation
     /// (else, as in OPA by default, it makes the expression undefined); both engines follow it.
