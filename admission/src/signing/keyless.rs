@@ -319,9 +319,9 @@ pub fn verify(
         signer,
         subject,
     };
-    let fallback = times.first().copied();
+    let tsa_times = times.clone();
     for entry in &bundle.tlog_entries {
-        if let Some(t) = tlog::verify_entry(entry, bundle.version, root, &expected, fallback)? {
+        if let Some(t) = tlog::verify_entry(entry, bundle.version, root, &expected, &tsa_times)? {
             if t.timestamp() > now.timestamp() + MAX_FUTURE_SKEW_SECS {
                 return Err(Error::Tlog("integrated time is in the future".into()));
             }

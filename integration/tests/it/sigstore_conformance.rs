@@ -185,3 +185,29 @@ fn sigstore_python_agrees_on_the_cases_it_can_judge_offline() {
         disagreements.join("\n")
     );
 }
+
+/// meshgate's own refusal cases, in the suite's layout (`integration/fixtures/sigstore`): each
+/// must fail through `meshgate verify-bundle`, with the artifact's path and with its digest.
+#[test]
+fn meshgates_own_refusal_cases_fail() {
+    let dir = repo_root().join("integration/fixtures/sigstore");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no cases in {}", dir.display());
+    for case in &cases {
+        assert!(name(case).ends_with("_fail"), "{}", name(case));
+        let path = artifact(case);
+        let hex: String = Sha256::digest(std::fs::read(&path).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        for arg in [path.to_string_lossy().into_owned(), format!("sha256:{hex}")] {
+            let (verified, stderr) = verify_bundle(case, &arg);
+            assert!(!verified, "{} ({arg}) verified: {stderr}", name(case));
+        }
+    }
+}

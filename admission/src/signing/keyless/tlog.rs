@@ -58,13 +58,16 @@ fn mismatch(what: &str) -> Error {
 }
 
 /// Verifies one entry; returns the integrated time if a signed entry timestamp vouches for
-/// it. `fallback_time` picks the log key where the entry has no integrated time (Rekor v2).
+/// it. The log key is chosen by a verified time only: the integrated time when a signed entry
+/// timestamp is there to vouch for it (checked with that key below), else the RFC 3161 times
+/// (`tsa_times`), at every one of which the key must be valid. An integrated time nothing
+/// signs would let a bundle pick a retired log key.
 pub fn verify_entry(
     entry: &TlogEntry,
     version: Version,
     root: &TrustedRoot,
     expected: &Expected<'_>,
-    fallback_time: Option<DateTime<Utc>>,
+    tsa_times: &[DateTime<Utc>],
 ) -> Result<Option<DateTime<Utc>>> {
     let integrated = entry
         .integrated_time
@@ -72,13 +75,16 @@ pub fn verify_entry(
             DateTime::from_timestamp(t, 0).ok_or_else(|| tlog_error("integrated time out of range"))
         })
         .transpose()?;
-    let log = root
-        .tlog(&entry.log_id, integrated.or(fallback_time))
-        .ok_or_else(|| {
-            tlog_error(
-                "entry is from a transparency log the trusted root does not trust at its time",
-            )
-        })?;
+    let log = match (&entry.signed_entry_timestamp, integrated) {
+        (Some(_), Some(t)) => root.tlog(&entry.log_id, Some(t)),
+        _ => tsa_times
+            .first()
+            .and_then(|first| root.tlog(&entry.log_id, Some(*first)))
+            .filter(|log| tsa_times.iter().all(|t| log.valid.contains(*t))),
+    }
+    .ok_or_else(|| {
+        tlog_error("entry is from a transparency log the trusted root does not trust at its time")
+    })?;
 
     match_body(entry, expected)?;
 
