@@ -47,3 +47,29 @@ pub fn envoy_binary() -> PathBuf {
         )
     })
 }
+
+/// `shared/<name>` beside the checkout: `MESHGATE_SHARED/<name>` if that is set, else the first
+/// `shared/<name>` found from the repository upwards (so the clone may sit anywhere). Panics
+/// naming where it looked.
+pub fn shared(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("MESHGATE_SHARED") {
+        return PathBuf::from(dir).join(name);
+    }
+    let root = repo_root();
+    root.ancestors()
+        .map(|dir| dir.join("shared").join(name))
+        .find(|dir| dir.is_dir())
+        .unwrap_or_else(|| panic!("shared/{name} not found above {}", root.display()))
+}
+
+/// The directories directly under `dir`, sorted.
+pub fn subdirs(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}

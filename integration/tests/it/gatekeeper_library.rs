@@ -4,36 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+use meshgate_integration::paths::subdirs;
 use meshgate_integration::webhook::meshgate_binary;
 
-/// `shared/gatekeeper-library` beside the checkout (found from the crate upwards, so the
-/// clone may sit anywhere).
+/// `shared/gatekeeper-library` beside the checkout.
 pub fn library() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|dir| dir.join("shared/gatekeeper-library"))
-        .find(|dir| dir.join("library").is_dir() && dir.join("src").is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "shared/gatekeeper-library not found above {}",
-                manifest.display()
-            )
-        })
-}
-
-/// Directories under `dir`, sorted.
-fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
+    meshgate_integration::paths::shared("gatekeeper-library")
 }
 
 /// Runs `meshgate policy <verb> <paths>`: exit status and stdout.

@@ -18,9 +18,7 @@ const KUBERNETES: &str = "1.30.0";
 
 /// `../shared` beside the repository, or `MESHGATE_SHARED`.
 fn shared() -> PathBuf {
-    std::env::var_os("MESHGATE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"))
+    meshgate_integration::paths::shared("")
 }
 
 /// Every document of every YAML file under `dir`, with its file.

@@ -10,31 +10,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use meshgate_integration::paths::repo_root;
+use meshgate_integration::paths::{repo_root, subdirs};
 use meshgate_integration::webhook::meshgate_binary;
 use sha2::{Digest, Sha256};
 
 const DEFAULT_IDENTITY: &str = "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main";
 const DEFAULT_ISSUER: &str = "https://token.actions.githubusercontent.com";
 
-/// `shared/sigstore` beside the checkout (found from the crate upwards).
+/// `shared/sigstore` beside the checkout.
 fn sigstore_dir() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|dir| dir.join("shared/sigstore"))
-        .find(|dir| dir.join("conformance").is_dir())
-        .unwrap_or_else(|| panic!("shared/sigstore not found above {}", manifest.display()))
+    meshgate_integration::paths::shared("sigstore")
 }
 
 fn cases() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(sigstore_dir().join("conformance"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
+    subdirs(&sigstore_dir().join("conformance"))
 }
 
 fn name(case: &Path) -> String {
@@ -191,12 +180,7 @@ fn sigstore_python_agrees_on_the_cases_it_can_judge_offline() {
 #[test]
 fn meshgates_own_refusal_cases_fail() {
     let dir = repo_root().join("integration/fixtures/sigstore");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
+    let cases = subdirs(&dir);
     assert!(!cases.is_empty(), "no cases in {}", dir.display());
     for case in &cases {
         assert!(name(case).ends_with("_fail"), "{}", name(case));
