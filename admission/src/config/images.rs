@@ -30,6 +30,13 @@ pub struct ImageVerification {
     pub artifact_check: ArtifactCheck,
     /// Public keys, by name.
     pub keys: Vec<KeyConfig>,
+    /// Keyless signers, by name: a Fulcio certificate's subject and OIDC issuer.
+    #[serde(default)]
+    pub identities: Vec<IdentityConfig>,
+    /// The Sigstore trusted root keyless signatures are verified against, read at startup
+    /// (`{file: PATH}` or `{inline: {...}}`); default: the Sigstore public-good root built in.
+    #[serde(default)]
+    pub trusted_root: Option<TrustedRootConfig>,
     /// Which keys may sign which images; the first rule whose pattern matches decides. An image
     /// no rule matches is denied.
     pub trust: Vec<TrustRule>,
@@ -78,6 +85,41 @@ impl ImageVerification {
                 return Err((format!("keys[{i}].name"), "duplicate key name".into()));
             }
         }
+        if let Some(root) = &self.trusted_root
+            && root.file.is_some() == root.inline.is_some()
+        {
+            return Err((
+                "trustedRoot".into(),
+                "exactly one of file, inline must be set".into(),
+            ));
+        }
+        let mut identities = BTreeSet::new();
+        for (i, identity) in self.identities.iter().enumerate() {
+            if names.contains(identity.name.as_str()) || !identities.insert(identity.name.as_str())
+            {
+                return Err((
+                    format!("identities[{i}].name"),
+                    "duplicate key or identity name".into(),
+                ));
+            }
+            for (field, exact, pattern) in [
+                ("subject", &identity.subject, &identity.subject_reg_exp),
+                ("issuer", &identity.issuer, &identity.issuer_reg_exp),
+            ] {
+                if exact.is_some() == pattern.is_some() {
+                    return Err((
+                        format!("identities[{i}]"),
+                        format!("exactly one of {field}, {field}RegExp must be set"),
+                    ));
+                }
+                if let Some(Err(e)) = pattern
+                    .as_deref()
+                    .map(crate::signing::keyless::Match::regex)
+                {
+                    return Err((format!("identities[{i}].{field}RegExp"), e.to_string()));
+                }
+            }
+        }
         if self.trust.is_empty() {
             return Err(("trust".into(), "must list at least one rule".into()));
         }
@@ -87,6 +129,14 @@ impl ImageVerification {
                     return Err((
                         format!("trust[{i}].keys[{j}]"),
                         format!("no key named {key}"),
+                    ));
+                }
+            }
+            for (j, identity) in rule.identities.iter().enumerate() {
+                if !identities.contains(identity.as_str()) {
+                    return Err((
+                        format!("trust[{i}].identities[{j}]"),
+                        format!("no identity named {identity}"),
                     ));
                 }
             }
@@ -101,11 +151,12 @@ impl ImageVerification {
                     return Err((format!("trust[{i}].images[{j}]"), "invalid glob".into()));
                 }
             }
-            let needed = rule.require.needed(rule.keys.len());
-            if needed > rule.keys.len() || (needed == 0 && !rule.keys.is_empty()) {
+            let signers = rule.signers();
+            let needed = rule.require.needed(signers);
+            if needed > signers || (needed == 0 && signers > 0) {
                 return Err((
                     format!("trust[{i}].require"),
-                    format!("threshold {needed} does not fit {} keys", rule.keys.len()),
+                    format!("threshold {needed} does not fit {signers} keys and identities"),
                 ));
             }
         }
@@ -174,10 +225,14 @@ pub struct TrustRule {
     /// Globs over `registry/repository` (no tag): `*` stays within a path segment, `**`
     /// spans segments; `nginx` is `docker.io/library/nginx`.
     pub images: Vec<String>,
-    /// Keys that may sign. An empty list admits matching images unsigned (the artifact check
-    /// still applies).
+    /// Keys that may sign. With no keys and no identities, matching images are admitted
+    /// unsigned (the artifact check still applies).
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Identities (names from `identities`) that may sign keyless; `require` counts keys and
+    /// identities together, each distinct name once.
+    #[serde(default)]
+    pub identities: Vec<String>,
     /// `any` (default): one key; `all`: every key; a number: that many distinct keys.
     #[serde(default)]
     pub require: Require,
@@ -185,6 +240,41 @@ pub struct TrustRule {
     /// pulls exactly the verified content.
     #[serde(default)]
     pub require_digest: bool,
+}
+
+impl TrustRule {
+    /// How many keys and identities may sign.
+    pub fn signers(&self) -> usize {
+        self.keys.len() + self.identities.len()
+    }
+}
+
+/// A keyless signer: a Fulcio certificate naming `subject` (a URI or e-mail subject
+/// alternative name) proven to `issuer`. Each is exact or a regular expression matching the
+/// whole text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Name used by trust rules and reported to policies as `signedBy`.
+    pub name: String,
+    /// The exact subject, e.g. `https://github.com/acme/filters/.github/workflows/release.yml@refs/heads/main`.
+    pub subject: Option<String>,
+    /// Or a regular expression over it.
+    pub subject_reg_exp: Option<String>,
+    /// The exact OIDC issuer, e.g. `https://token.actions.githubusercontent.com`.
+    pub issuer: Option<String>,
+    /// Or a regular expression over it.
+    pub issuer_reg_exp: Option<String>,
+}
+
+/// Where the Sigstore trusted root comes from: exactly one of `file` and `inline`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrustedRootConfig {
+    /// A `trusted_root.json` file.
+    pub file: Option<PathBuf>,
+    /// The trusted root itself.
+    pub inline: Option<serde_json::Value>,
 }
 
 /// How many of a rule's keys must have signed.

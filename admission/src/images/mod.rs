@@ -75,14 +75,26 @@ pub enum SetupError {
     /// Registry credentials could not be read.
     #[error("imageVerification: {0}")]
     Registries(#[from] RegistryError),
+    /// The trusted root of keyless signatures could not be read, or an identity's regular
+    /// expression does not compile.
+    #[error("imageVerification: {0}")]
+    Keyless(String),
 }
 
 struct Rule {
     name: String,
     patterns: Vec<glob::Pattern>,
     keys: Vec<PublicKey>,
+    identities: Vec<signing::keyless::oci::Signer>,
     needed: usize,
     require_digest: bool,
+}
+
+impl Rule {
+    /// Whether the rule names no signer at all (images are admitted unsigned).
+    fn unsigned(&self) -> bool {
+        self.keys.is_empty() && self.identities.is_empty()
+    }
 }
 
 /// The outcome of one image's checks.
@@ -111,6 +123,8 @@ pub struct PodImages {
 pub struct ImageVerifier {
     registries: Registries,
     rules: Vec<Rule>,
+    /// The Sigstore trusted root, when some rule names identities.
+    trusted_root: Option<signing::keyless::TrustedRoot>,
     artifact_check: ArtifactCheck,
     timeout: Duration,
     cache_ttl: Duration,
@@ -146,6 +160,7 @@ impl ImageVerifier {
             let public = PublicKey::from_pem(&key.name, &pem)?;
             keys.insert(key.name.clone(), public);
         }
+        let identities = keyless_identities(config)?;
         let mut rules = Vec::new();
         for rule in &config.trust {
             let patterns = rule
@@ -162,14 +177,26 @@ impl ImageVerifier {
                 .iter()
                 .filter_map(|k| keys.get(k).cloned())
                 .collect::<Vec<_>>();
+            let rule_identities = rule
+                .identities
+                .iter()
+                .filter_map(|i| identities.get(i).cloned())
+                .collect::<Vec<_>>();
             rules.push(Rule {
                 name: rule.name.clone(),
-                needed: rule.require.needed(rule_keys.len()),
+                needed: rule.require.needed(rule_keys.len() + rule_identities.len()),
                 require_digest: rule.require_digest,
                 patterns,
                 keys: rule_keys,
+                identities: rule_identities,
             });
         }
+        // Read at startup, so an unreadable root stops `serve` rather than denying later.
+        let trusted_root = if rules.iter().any(|r| !r.identities.is_empty()) {
+            Some(keyless_root(config.trusted_root.as_ref())?)
+        } else {
+            None
+        };
         let registries = Registries::new(
             &config.registries,
             config.docker_config.as_deref(),
@@ -178,6 +205,7 @@ impl ImageVerifier {
         Ok(Self {
             registries,
             rules,
+            trusted_root,
             artifact_check: config.artifact_check,
             timeout: config.timeout,
             cache_ttl: config.cache_ttl,
@@ -428,10 +456,18 @@ impl ImageVerifier {
         };
         // The artifact and its signatures are independent lookups: ask for both at once.
         let signatures = async {
-            if rule.keys.is_empty() {
+            if rule.unsigned() {
                 Ok(signing::SignatureCheck::default())
             } else {
-                signing::check(&self.registries, &repository, digest, &rule.keys).await
+                signing::check_signers(
+                    &self.registries,
+                    &repository,
+                    digest,
+                    &rule.keys,
+                    &rule.identities,
+                    self.trusted_root.as_ref(),
+                )
+                .await
             }
         };
         let (artifact, report) = futures_util::join!(artifact, signatures);
@@ -451,7 +487,7 @@ impl ImageVerifier {
             signatures: Vec::new(),
             signed_by: Vec::new(),
         });
-        if rule.keys.is_empty() {
+        if rule.unsigned() {
             return Outcome::Verified(facts);
         }
         let report = match report {
@@ -466,10 +502,10 @@ impl ImageVerifier {
                 format!("signed by {}", signed_by.join(", "))
             };
             return Outcome::Denied(format!(
-                "{digest} is not signed as trust rule {} requires ({} of {} keys): {reason}",
+                "{digest} is not signed as trust rule {} requires ({} of {} keys and identities): {reason}",
                 rule.name,
                 rule.needed,
-                rule.keys.len()
+                rule.keys.len() + rule.identities.len()
             ));
         }
         facts.signatures = report
@@ -595,6 +631,49 @@ impl ImageVerifier {
 }
 
 /// The distinct images of a pod spec (containers, initContainers, ephemeralContainers).
+/// The configured keyless identities, by name.
+fn keyless_identities(
+    config: &ImageVerification,
+) -> Result<HashMap<String, signing::keyless::oci::Signer>, SetupError> {
+    use signing::keyless::Match;
+    let matcher = |exact: &Option<String>, pattern: &Option<String>| match (exact, pattern) {
+        (Some(text), _) => Ok(Match::Exact(text.clone())),
+        (None, Some(p)) => Match::regex(p).map_err(|e| SetupError::Keyless(e.to_string())),
+        (None, None) => Err(SetupError::Keyless(
+            "identity without subject or issuer".into(),
+        )),
+    };
+    config
+        .identities
+        .iter()
+        .map(|i| {
+            let signer = signing::keyless::oci::Signer {
+                name: i.name.clone(),
+                subject: matcher(&i.subject, &i.subject_reg_exp)?,
+                issuer: matcher(&i.issuer, &i.issuer_reg_exp)?,
+            };
+            Ok((i.name.clone(), signer))
+        })
+        .collect()
+}
+
+/// The trusted root of keyless signatures: the configured one, else the public-good root.
+fn keyless_root(
+    config: Option<&crate::config::TrustedRootConfig>,
+) -> Result<signing::keyless::TrustedRoot, SetupError> {
+    use signing::keyless::{TrustedRoot, load_trusted_root};
+    let root = match config {
+        Some(crate::config::TrustedRootConfig {
+            inline: Some(json), ..
+        }) => serde_json::to_vec(json)
+            .map_err(|e| signing::keyless::Error::TrustedRoot(e.to_string()))
+            .and_then(|bytes| TrustedRoot::from_json(&bytes)),
+        Some(root) => load_trusted_root(root.file.as_deref()),
+        None => load_trusted_root(None),
+    };
+    root.map_err(|e| SetupError::Keyless(format!("trustedRoot: {e}")))
+}
+
 fn images_of(pod_spec: &Json) -> Vec<&str> {
     let mut images: Vec<&str> = ["initContainers", "containers", "ephemeralContainers"]
         .iter()

@@ -262,3 +262,135 @@ fn keyless_signatures_in_both_layouts_verify_only_for_their_identity_and_root() 
         assert_eq!(code, 1, "{spoil}: {out}");
     }
 }
+
+fn review(webhook: &meshgate_integration::Webhook, name: &str, image: &str) -> Json {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {
+            "runtimeClassName": "wasmtime",
+            "containers": [{"name": "c", "image": image,
+                            "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}}}],
+        },
+    });
+    webhook.review(&meshgate_integration::webhook::request(
+        &format!("uid-{name}"),
+        "CREATE",
+        &pod,
+        None,
+    ))
+}
+
+/// The webhook's trust rules name identities: a keyless-signed artifact is admitted under a
+/// rule naming its identity (exact or by regular expression), denied under one naming
+/// another, and a rule requiring two identities counts distinct ones.
+#[test]
+fn webhook_trust_rules_name_keyless_identities() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sigstore = Instance::new("rekor.test - 1");
+    let root = dir.path().join("trusted_root.json");
+    std::fs::write(&root, sigstore.trusted_root()).unwrap();
+    let host = registry.host();
+
+    // One artifact per repository, each signed once by ID (bundle referrer).
+    let mut signed = Vec::new();
+    for (salt, repository) in [
+        (11u8, "ours"),
+        (12, "theirs"),
+        (13, "pair"),
+        (14, "pattern"),
+    ] {
+        let reference = format!("{host}/keyless/{repository}:v1");
+        let digest = push_module(dir.path(), &reference, salt);
+        let oci = Oci::new(&registry, &format!("keyless/{repository}"));
+        let subject = json!({"mediaType": MANIFEST, "digest": digest, "size": 0});
+        let bundle = sigstore.sign_dsse(&statement(&digest), &Signing::at(ID, ISSUER, now()));
+        oci.attach_bundle(&subject, bundle.as_bytes());
+        signed.push(reference);
+    }
+    let config = format!(
+        r#"
+imageVerification:
+  keys: []
+  identities:
+    - {{name: release, subject: "{ID}", issuer: "{ISSUER}"}}
+    - {{name: acme-any, subjectRegExp: 'https://ci\.test/acme/[^/]+/\.github/workflows/.*', issuer: "{ISSUER}"}}
+    - {{name: mallory, subject: "https://ci.test/mallory/x", issuer: "{ISSUER}"}}
+    - {{name: other-issuer, subject: "{ID}", issuer: "https://accounts.test"}}
+  trustedRoot: {{file: "{root}"}}
+  trust:
+    - {{name: ours, images: ["127.0.0.1:*/keyless/ours"], identities: [release]}}
+    - {{name: theirs, images: ["127.0.0.1:*/keyless/theirs"], identities: [mallory, other-issuer]}}
+    - {{name: pair, images: ["127.0.0.1:*/keyless/pair"], identities: [release, acme-any], require: all}}
+    - {{name: pattern, images: ["127.0.0.1:*/keyless/pattern"], identities: [acme-any]}}
+  tagTtl: 0s
+  negativeCacheTtl: 1s
+  timeout: 5s
+  registries: [{{host: "127.0.0.1:*", insecure: true}}]
+policies: []
+"#,
+        root = root.display()
+    );
+    let webhook = meshgate_integration::Webhook::start(&config);
+
+    let allowed = review(&webhook, "ours", &signed[0]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    let denied = review(&webhook, "theirs", &signed[1]);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(
+        denied["status"]["message"].to_string().contains("identity"),
+        "{denied}"
+    );
+    // The one certificate matches both identities of the pair: two distinct names.
+    let allowed = review(&webhook, "pair", &signed[2]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    let allowed = review(&webhook, "pattern", &signed[3]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+}
+
+/// An unreadable trusted root stops `meshgate serve` at startup, naming the field.
+#[test]
+fn an_unreadable_trusted_root_stops_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        r#"
+listen: 127.0.0.1:0
+imageVerification:
+  keys: []
+  identities: [{name: release, subject: "a", issuer: "b"}]
+  trustedRoot:
+    inline:
+      mediaType: application/vnd.dev.sigstore.trustedroot+json;version=0.1
+      certificateAuthorities: [{certChain: {certificates: [{rawBytes: "not base64"}]}}]
+  trust: [{name: r, images: ["**"], identities: [release]}]
+policies: []
+"#,
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(meshgate_integration::webhook::meshgate_binary())
+        .args(["serve", "--config", &config.display().to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("meshgate serve started with an unreadable trusted root");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("trustedRoot") && stderr.contains("certificateAuthorities[0]"),
+        "{stderr}"
+    );
+}
