@@ -51,6 +51,9 @@ pub struct Verified {
     pub key: String,
     /// Where it was found.
     pub format: SignatureLayout,
+    /// Who made it: the key material, or the certificate's identity (subjects and issuer).
+    /// Names backed by the same signer count once towards a threshold.
+    pub signer: String,
 }
 
 /// What the registry holds for a digest, checked against keys.
@@ -65,12 +68,62 @@ pub struct SignatureCheck {
 }
 
 impl SignatureCheck {
-    /// Names of the keys that signed, sorted and deduplicated.
+    /// Names of the keys and identities that signed, each backed by a signer of its own: the
+    /// largest set of names that distinct signers account for, sorted. One signature matching
+    /// two names (overlapping identities, one key listed twice) counts once, so a threshold
+    /// counts independent signers.
     pub fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.verified.iter().map(|v| v.key.clone()).collect();
-        keys.sort();
-        keys.dedup();
-        keys
+        let mut names: Vec<&str> = self.verified.iter().map(|v| v.key.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut signers: Vec<&str> = self.verified.iter().map(|v| v.signer.as_str()).collect();
+        signers.sort_unstable();
+        signers.dedup();
+        let edges: Vec<Vec<usize>> = names
+            .iter()
+            .map(|name| {
+                let mut of: Vec<usize> = self
+                    .verified
+                    .iter()
+                    .filter(|v| v.key == *name)
+                    .filter_map(|v| signers.iter().position(|s| *s == v.signer))
+                    .collect();
+                of.sort_unstable();
+                of.dedup();
+                of
+            })
+            .collect();
+        // Maximum bipartite matching (augmenting paths): names × signers, a few dozen at most.
+        let mut owner: Vec<Option<usize>> = vec![None; signers.len()];
+        fn augment(
+            name: usize,
+            edges: &[Vec<usize>],
+            owner: &mut [Option<usize>],
+            seen: &mut [bool],
+        ) -> bool {
+            for &signer in &edges[name] {
+                if seen[signer] {
+                    continue;
+                }
+                seen[signer] = true;
+                if owner[signer].is_none_or(|other| augment(other, edges, owner, seen)) {
+                    owner[signer] = Some(name);
+                    return true;
+                }
+            }
+            false
+        }
+        for name in 0..names.len() {
+            let mut seen = vec![false; signers.len()];
+            augment(name, &edges, &mut owner, &mut seen);
+        }
+        let mut matched: Vec<String> = owner
+            .iter()
+            .flatten()
+            .map(|&n| names[n].to_string())
+            .collect();
+        matched.sort();
+        matched
     }
 
     fn reject(&mut self, reason: String) {
@@ -79,10 +132,11 @@ impl SignatureCheck {
         }
     }
 
-    fn accept(&mut self, key: &str, format: SignatureLayout) {
+    fn accept(&mut self, key: &str, format: SignatureLayout, signer: &str) {
         let verified = Verified {
             key: key.to_string(),
             format,
+            signer: signer.to_string(),
         };
         if !self.verified.contains(&verified) {
             self.verified.push(verified);

@@ -163,7 +163,7 @@ impl Bundle {
             .iter()
             .any(|s| s.digest.get("sha256").is_some_and(|d| d == hex))
         {
-            report.accept(&key.name, SignatureLayout::Bundle);
+            report.accept(&key.name, SignatureLayout::Bundle, key.fingerprint());
         } else {
             report.reject(format!(
                 "bundle signed by {} names another digest",

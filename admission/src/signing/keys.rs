@@ -79,6 +79,9 @@ pub struct PublicKey {
     /// The name trust rules and reports use.
     pub name: String,
     key: CosignVerificationKey,
+    /// The key material's identity (a digest of its PEM body): one key listed under two names
+    /// is one signer.
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for PublicKey {
@@ -93,9 +96,14 @@ impl PublicKey {
     pub fn from_pem(name: &str, pem: &[u8]) -> Result<Self, KeyError> {
         let key = CosignVerificationKey::try_from_pem(pem)
             .map_err(|e| KeyError(format!("key {name}: {e}")))?;
+        let fingerprint = match ::pem::parse(pem) {
+            Ok(block) => crate::oci::sha256_digest(block.contents()),
+            Err(_) => crate::oci::sha256_digest(pem),
+        };
         Ok(Self {
             name: name.to_string(),
             key,
+            fingerprint: format!("key {fingerprint}"),
         })
     }
 
@@ -107,7 +115,13 @@ impl PublicKey {
         Ok(Self {
             name: name.to_string(),
             key,
+            fingerprint: format!("signer {name}"),
         })
+    }
+
+    /// Who signs with this key, for counting distinct signers.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Whether `signature` (raw bytes) over `message` verifies with this key.

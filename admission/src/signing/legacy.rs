@@ -63,7 +63,9 @@ impl LayerSignature {
         };
         // Only a verified payload is read: its claims mean nothing unsigned.
         match parse_payload(&self.payload) {
-            Ok(named) if named == digest => report.accept(&key.name, SignatureLayout::Legacy),
+            Ok(named) if named == digest => {
+                report.accept(&key.name, SignatureLayout::Legacy, key.fingerprint())
+            }
             Ok(named) => report.reject(format!(
                 "cosign signature by {} is for {}",
                 key.name,

@@ -6,10 +6,10 @@ use super::*;
 #[test]
 fn a_signer_counts_once_whatever_layouts_and_copies_it_signed_in() {
     let mut report = SignatureCheck::default();
-    report.accept("ci", SignatureLayout::Legacy);
-    report.accept("release", SignatureLayout::Bundle);
-    report.accept("ci", SignatureLayout::Bundle);
-    report.accept("ci", SignatureLayout::Legacy);
+    report.accept("ci", SignatureLayout::Legacy, "key a");
+    report.accept("release", SignatureLayout::Bundle, "key b");
+    report.accept("ci", SignatureLayout::Bundle, "key a");
+    report.accept("ci", SignatureLayout::Legacy, "key a");
     // One entry per (signer, layout); thresholds count distinct signers.
     assert_eq!(report.verified.len(), 3);
     assert_eq!(report.keys(), vec!["ci", "release"]);
@@ -44,4 +44,21 @@ fn layouts_are_named_as_policies_and_summaries_see_them() {
 fn a_bad_reference_is_named_in_the_error() {
     let err = parse_reference("two words:tag").unwrap_err().to_string();
     assert!(err.starts_with("invalid reference two words:tag"), "{err}");
+}
+
+#[test]
+fn one_signer_matching_two_names_counts_once() {
+    // One CI identity matches both `any-release` (a broad regex) and `main-release`.
+    let mut report = SignatureCheck::default();
+    report.accept("any-release", SignatureLayout::Bundle, "identity ci@main");
+    report.accept("main-release", SignatureLayout::Bundle, "identity ci@main");
+    assert_eq!(report.keys().len(), 1, "{:?}", report.keys());
+    // A second, independent signer lets both names count, whichever it matches.
+    report.accept("any-release", SignatureLayout::Legacy, "identity ci@tag");
+    assert_eq!(report.keys(), vec!["any-release", "main-release"]);
+    // One key listed under two names is one signer.
+    let mut keys = SignatureCheck::default();
+    keys.accept("team-a", SignatureLayout::Legacy, "key sha256:1");
+    keys.accept("team-b", SignatureLayout::Legacy, "key sha256:1");
+    assert_eq!(keys.keys().len(), 1);
 }

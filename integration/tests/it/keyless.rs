@@ -93,22 +93,33 @@ impl Oci {
     /// Attaches `bundle` to `subject` as a referrer, with the referrers tag index for
     /// registries without the referrers API.
     fn attach_bundle(&self, subject: &Json, bundle: &[u8]) {
+        self.attach_bundles(subject, &[bundle]);
+    }
+
+    /// Attaches each bundle as a referrer of `subject`, listed together in the referrers tag.
+    fn attach_bundles(&self, subject: &Json, bundles: &[&[u8]]) {
         let config = self.blob(b"{}");
-        let layer = self.blob(bundle);
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST,
-            "artifactType": BUNDLE,
-            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config["digest"], "size": 2},
-            "layers": [{"mediaType": BUNDLE, "digest": layer["digest"], "size": layer["size"]}],
-            "subject": subject,
-        });
-        let digest = sha256(&serde_json::to_vec(&manifest).unwrap());
-        let referrer = self.manifest(&digest, MANIFEST, &manifest);
+        let referrers: Vec<Json> = bundles
+            .iter()
+            .map(|bundle| {
+                let layer = self.blob(bundle);
+                let manifest = json!({
+                    "schemaVersion": 2,
+                    "mediaType": MANIFEST,
+                    "artifactType": BUNDLE,
+                    "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config["digest"], "size": 2},
+                    "layers": [{"mediaType": BUNDLE, "digest": layer["digest"], "size": layer["size"]}],
+                    "subject": subject,
+                });
+                let digest = sha256(&serde_json::to_vec(&manifest).unwrap());
+                let referrer = self.manifest(&digest, MANIFEST, &manifest);
+                json!({"mediaType": MANIFEST, "digest": referrer["digest"], "size": referrer["size"], "artifactType": BUNDLE})
+            })
+            .collect();
         let index = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [{"mediaType": MANIFEST, "digest": referrer["digest"], "size": referrer["size"], "artifactType": BUNDLE}],
+            "manifests": referrers,
         });
         let tag = subject["digest"].as_str().unwrap().replace(':', "-");
         self.manifest(&tag, "application/vnd.oci.image.index.v1+json", &index);
@@ -283,7 +294,8 @@ fn review(webhook: &meshgate_integration::Webhook, name: &str, image: &str) -> J
 
 /// The webhook's trust rules name identities: a keyless-signed artifact is admitted under a
 /// rule naming its identity (exact or by regular expression), denied under one naming
-/// another, and a rule requiring two identities counts distinct ones.
+/// another, and a rule requiring two identities counts distinct signers (one certificate
+/// matching both names is one).
 #[test]
 fn webhook_trust_rules_name_keyless_identities() {
     let registry = Registry::start();
@@ -300,13 +312,23 @@ fn webhook_trust_rules_name_keyless_identities() {
         (12, "theirs"),
         (13, "pair"),
         (14, "pattern"),
+        (15, "pair-twice"),
     ] {
         let reference = format!("{host}/keyless/{repository}:v1");
         let digest = push_module(dir.path(), &reference, salt);
         let oci = Oci::new(&registry, &format!("keyless/{repository}"));
         let subject = json!({"mediaType": MANIFEST, "digest": digest, "size": 0});
         let bundle = sigstore.sign_dsse(&statement(&digest), &Signing::at(ID, ISSUER, now()));
-        oci.attach_bundle(&subject, bundle.as_bytes());
+        if repository == "pair-twice" {
+            // A second, independent signer: another acme workflow (acme-any, not release).
+            let other =
+                "https://ci.test/acme/filters/.github/workflows/nightly.yml@refs/heads/main";
+            let second =
+                sigstore.sign_dsse(&statement(&digest), &Signing::at(other, ISSUER, now()));
+            oci.attach_bundles(&subject, &[bundle.as_bytes(), second.as_bytes()]);
+        } else {
+            oci.attach_bundle(&subject, bundle.as_bytes());
+        }
         signed.push(reference);
     }
     let config = format!(
@@ -324,6 +346,7 @@ imageVerification:
     - {{name: theirs, images: ["127.0.0.1:*/keyless/theirs"], identities: [mallory, other-issuer]}}
     - {{name: pair, images: ["127.0.0.1:*/keyless/pair"], identities: [release, acme-any], require: all}}
     - {{name: pattern, images: ["127.0.0.1:*/keyless/pattern"], identities: [acme-any]}}
+    - {{name: pair-twice, images: ["127.0.0.1:*/keyless/pair-twice"], identities: [release, acme-any], require: all}}
   tagTtl: 0s
   negativeCacheTtl: 1s
   timeout: 5s
@@ -342,8 +365,15 @@ policies: []
         denied["status"]["message"].to_string().contains("identity"),
         "{denied}"
     );
-    // The one certificate matches both identities of the pair: two distinct names.
-    let allowed = review(&webhook, "pair", &signed[2]);
+    // The one certificate matches both identities of the pair, but is one signer: a threshold
+    // counts independent signers, so it takes a second signature by another identity.
+    let denied = review(&webhook, "pair", &signed[2]);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(
+        denied["status"]["message"].to_string().contains("2 of 2"),
+        "{denied}"
+    );
+    let allowed = review(&webhook, "pair-twice", &signed[4]);
     assert_eq!(allowed["allowed"], true, "{allowed}");
     let allowed = review(&webhook, "pattern", &signed[3]);
     assert_eq!(allowed["allowed"], true, "{allowed}");

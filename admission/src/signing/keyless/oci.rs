@@ -113,7 +113,7 @@ pub fn check_bundle(
                     .and_then(|s| s["predicateType"].as_str())
                     .unwrap_or_default();
                 if predicate == SIGN_PREDICATE_TYPE {
-                    report.accept(&signer.name, SignatureLayout::Bundle);
+                    report.accept(&signer.name, SignatureLayout::Bundle, &signer_of(&verified));
                 } else {
                     last = Some(format!(
                         "bundle signed by {} is a {} statement, not an image signature",
@@ -212,9 +212,9 @@ pub fn check_layer(
             Utc::now(),
         ) {
             // Only a verified payload is read.
-            Ok(_) => match legacy::parse_payload(layer.payload()) {
+            Ok(verified) => match legacy::parse_payload(layer.payload()) {
                 Ok(named) if named == digest => {
-                    report.accept(&signer.name, SignatureLayout::Legacy)
+                    report.accept(&signer.name, SignatureLayout::Legacy, &signer_of(&verified))
                 }
                 Ok(named) => {
                     last = Some(format!(
@@ -231,5 +231,18 @@ pub fn check_layer(
     // A signer that verified makes the others' refusals moot.
     if let Some(reason) = last.filter(|_| report.verified.len() == before) {
         report.reject(reason);
+    }
+}
+
+/// Who made a verified keyless signature: its certificate's identity. Two configured
+/// identities a certificate both matches are one signer.
+fn signer_of(verified: &super::Verified) -> String {
+    match &verified.identity {
+        Some(identity) => format!(
+            "identity {} from {}",
+            identity.subjects.join(","),
+            identity.issuer.as_deref().unwrap_or("")
+        ),
+        None => "identity (none)".to_string(),
     }
 }
