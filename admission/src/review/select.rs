@@ -63,15 +63,29 @@ impl Pipeline {
             }
             None => return Err(Verdict::skip("no runtimeClassName".into())),
         }
-        let workload = (kind != "Pod").then(|| request.clone());
-        if kind != "Pod" {
-            // Policies judge the Pod the workload makes (Gatekeeper's expansion semantics).
+        let workload = if kind == "Pod" {
+            None
+        } else {
+            // Policies judge the Pod the workload makes (Gatekeeper's expansion semantics); the
+            // workload's request stays as sent for constraints naming its kind. The Pod's request
+            // copies the small fields only, not the workload's objects.
             let pod = workload::pod_of(&kind, &request["object"], &namespace);
             let old_pod = workload::pod_of(&kind, &request["oldObject"], &namespace);
-            request["object"] = pod.unwrap_or(Json::Null);
-            request["oldObject"] = old_pod.unwrap_or(Json::Null);
-            request["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
-        }
+            let mut as_pod: serde_json::Map<String, Json> = request
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(field, _)| !matches!(field.as_str(), "object" | "oldObject" | "kind"))
+                .map(|(field, value)| (field.clone(), value.clone()))
+                .collect();
+            as_pod.insert("object".into(), pod.unwrap_or(Json::Null));
+            as_pod.insert("oldObject".into(), old_pod.unwrap_or(Json::Null));
+            as_pod.insert(
+                "kind".into(),
+                json!({"group": "", "version": "v1", "kind": "Pod"}),
+            );
+            Some(std::mem::replace(&mut request, Json::Object(as_pod)))
+        };
         Ok(Selected {
             request,
             subject: format!("{kind} {namespace}/{name}"),
