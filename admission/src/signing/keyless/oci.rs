@@ -39,12 +39,48 @@ pub struct Signer {
 }
 
 impl Signer {
-    fn policy(&self) -> Policy {
-        Policy::Identity {
-            subject: self.subject.clone(),
-            issuer: self.issuer.clone(),
-        }
+    /// Whether a verified certificate's identity is this signer's.
+    fn matches(&self, identity: &super::certificate::Identity) -> bool {
+        identity.subjects.iter().any(|s| self.subject.matches(s))
+            && identity
+                .issuer
+                .as_deref()
+                .is_some_and(|i| self.issuer.matches(i))
     }
+}
+
+/// A signature is verified once, for any identity the trusted root's CA vouches for; which
+/// configured signers its identity is then matched after (verifying it once per signer would
+/// repeat the chain, log and timestamp checks for each).
+fn any_identity() -> Policy {
+    let any = || super::Match::regex(".*").unwrap_or(super::Match::Exact(String::new()));
+    Policy::Identity {
+        subject: any(),
+        issuer: any(),
+    }
+}
+
+/// The configured signers a verified signature's certificate names, or why none.
+fn signers_of<'a>(
+    verified: &super::Verified,
+    signers: &'a [Signer],
+) -> Result<Vec<&'a Signer>, String> {
+    let Some(identity) = &verified.identity else {
+        return Err("no certificate identity".into());
+    };
+    let named: Vec<&Signer> = signers.iter().filter(|s| s.matches(identity)).collect();
+    if named.is_empty() {
+        return Err(format!(
+            "the certificate is for {:?} from {:?}, an identity no signer of the rule names",
+            identity
+                .subjects
+                .iter()
+                .map(|s| shown(s))
+                .collect::<Vec<_>>(),
+            identity.issuer.as_deref().map(shown)
+        ));
+    }
+    Ok(named)
 }
 
 /// Finds the keyless signatures of `digest` in `repository`, both layouts, and checks each
@@ -96,38 +132,34 @@ pub fn check_bundle(
     let Some(image) = sha256_of(digest) else {
         return report.reject(format!("{} is not a sha256 digest", shown(digest)));
     };
-    let mut last = None;
-    let before = report.verified.len();
-    for signer in signers {
-        match super::verify(
-            &bundle,
-            Artifact::Digest(image),
-            &signer.policy(),
-            root,
-            Utc::now(),
-        ) {
-            Ok(verified) => {
-                let predicate = verified
-                    .statement
-                    .as_ref()
-                    .and_then(|s| s["predicateType"].as_str())
-                    .unwrap_or_default();
-                if predicate == SIGN_PREDICATE_TYPE {
-                    report.accept(&signer.name, SignatureLayout::Bundle, &signer_of(&verified));
-                } else {
-                    last = Some(format!(
-                        "bundle signed by {} is a {} statement, not an image signature",
-                        signer.name,
-                        shown(predicate)
-                    ));
-                }
-            }
-            Err(e) => last = Some(format!("keyless bundle: {e}")),
-        }
+    let verified = match super::verify(
+        &bundle,
+        Artifact::Digest(image),
+        &any_identity(),
+        root,
+        Utc::now(),
+    ) {
+        Ok(verified) => verified,
+        Err(e) => return report.reject(format!("keyless bundle: {e}")),
+    };
+    let named = match signers_of(&verified, signers) {
+        Ok(named) => named,
+        Err(reason) => return report.reject(format!("keyless bundle: {reason}")),
+    };
+    let predicate = verified
+        .statement
+        .as_ref()
+        .and_then(|s| s["predicateType"].as_str())
+        .unwrap_or_default();
+    if predicate != SIGN_PREDICATE_TYPE {
+        return report.reject(format!(
+            "bundle signed by {} is a {} statement, not an image signature",
+            named[0].name,
+            shown(predicate)
+        ));
     }
-    // A signer that verified makes the others' refusals moot.
-    if let Some(reason) = last.filter(|_| report.verified.len() == before) {
-        report.reject(reason);
+    for signer in named {
+        report.accept(&signer.name, SignatureLayout::Bundle, &signer_of(&verified));
     }
 }
 
@@ -201,36 +233,33 @@ pub fn check_layer(
         Ok(b) => b,
         Err(reason) => return report.reject(format!("keyless cosign signature: {reason}")),
     };
-    let mut last = None;
-    let before = report.verified.len();
-    for signer in signers {
-        match super::verify(
-            &bundle,
-            Artifact::Bytes(layer.payload()),
-            &signer.policy(),
-            root,
-            Utc::now(),
-        ) {
-            // Only a verified payload is read.
-            Ok(verified) => match legacy::parse_payload(layer.payload()) {
-                Ok(named) if named == digest => {
-                    report.accept(&signer.name, SignatureLayout::Legacy, &signer_of(&verified))
-                }
-                Ok(named) => {
-                    last = Some(format!(
-                        "cosign signature by {} is for {}",
-                        signer.name,
-                        shown(&named)
-                    ));
-                }
-                Err(e) => last = Some(format!("cosign payload signed by {}: {e}", signer.name)),
-            },
-            Err(e) => last = Some(format!("keyless cosign signature: {e}")),
+    let verified = match super::verify(
+        &bundle,
+        Artifact::Bytes(layer.payload()),
+        &any_identity(),
+        root,
+        Utc::now(),
+    ) {
+        Ok(verified) => verified,
+        Err(e) => return report.reject(format!("keyless cosign signature: {e}")),
+    };
+    let named = match signers_of(&verified, signers) {
+        Ok(named) => named,
+        Err(reason) => return report.reject(format!("keyless cosign signature: {reason}")),
+    };
+    // Only a verified payload is read.
+    match legacy::parse_payload(layer.payload()) {
+        Ok(named_digest) if named_digest == digest => {
+            for signer in named {
+                report.accept(&signer.name, SignatureLayout::Legacy, &signer_of(&verified));
+            }
         }
-    }
-    // A signer that verified makes the others' refusals moot.
-    if let Some(reason) = last.filter(|_| report.verified.len() == before) {
-        report.reject(reason);
+        Ok(other) => report.reject(format!(
+            "cosign signature by {} is for {}",
+            named[0].name,
+            shown(&other)
+        )),
+        Err(e) => report.reject(format!("cosign payload signed by {}: {e}", named[0].name)),
     }
 }
 
