@@ -97,6 +97,33 @@ impl Rule {
     }
 }
 
+/// Why a policy image was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyImageError {
+    /// It failed a check of its trust rule (artifact layout, signatures).
+    #[error("{0}")]
+    Denied(String),
+    /// Its registry could not be asked.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Its trust rule admits unsigned images; a policy runs inside the webhook, so it must be
+    /// signed.
+    #[error("trust rule {trust_rule} requires no signature, but a policy image must be signed")]
+    Unsigned {
+        /// The rule that matched.
+        trust_rule: String,
+    },
+    /// The reference does not parse.
+    #[error("{0}")]
+    Reference(String),
+    /// The artifact has no Wasm layer to load.
+    #[error("no Wasm layer: {0}")]
+    NoWasmLayer(String),
+    /// Fetching the manifest or the layer failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
 /// The outcome of one image's checks.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -334,39 +361,36 @@ impl ImageVerifier {
     /// Fetches the Wasm component of a policy image after checking it like a pod's image,
     /// and requires that its trust rule has keys: a policy runs inside the webhook, so an
     /// unsigned one is never loaded. Returns the verified digest and the component's bytes.
-    pub async fn fetch_policy(&self, image: &str) -> Result<(String, Vec<u8>), String> {
+    pub async fn fetch_policy(&self, image: &str) -> Result<(String, Vec<u8>), PolicyImageError> {
         let facts = match self.check(image).await {
             Outcome::Verified(facts) => facts,
-            Outcome::Denied(reason) | Outcome::Unavailable(reason) => return Err(reason),
+            Outcome::Denied(reason) => return Err(PolicyImageError::Denied(reason)),
+            Outcome::Unavailable(reason) => return Err(PolicyImageError::Unavailable(reason)),
         };
         if facts.signed_by.is_empty() {
-            return Err(format!(
-                "trust rule {} requires no signature, but a policy image must be signed",
-                facts.trust_rule
-            ));
+            return Err(PolicyImageError::Unsigned {
+                trust_rule: facts.trust_rule.clone(),
+            });
         }
         let digest = facts.digest.clone();
-        let reference: Reference = image.parse().map_err(|e| format!("{e}"))?;
+        let reference: Reference = image
+            .parse()
+            .map_err(|e: oci_client::ParseError| PolicyImageError::Reference(e.to_string()))?;
         // The manifest the artifact check picked (an index's Wasm entry), else the image's.
         let manifest_digest = match &facts.artifact {
             ArtifactFacts::Wasm(wasm) => &wasm.manifest_digest,
             ArtifactFacts::Unchecked { .. } => &digest,
         };
         let repository = oci::at_digest(&reference, manifest_digest);
-        let manifest = self
-            .registries
-            .manifest(&repository)
-            .await
-            .map_err(|e| e.to_string())?;
+        let manifest = self.registries.manifest(&repository).await?;
         let layout = artifact::Layout::of(&manifest.json);
         let layer = layout
             .wasm_layer()
-            .ok_or_else(|| format!("no Wasm layer: {}", layout.describe()))?;
+            .ok_or_else(|| PolicyImageError::NoWasmLayer(layout.describe()))?;
         let bytes = self
             .registries
             .blob(&repository, layer, MAX_WASM_BYTES)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok((digest, bytes))
     }
 

@@ -133,15 +133,21 @@ pub fn parse(body: &[u8], limits: ParseLimits) -> Result<Review, ReviewError> {
     .map_err(|e| invalid(error_text(&e)))?;
 
     // 3. What the server needs, read from the tree without copying the objects.
-    Review::from_request(request).map_err(invalid)
+    Review::from_request(request).map_err(|e| match e {
+        ReviewError::Invalid { message, .. } => invalid(message),
+        other => other,
+    })
 }
 
 impl Review {
     /// Step 3 alone: reads the fields the pipeline needs from a `request` object already in
     /// memory (`meshgate policy test`'s cases, the benchmark). The error says which field is
-    /// missing or mistyped.
-    pub fn from_request(request: Json) -> Result<Review, String> {
-        let head = Head::deserialize(&request).map_err(|e| error_text(&e))?;
+    /// missing or mistyped (a [`ReviewError::Invalid`], with the uid when it could be read).
+    pub fn from_request(request: Json) -> Result<Review, ReviewError> {
+        let head = Head::deserialize(&request).map_err(|e| ReviewError::Invalid {
+            uid: request["uid"].as_str().map(str::to_string),
+            message: error_text(&e),
+        })?;
         let name = if head.name.is_empty() {
             head.object
                 .and_then(|o| o.metadata)

@@ -58,9 +58,7 @@ impl Pipeline {
     pub fn review(&self, request: Json) -> Verdict {
         let review = match Review::from_request(request) {
             Ok(review) => review,
-            Err(message) => {
-                return Verdict::deny(format!("malformed AdmissionReview request: {message}"));
-            }
+            Err(error) => return Verdict::deny(error.to_string()),
         };
         match self.select(review) {
             Ok(selected) => self.judge(selected),
