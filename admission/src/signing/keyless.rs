@@ -178,18 +178,8 @@ pub fn read_bounded(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// DSSE's pre-authentication encoding, which the signature signs.
-pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {} {} ",
-        payload_type.len(),
-        payload_type,
-        payload.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(payload);
-    out
-}
+/// DSSE's pre-authentication encoding, which the signature signs (shared with keyed bundles).
+pub use super::bundle::pae;
 
 /// The in-toto statement, if it names the artifact digest among its subjects.
 fn statement_for(payload: &[u8], digest: &[u8; 32]) -> Result<serde_json::Value> {

@@ -354,13 +354,7 @@ fn match_body(entry: &TlogEntry, e: &Expected<'_>) -> Result<()> {
             {
                 return Err(mismatch("payload digest"));
             }
-            let [sig] = at(spec, &["signatures"])?
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            else {
-                return Err(mismatch("signatures"));
-            };
+            let sig = only_signature(spec)?;
             if b64_at(sig, &["signature"])? != e.signature {
                 return Err(mismatch("signature"));
             }
@@ -373,13 +367,7 @@ fn match_body(entry: &TlogEntry, e: &Expected<'_>) -> Result<()> {
             {
                 return Err(mismatch("payload digest"));
             }
-            let [sig] = at(spec, &["signatures"])?
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            else {
-                return Err(mismatch("signatures"));
-            };
+            let sig = only_signature(spec)?;
             if b64_at(sig, &["content"])? != e.signature {
                 return Err(mismatch("signature"));
             }
@@ -563,5 +551,17 @@ mod checkpoint_tests {
         assert!(verify_checkpoint(&note, &proof(&root, 43), &log).is_err());
         // No signature block.
         assert!(verify_checkpoint(&body, &proof(&root, 42), &log).is_err());
+    }
+}
+
+/// A DSSE entry's one signature (`signatures`); the envelopes verified here carry exactly one.
+fn only_signature(spec: &Value) -> Result<&Value> {
+    match at(spec, &["signatures"])?
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        [sig] => Ok(sig),
+        _ => Err(mismatch("signatures")),
     }
 }
