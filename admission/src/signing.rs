@@ -25,6 +25,9 @@ pub use keys::{Algorithm, PublicKey};
 use crate::oci::repository_name;
 use crate::registry::{Registries, RegistryError};
 
+/// Largest attestation predicate kept for policies, as JSON.
+pub const MAX_PREDICATE_BYTES: usize = 64 * 1024;
+
 /// Which layout a signature was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SignatureLayout {
@@ -65,6 +68,9 @@ pub struct SignatureCheck {
     pub found: usize,
     /// Why found signatures did not count (wrong key, other digest, malformed), deduplicated.
     pub rejected: Vec<String>,
+    /// Verified in-toto attestations of the digest by a signer of the rule: predicate type →
+    /// predicate (the first verified one of each type).
+    pub attestations: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl SignatureCheck {
@@ -124,6 +130,23 @@ impl SignatureCheck {
             .collect();
         matched.sort();
         matched
+    }
+
+    /// Keeps a verified attestation's predicate, at most [`MAX_PREDICATE_BYTES`] of JSON (it
+    /// is cached with the image's facts and handed to every policy).
+    fn attest(&mut self, predicate_type: &str, predicate: &serde_json::Value) {
+        if self.attestations.contains_key(predicate_type) {
+            return;
+        }
+        let size = serde_json::to_vec(predicate).map_or(usize::MAX, |b| b.len());
+        if size > MAX_PREDICATE_BYTES {
+            return self.reject(format!(
+                "attestation of type {} is larger than {MAX_PREDICATE_BYTES} bytes",
+                crate::registry::shown(predicate_type)
+            ));
+        }
+        self.attestations
+            .insert(predicate_type.to_string(), predicate.clone());
     }
 
     fn reject(&mut self, reason: String) {

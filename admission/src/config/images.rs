@@ -151,6 +151,21 @@ impl ImageVerification {
                     return Err((format!("trust[{i}].images[{j}]"), "invalid glob".into()));
                 }
             }
+            for (j, predicate_type) in rule.attestations.iter().enumerate() {
+                if predicate_type.is_empty() {
+                    return Err((
+                        format!("trust[{i}].attestations[{j}]"),
+                        "must name a predicate type".into(),
+                    ));
+                }
+                if rule.identities.is_empty() {
+                    return Err((
+                        format!("trust[{i}].attestations[{j}]"),
+                        "an attestation must be signed by one of the rule's identities: list some"
+                            .into(),
+                    ));
+                }
+            }
             let signers = rule.signers();
             let needed = rule.require.needed(signers);
             if needed > signers || (needed == 0 && signers > 0) {
@@ -230,9 +245,14 @@ pub struct TrustRule {
     #[serde(default)]
     pub keys: Vec<String>,
     /// Identities (names from `identities`) that may sign keyless; `require` counts keys and
-    /// identities together, each distinct name once.
+    /// identities together, each name backed by a signer of its own.
     #[serde(default)]
     pub identities: Vec<String>,
+    /// In-toto predicate types (e.g. `https://slsa.dev/provenance/v1`) of which the image must
+    /// carry a keyless attestation (a DSSE bundle referrer) verified for one of the rule's
+    /// identities; policies read each predicate as `attestations[<type>]` in the image's facts.
+    #[serde(default)]
+    pub attestations: Vec<String>,
     /// `any` (default): one key; `all`: every key; a number: that many distinct keys.
     #[serde(default)]
     pub require: Require,

@@ -253,3 +253,31 @@ fn namespace_selectors_are_compiled_once_and_exclude_wins() {
         "{err}"
     );
 }
+
+#[test]
+fn attestations_need_a_predicate_type_and_an_identity_to_sign_them() {
+    let base = "imageVerification:\n  keys: [{name: a, pem: x}]\n  identities: [{name: ci, subject: s, issuer: i}]\n";
+    for (rule, error) in [
+        (
+            "{name: r, images: ['**'], keys: [a], attestations: [t]}",
+            "trust[0].attestations[0]: an attestation must be signed by one of the rule's identities",
+        ),
+        (
+            "{name: r, images: ['**'], identities: [ci], attestations: ['']}",
+            "trust[0].attestations[0]: must name a predicate type",
+        ),
+    ] {
+        let err = parse(&format!("{base}  trust: [{rule}]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(error), "{rule}: {err}");
+    }
+    let config = parse(&format!(
+        "{base}  trust: [{{name: r, images: ['**'], identities: [ci], attestations: [https://slsa.dev/provenance/v1]}}]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.image_verification.unwrap().trust[0].attestations,
+        vec!["https://slsa.dev/provenance/v1"]
+    );
+}

@@ -34,6 +34,10 @@ pub struct VerifiedImage {
     pub signatures: Vec<SignatureFact>,
     /// The keys whose signatures verified, sorted, each once.
     pub signed_by: Vec<String>,
+    /// Verified in-toto attestations by the rule's identities: predicate type → predicate.
+    /// Absent when there are none.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attestations: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// An image an UPDATE did not change.
@@ -120,6 +124,7 @@ mod tests {
                 format: "cosign",
             }],
             signed_by: vec!["ci".into()],
+            attestations: Default::default(),
         }));
         assert_eq!(
             verified.to_json(),

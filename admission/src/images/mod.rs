@@ -88,6 +88,7 @@ struct Rule {
     identities: Vec<signing::keyless::oci::Signer>,
     needed: usize,
     require_digest: bool,
+    attestations: Vec<String>,
 }
 
 impl Rule {
@@ -213,6 +214,7 @@ impl ImageVerifier {
                 name: rule.name.clone(),
                 needed: rule.require.needed(rule_keys.len() + rule_identities.len()),
                 require_digest: rule.require_digest,
+                attestations: rule.attestations.clone(),
                 patterns,
                 keys: rule_keys,
                 identities: rule_identities,
@@ -510,6 +512,7 @@ impl ImageVerifier {
             artifact,
             signatures: Vec::new(),
             signed_by: Vec::new(),
+            attestations: Default::default(),
         });
         if rule.unsigned() {
             return Outcome::Verified(facts);
@@ -532,6 +535,17 @@ impl ImageVerifier {
                 rule.keys.len() + rule.identities.len()
             ));
         }
+        if let Some(missing) = rule
+            .attestations
+            .iter()
+            .find(|t| !report.attestations.contains_key(*t))
+        {
+            return Outcome::Denied(format!(
+                "{digest} carries no attestation of type {missing} verified for an identity of trust rule {}",
+                rule.name
+            ));
+        }
+        facts.attestations = report.attestations.clone();
         facts.signatures = report
             .verified
             .iter()

@@ -424,3 +424,124 @@ policies: []
         "{stderr}"
     );
 }
+
+/// An in-toto statement about `digest` of another predicate type: an attestation.
+fn attestation(digest: &str, predicate_type: &str, predicate: Json) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "keyless/filter", "digest": {"sha256": digest.trim_start_matches("sha256:")}}],
+        "predicateType": predicate_type,
+        "predicate": predicate,
+    }))
+    .unwrap()
+}
+
+/// A trust rule may require a keyless attestation of a predicate type: an image signed and
+/// attested by the rule's identity is admitted and policies read the predicate; one without the
+/// attestation, or with one by another identity, is denied; a policy judging the predicate
+/// denies an image whose provenance it does not accept.
+#[test]
+fn trust_rules_require_attestations_and_policies_read_them() {
+    const SLSA: &str = "https://slsa.dev/provenance/v1";
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sigstore = Instance::new("rekor.test - 1");
+    let root = dir.path().join("trusted_root.json");
+    std::fs::write(&root, sigstore.trusted_root()).unwrap();
+    let host = registry.host();
+    let mallory = "https://ci.test/mallory/x";
+    let mut signed = Vec::new();
+    // (repository, who attests, build type)
+    for (salt, repository, attester, build) in [
+        (21u8, "attested", Some(ID), "https://ci.test/build/v1"),
+        (22, "unattested", None, ""),
+        (
+            23,
+            "attested-by-mallory",
+            Some(mallory),
+            "https://ci.test/build/v1",
+        ),
+        (
+            24,
+            "attested-elsewhere",
+            Some(ID),
+            "https://elsewhere.test/build",
+        ),
+    ] {
+        let reference = format!("{host}/keyless/{repository}:v1");
+        let digest = push_module(dir.path(), &reference, salt);
+        let oci = Oci::new(&registry, &format!("keyless/{repository}"));
+        let subject = json!({"mediaType": MANIFEST, "digest": digest, "size": 0});
+        let signature = sigstore.sign_dsse(&statement(&digest), &Signing::at(ID, ISSUER, now()));
+        let mut bundles = vec![signature];
+        if let Some(attester) = attester {
+            let predicate = json!({"buildDefinition": {"buildType": build}});
+            bundles.push(sigstore.sign_dsse(
+                &attestation(&digest, SLSA, predicate),
+                &Signing::at(attester, ISSUER, now()),
+            ));
+        }
+        let bundles: Vec<&[u8]> = bundles.iter().map(|b| b.as_bytes()).collect();
+        oci.attach_bundles(&subject, &bundles);
+        signed.push(reference);
+    }
+    let policy = dir.path().join("provenance.rego");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"package provenance
+
+deny contains msg if {{
+    some image, facts in input.images
+    build := facts.attestations["{SLSA}"].buildDefinition.buildType
+    build != "https://ci.test/build/v1"
+    msg := sprintf("%s was built by %s", [image, build])
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+imageVerification:
+  keys: []
+  identities:
+    - {{name: release, subject: "{ID}", issuer: "{ISSUER}"}}
+  trustedRoot: {{file: "{root}"}}
+  trust:
+    - {{name: provenance, images: ["127.0.0.1:*/keyless/*"], identities: [release], attestations: ["{SLSA}"]}}
+  tagTtl: 0s
+  negativeCacheTtl: 1s
+  timeout: 5s
+  registries: [{{host: "127.0.0.1:*", insecure: true}}]
+policies:
+  - {{name: provenance, rego: {{files: ["{policy}"]}}}}
+"#,
+        root = root.display(),
+        policy = policy.display()
+    );
+    let webhook = meshgate_integration::Webhook::start(&config);
+    let allowed = review(&webhook, "attested", &signed[0]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    for (i, name) in [(1, "unattested"), (2, "attested-by-mallory")] {
+        let denied = review(&webhook, name, &signed[i]);
+        assert_eq!(denied["allowed"], false, "{denied}");
+        assert!(
+            denied["status"]["message"]
+                .to_string()
+                .contains(&format!("no attestation of type {SLSA}")),
+            "{denied}"
+        );
+    }
+    let denied = review(&webhook, "attested-elsewhere", &signed[3]);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert!(
+        denied["status"]["message"]
+            .to_string()
+            .contains("[provenance]")
+            && denied["status"]["message"]
+                .to_string()
+                .contains("was built by https://elsewhere.test/build"),
+        "{denied}"
+    );
+}

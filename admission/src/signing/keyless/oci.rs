@@ -152,11 +152,12 @@ pub fn check_bundle(
         .and_then(|s| s["predicateType"].as_str())
         .unwrap_or_default();
     if predicate != SIGN_PREDICATE_TYPE {
-        return report.reject(format!(
-            "bundle signed by {} is a {} statement, not an image signature",
-            named[0].name,
-            shown(predicate)
-        ));
+        // Another statement about the image by a signer of the rule: an attestation, which a
+        // rule may require and policies read; it signs nothing.
+        if let Some(statement) = &verified.statement {
+            report.attest(predicate, &statement["predicate"]);
+        }
+        return;
     }
     for signer in named {
         report.accept(&signer.name, SignatureLayout::Bundle, &signer_of(&verified));

@@ -529,19 +529,29 @@ mod tests {
             "{:?}",
             report.rejected
         );
-        // Another predicate is an attestation, not a signature; another digest is refused.
+        // Another predicate is an attestation, not a signature: kept as one, counted as none.
+        let slsa = "https://slsa.dev/provenance/v1";
+        let bundle = sigstore.sign_dsse(&statement(slsa, IMAGE), &Signing::at(ID, ISSUER, now()));
+        let mut report = crate::signing::SignatureCheck::default();
+        oci::check_bundle(bundle.as_bytes(), IMAGE, &signers(), &root, &mut report);
+        assert!(report.verified.is_empty(), "{:?}", report.verified);
+        assert_eq!(
+            report.attestations.keys().collect::<Vec<_>>(),
+            vec![slsa],
+            "{:?}",
+            report.rejected
+        );
+        // A statement about another digest is refused, as a signature or as an attestation.
         let other_image = format!("sha256:{}", "0".repeat(64));
-        for (predicate, digest) in [
-            ("https://slsa.dev/provenance/v1", IMAGE),
-            (sign, other_image.as_str()),
-        ] {
+        for predicate in [sign, slsa] {
             let bundle = sigstore.sign_dsse(
-                &statement(predicate, digest),
+                &statement(predicate, &other_image),
                 &Signing::at(ID, ISSUER, now()),
             );
             let mut report = crate::signing::SignatureCheck::default();
             oci::check_bundle(bundle.as_bytes(), IMAGE, &signers(), &root, &mut report);
             assert!(report.verified.is_empty() && !report.rejected.is_empty());
+            assert!(report.attestations.is_empty());
         }
 
         // The .sig layer: a simple-signing payload naming the image.
