@@ -431,7 +431,17 @@ pub fn check_files(check: &BundleCheck<'_>) -> Result<Verified, String> {
             Artifact::Bytes(&data)
         }
     };
-    verify(&bundle, artifact, &policy, &root, Utc::now()).map_err(|e| e.to_string())
+    verify_now(&bundle, artifact, &policy, &root).map_err(|e| e.to_string())
+}
+
+/// [`verify`] as of now: what the CLI and the webhook check.
+pub fn verify_now(
+    bundle: &Bundle,
+    artifact: Artifact<'_>,
+    policy: &Policy,
+    root: &TrustedRoot,
+) -> Result<Verified> {
+    verify(bundle, artifact, policy, root, Utc::now())
 }
 
 #[cfg(test)]

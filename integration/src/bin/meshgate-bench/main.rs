@@ -6,6 +6,7 @@
 
 mod admission;
 mod images;
+mod keyless;
 mod memory;
 mod wasm_policies;
 
@@ -42,7 +43,8 @@ pub(crate) struct Args {
     /// Run only the rows whose name contains this (the floor rows always run); `admission`
     /// runs only the webhook rows (with image verification, Wasm policies and memory),
     /// `images` only image verification, `wasm` only Wasm policies, `memory` only the
-    /// webhook's memory under hostile reviews.
+    /// webhook's memory under hostile reviews, `keyless` only keyed against keyless
+    /// verification.
     #[arg(long)]
     only: Option<String>,
 }
@@ -430,6 +432,9 @@ fn main() -> Result<()> {
         .is_none_or(|o| "admission".contains(o) || "memory".contains(o))
     {
         markdown.push_str(&memory::run(&args)?);
+    }
+    if args.only.as_deref().is_none_or(|o| "keyless".contains(o)) {
+        markdown.push_str(&keyless::run(&args)?);
     }
     std::fs::write(&args.output, &markdown)?;
     println!("{markdown}");
