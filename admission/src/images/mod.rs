@@ -545,7 +545,14 @@ impl ImageVerifier {
                 rule.name
             ));
         }
-        facts.attestations = report.attestations.clone();
+        // Only the types the rule requires are kept: the facts are cached per image, so what
+        // they hold is bounded by the configuration, not by what a registry serves.
+        facts.attestations = report
+            .attestations
+            .iter()
+            .filter(|(t, _)| rule.attestations.contains(*t))
+            .map(|(t, p)| (t.clone(), p.clone()))
+            .collect();
         facts.signatures = report
             .verified
             .iter()
