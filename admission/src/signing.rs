@@ -69,8 +69,8 @@ pub struct SignatureCheck {
     /// Why found signatures did not count (wrong key, other digest, malformed), deduplicated.
     pub rejected: Vec<String>,
     /// Verified in-toto attestations of the digest by a signer of the rule: predicate type →
-    /// predicate (the first verified one of each type).
-    pub attestations: std::collections::BTreeMap<String, serde_json::Value>,
+    /// (its latest verified time in seconds, predicate), the newest of each type.
+    pub attestations: std::collections::BTreeMap<String, (i64, serde_json::Value)>,
 }
 
 impl SignatureCheck {
@@ -133,9 +133,15 @@ impl SignatureCheck {
     }
 
     /// Keeps a verified attestation's predicate, at most [`MAX_PREDICATE_BYTES`] of JSON (it
-    /// is cached with the image's facts and handed to every policy).
-    fn attest(&mut self, predicate_type: &str, predicate: &serde_json::Value) {
-        if self.attestations.contains_key(predicate_type) {
+    /// is cached with the image's facts and handed to every policy). Of several of one type,
+    /// the one signed last (`at`: its latest verified time, in seconds) is kept, so pushing an
+    /// older one again cannot displace a newer.
+    fn attest(&mut self, predicate_type: &str, predicate: &serde_json::Value, at: i64) {
+        if self
+            .attestations
+            .get(predicate_type)
+            .is_some_and(|(held, _)| *held >= at)
+        {
             return;
         }
         let size = serde_json::to_vec(predicate).map_or(usize::MAX, |b| b.len());
@@ -146,7 +152,7 @@ impl SignatureCheck {
             ));
         }
         self.attestations
-            .insert(predicate_type.to_string(), predicate.clone());
+            .insert(predicate_type.to_string(), (at, predicate.clone()));
     }
 
     fn reject(&mut self, reason: String) {

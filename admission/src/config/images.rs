@@ -158,6 +158,13 @@ impl ImageVerification {
                         "must name a predicate type".into(),
                     ));
                 }
+                // Image signatures are statements of this type; they count as signatures.
+                if predicate_type == crate::signing::bundle::SIGN_PREDICATE_TYPE {
+                    return Err((
+                        format!("trust[{i}].attestations[{j}]"),
+                        "is the predicate type of image signatures, not of an attestation".into(),
+                    ));
+                }
                 if rule.identities.is_empty() {
                     return Err((
                         format!("trust[{i}].attestations[{j}]"),

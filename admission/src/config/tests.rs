@@ -266,6 +266,10 @@ fn attestations_need_a_predicate_type_and_an_identity_to_sign_them() {
             "{name: r, images: ['**'], identities: [ci], attestations: ['']}",
             "trust[0].attestations[0]: must name a predicate type",
         ),
+        (
+            "{name: r, images: ['**'], identities: [ci], attestations: ['https://sigstore.dev/cosign/sign/v1']}",
+            "trust[0].attestations[0]: is the predicate type of image signatures",
+        ),
     ] {
         let err = parse(&format!("{base}  trust: [{rule}]\n"))
             .unwrap_err()

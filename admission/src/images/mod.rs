@@ -551,7 +551,7 @@ impl ImageVerifier {
             .attestations
             .iter()
             .filter(|(t, _)| rule.attestations.contains(*t))
-            .map(|(t, p)| (t.clone(), p.clone()))
+            .map(|(t, (_, p))| (t.clone(), p.clone()))
             .collect();
         facts.signatures = report
             .verified

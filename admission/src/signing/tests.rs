@@ -62,3 +62,20 @@ fn one_signer_matching_two_names_counts_once() {
     keys.accept("team-b", SignatureLayout::Legacy, "key sha256:1");
     assert_eq!(keys.keys().len(), 1);
 }
+
+#[test]
+fn of_several_attestations_of_one_type_the_newest_counts_whatever_the_order() {
+    let mut report = SignatureCheck::default();
+    let slsa = "https://slsa.dev/provenance/v1";
+    report.attest(slsa, &serde_json::json!({"scan": "today"}), 200);
+    // An older one pushed again, listed later or earlier, does not displace it.
+    report.attest(slsa, &serde_json::json!({"scan": "last week"}), 100);
+    assert_eq!(report.attestations[slsa].1["scan"], "today");
+    report.attest(slsa, &serde_json::json!({"scan": "tomorrow"}), 300);
+    assert_eq!(report.attestations[slsa].1["scan"], "tomorrow");
+    // A predicate over the cap is refused with a reason, not kept.
+    let big = serde_json::json!({"x": "y".repeat(MAX_PREDICATE_BYTES)});
+    report.attest("big", &big, 1);
+    assert!(!report.attestations.contains_key("big"));
+    assert!(report.rejected.iter().any(|r| r.contains("larger than")));
+}

@@ -151,12 +151,16 @@ pub fn check_bundle(
         .as_ref()
         .and_then(|s| s["predicateType"].as_str())
         .unwrap_or_default();
+    let Some(statement) = &verified.statement else {
+        return report
+            .reject("keyless bundle holds a message signature, not an in-toto statement".into());
+    };
     if predicate != SIGN_PREDICATE_TYPE {
         // Another statement about the image by a signer of the rule: an attestation, which a
-        // rule may require and policies read; it signs nothing.
-        if let Some(statement) = &verified.statement {
-            report.attest(predicate, &statement["predicate"]);
-        }
+        // rule may require and policies read; it signs nothing. Of several of one type the
+        // newest by verified time counts, whatever order the registry lists them in.
+        let at = verified.times.iter().max().map_or(0, |t| t.timestamp());
+        report.attest(predicate, &statement["predicate"], at);
         return;
     }
     for signer in named {
