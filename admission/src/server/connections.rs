@@ -36,15 +36,7 @@ pub(super) async fn accept_loop(
         let Ok(permit) = connections.clone().acquire_owned().await else {
             return;
         };
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = accept(&listener).await;
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
@@ -207,17 +199,24 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
-/// Serves plain HTTP (the probe listener) until the process stops.
-pub(super) async fn plain_loop(listener: tokio::net::TcpListener, router: Router) {
+/// The next connection; accept errors (out of file descriptors and the like) are logged and
+/// retried after a pause instead of spinning.
+async fn accept(listener: &tokio::net::TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
+        }
+    }
+}
+
+/// Serves plain HTTP (the probe listener) until the process stops.
+pub(super) async fn plain_loop(listener: tokio::net::TcpListener, router: Router) {
+    loop {
+        let (stream, peer) = accept(&listener).await;
         let router = router.clone();
         tokio::spawn(async move {
             let service = hyper_util::service::TowerToHyperService::new(router);

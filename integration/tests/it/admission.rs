@@ -1122,6 +1122,14 @@ fn reviews_meanwhile(
         .collect()
 }
 
+/// Every real review was admitted with 200 within a second.
+fn assert_answered_at_once(statuses: &[(u16, Duration, String)]) {
+    for (status, took, body) in statuses {
+        assert_eq!(*status, 200, "after {took:?}: {body}");
+        assert!(*took < Duration::from_secs(1), "{took:?}");
+    }
+}
+
 /// Thirty clients sending chunked bodies a byte a second, with the default limits: they hold
 /// little of `maxBytesInFlight` (a body of unknown length reserves as it arrives) and are cut
 /// off after `bodyReadTimeout` (2 s), so real reviews sent meanwhile are all answered.
@@ -1141,10 +1149,7 @@ fn slow_chunked_bodies_do_not_starve_reviews() {
     for handle in slow {
         let _ = handle.join().unwrap();
     }
-    for (status, took, body) in &statuses {
-        assert_eq!(*status, 200, "after {took:?}: {body}");
-        assert!(*took < Duration::from_secs(1), "{took:?}");
-    }
+    assert_answered_at_once(&statuses);
     // The slow bodies were cut off by the body timeout, not the 4 s review deadline.
     let log = webhook.log();
     let cut = log
@@ -1169,10 +1174,7 @@ fn stalled_declared_bodies_do_not_starve_reviews() {
     for handle in slow {
         let _ = handle.join().unwrap();
     }
-    for (status, took, body) in &statuses {
-        assert_eq!(*status, 200, "after {took:?}: {body}");
-        assert!(*took < Duration::from_secs(1), "{took:?}");
-    }
+    assert_answered_at_once(&statuses);
 }
 
 /// Text from the request reaches answers and logs cut and escaped: an `operation` carrying a
@@ -1368,8 +1370,5 @@ fn http2_streams_that_send_no_body_do_not_starve_reviews() {
         let _ = handle.join();
     }
     assert!(streams >= 20 * 200, "only {streams} streams were opened");
-    for (status, took, body) in &statuses {
-        assert_eq!(*status, 200, "after {took:?}: {body}");
-        assert!(*took < Duration::from_secs(1), "{took:?}");
-    }
+    assert_answered_at_once(&statuses);
 }

@@ -5,7 +5,7 @@
 //! Rekor logs, its trusted root); the verifier is only given that root.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use meshgate_admission::signing::keyless::test_instance::{Instance, Signing};
 use meshgate_integration::Registry;
@@ -190,13 +190,20 @@ fn simple_signing(digest: &str) -> Vec<u8> {
     .unwrap()
 }
 
-#[test]
-fn keyless_signatures_in_both_layouts_verify_only_for_their_identity_and_root() {
+/// A registry, a scratch directory, a private Sigstore instance and its trusted root written
+/// there.
+fn private_sigstore() -> (Registry, tempfile::TempDir, Instance, PathBuf) {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
     let sigstore = Instance::new("rekor.test - 1");
     let root = dir.path().join("trusted_root.json");
     std::fs::write(&root, sigstore.trusted_root()).unwrap();
+    (registry, dir, sigstore, root)
+}
+
+#[test]
+fn keyless_signatures_in_both_layouts_verify_only_for_their_identity_and_root() {
+    let (registry, dir, sigstore, root) = private_sigstore();
     let stranger_root = dir.path().join("stranger_root.json");
     std::fs::write(
         &stranger_root,
@@ -298,11 +305,7 @@ fn review(webhook: &meshgate_integration::Webhook, name: &str, image: &str) -> J
 /// matching both names is one).
 #[test]
 fn webhook_trust_rules_name_keyless_identities() {
-    let registry = Registry::start();
-    let dir = tempfile::tempdir().unwrap();
-    let sigstore = Instance::new("rekor.test - 1");
-    let root = dir.path().join("trusted_root.json");
-    std::fs::write(&root, sigstore.trusted_root()).unwrap();
+    let (registry, dir, sigstore, root) = private_sigstore();
     let host = registry.host();
 
     // One artifact per repository, each signed once by ID (bundle referrer).
@@ -443,11 +446,7 @@ fn attestation(digest: &str, predicate_type: &str, predicate: Json) -> Vec<u8> {
 #[test]
 fn trust_rules_require_attestations_and_policies_read_them() {
     const SLSA: &str = "https://slsa.dev/provenance/v1";
-    let registry = Registry::start();
-    let dir = tempfile::tempdir().unwrap();
-    let sigstore = Instance::new("rekor.test - 1");
-    let root = dir.path().join("trusted_root.json");
-    std::fs::write(&root, sigstore.trusted_root()).unwrap();
+    let (registry, dir, sigstore, root) = private_sigstore();
     let host = registry.host();
     let mallory = "https://ci.test/mallory/x";
     let mut signed = Vec::new();
