@@ -128,9 +128,80 @@ pub struct Request {
     #[serde(default)]
     pub old_object: serde_json::Value,
     /// Verified facts of each image (image as written → facts), when the webhook checks
-    /// image signatures.
+    /// image signatures. [`Request::image_code`] reads one image's capabilities.
     #[serde(default)]
     pub images: BTreeMap<String, serde_json::Value>,
+    /// Facts of each Wasm module a WasmPlugin, EnvoyFilter or EnvoyExtensionPolicy loads (URL
+    /// as written, `inline:<sha256>` or `file:<name>` → facts). [`Request::extension_modules`]
+    /// reads them typed.
+    #[serde(default)]
+    pub modules: BTreeMap<String, serde_json::Value>,
+}
+
+/// Whether Wasm code is a component or a core module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeKind {
+    /// A component (component model): imports and exports are interface names such as
+    /// `wasi:sockets/tcp@0.2.0`.
+    Component,
+    /// A core module: imports are `<module>/<name>` (`wasi_snapshot_preview1/fd_write`),
+    /// exports their names.
+    Module,
+}
+
+/// What Wasm code imports and exports, as the webhook read it from the module or component
+/// (`capabilities` in an image's or module's facts). Lists are sorted and deduplicated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Component or core module.
+    pub kind: CodeKind,
+    /// Import names.
+    #[serde(default)]
+    pub imports: Vec<String>,
+    /// Export names.
+    #[serde(default)]
+    pub exports: Vec<String>,
+}
+
+/// What the request says of one image's Wasm code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageCode {
+    /// The image is one an UPDATE kept (`unchanged: true`): it was judged when admitted.
+    Unchanged,
+    /// The webhook read the image's Wasm layer.
+    Read(Capabilities),
+    /// No capabilities: the image has no facts, or the webhook did not fetch its Wasm layer
+    /// (`imageVerification.artifactCheck` other than `parse`).
+    Unknown,
+}
+
+/// The facts of one extension module (`modules` of the request).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Module {
+    /// The module's URL as written (empty for inline and local modules).
+    #[serde(default)]
+    pub url: String,
+    /// Where it comes from: `oci`, `http`, `https`, `file` or `inline`.
+    #[serde(default)]
+    pub source: String,
+    /// JSON pointer of the field naming the module in the object, e.g. `/spec/url`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Hex SHA-256 of the verified content.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// For OCI modules, the image's facts (as in [`Request::images`]).
+    #[serde(default)]
+    pub image: Option<serde_json::Value>,
+    /// What the module imports and exports, when the webhook read it.
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+    /// The proxy-wasm ABI versions the module exports (`proxy_abi_version_0_2_1`).
+    #[serde(default)]
+    pub abi_versions: Vec<String>,
 }
 
 /// The user behind a request.
@@ -149,6 +220,41 @@ impl Request {
     /// The object as a typed Pod.
     pub fn pod(&self) -> Result<Pod, String> {
         Pod::deserialize(&self.object).map_err(|e| format!("the object is not a Pod: {e}"))
+    }
+
+    /// The object's `kind` ("" when unset).
+    pub fn kind(&self) -> &str {
+        self.object["kind"].as_str().unwrap_or("")
+    }
+
+    /// What the request says of `image`'s Wasm code (image as written in the pod). Facts whose
+    /// `capabilities` do not have the documented shape are an error, never [`ImageCode::Unknown`],
+    /// so a policy cannot mistake them for absent ones.
+    pub fn image_code(&self, image: &str) -> Result<ImageCode, String> {
+        let Some(facts) = self.images.get(image) else {
+            return Ok(ImageCode::Unknown);
+        };
+        if facts["unchanged"] == serde_json::Value::Bool(true) {
+            return Ok(ImageCode::Unchanged);
+        }
+        match facts.get("capabilities") {
+            None | Some(serde_json::Value::Null) => Ok(ImageCode::Unknown),
+            Some(value) => Capabilities::deserialize(value)
+                .map(ImageCode::Read)
+                .map_err(|e| format!("image {image}: invalid capabilities: {e}")),
+        }
+    }
+
+    /// The extension modules' facts, typed, by key (sorted).
+    pub fn extension_modules(&self) -> Result<Vec<(&str, Module)>, String> {
+        self.modules
+            .iter()
+            .map(|(key, facts)| {
+                Module::deserialize(facts)
+                    .map(|m| (key.as_str(), m))
+                    .map_err(|e| format!("module {key}: invalid facts: {e}"))
+            })
+            .collect()
     }
 }
 
@@ -298,6 +404,71 @@ mod tests {
                 "container \"i\" (image y:1)",
                 "container \"e\" (image z:1)"
             ]
+        );
+    }
+
+    fn request(json: serde_json::Value) -> Request {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn image_code_reads_capabilities_unchanged_and_absent_facts() {
+        let r = request(serde_json::json!({
+            "images": {
+                "read:1": {"digest": "sha256:00", "capabilities": {"kind": "component",
+                    "imports": ["wasi:sockets/tcp@0.2.0"], "exports": ["wasi:cli/run@0.2.0"]}},
+                "kept:1": {"image": "kept:1", "unchanged": true},
+                "plain:1": {"digest": "sha256:00"},
+                "null:1": {"capabilities": null},
+                "bad:1": {"capabilities": {"kind": "library", "imports": []}},
+                "odd:1": {"capabilities": ["wasi:sockets/tcp@0.2.0"]}
+            }
+        }));
+        assert_eq!(
+            r.image_code("read:1").unwrap(),
+            ImageCode::Read(Capabilities {
+                kind: CodeKind::Component,
+                imports: vec!["wasi:sockets/tcp@0.2.0".into()],
+                exports: vec!["wasi:cli/run@0.2.0".into()],
+            })
+        );
+        assert_eq!(r.image_code("kept:1").unwrap(), ImageCode::Unchanged);
+        assert_eq!(r.image_code("plain:1").unwrap(), ImageCode::Unknown);
+        assert_eq!(r.image_code("null:1").unwrap(), ImageCode::Unknown);
+        assert_eq!(r.image_code("absent:1").unwrap(), ImageCode::Unknown);
+        assert!(r.image_code("bad:1").unwrap_err().contains("image bad:1"));
+        assert!(r.image_code("odd:1").is_err());
+    }
+
+    #[test]
+    fn extension_modules_are_typed() {
+        let r = request(serde_json::json!({
+            "object": {"kind": "WasmPlugin"},
+            "modules": {
+                "oci://ghcr.io/acme/hook:1": {"url": "oci://ghcr.io/acme/hook:1", "source": "oci",
+                    "path": "/spec/url", "sha256": "ab", "image": {"digest": "sha256:ab"},
+                    "capabilities": {"kind": "module", "imports": ["env/proxy_log"], "exports": []},
+                    "abiVersions": ["proxy_abi_version_0_2_1"]},
+                "file:/etc/b.wasm": {"source": "file"}
+            }
+        }));
+        assert_eq!(r.kind(), "WasmPlugin");
+        let modules = r.extension_modules().unwrap();
+        assert_eq!(modules.len(), 2);
+        let (key, module) = &modules[1];
+        assert_eq!(*key, "oci://ghcr.io/acme/hook:1");
+        assert_eq!(module.path.as_deref(), Some("/spec/url"));
+        assert_eq!(module.abi_versions, ["proxy_abi_version_0_2_1"]);
+        assert_eq!(
+            module.capabilities.as_ref().map(|c| c.kind),
+            Some(CodeKind::Module)
+        );
+        assert_eq!(modules[0].1.capabilities, None);
+        let bad = request(serde_json::json!({"modules": {"m": {"capabilities": {"imports": 1}}}}));
+        assert!(
+            bad.extension_modules()
+                .unwrap_err()
+                .starts_with("module m:")
         );
     }
 
