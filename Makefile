@@ -22,7 +22,7 @@ FILTERS        := jwt-auth rate-limit
 FIXTURES       := passthrough
 # Policy components under policies/wasm/ (crate policy-<name>, wasm32-wasip2) →
 # dist/policies/<name>.wasm; test fixtures → dist/test/<name>.wasm.
-POLICIES       := privileged allowed-registries
+POLICIES       := privileged allowed-registries wasm-capabilities
 POLICY_FIXTURES := misbehaving-policy
 POLICY_PROFILE := policy-release
 POLICY_OUT     := target/wasm32-wasip2/$(POLICY_PROFILE)
