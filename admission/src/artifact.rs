@@ -19,6 +19,21 @@ pub const ISTIO_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm
 /// runwasi's Wasm component layer media type.
 pub const COMPONENT_LAYER: &str = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
 
+/// Spin's application config media type (`spin registry push`).
+pub const SPIN_CONFIG: &str = "application/vnd.fermyon.spin.application.v1+config";
+/// Spin's Wasm component layer media type.
+pub const SPIN_WASM_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
+/// Spin's static file layer media type.
+pub const SPIN_DATA_LAYER: &str = "application/vnd.wasm.content.layer.v1+data";
+/// Spin's archive layer media type (directories of static files).
+pub const SPIN_ARCHIVE_LAYER: &str = "application/vnd.wasm.content.bundle.v1.tar+gzip";
+
+/// Most layers a Spin application may have (its static files are layers too).
+pub const MAX_SPIN_LAYERS: usize = 64;
+
+/// Layer media types that hold Wasm code.
+const CODE_LAYERS: [&str; 4] = [WASM_LAYER, ISTIO_LAYER, COMPONENT_LAYER, SPIN_WASM_LAYER];
+
 /// Most Wasm layers a manifest may have: `parse` fetches each (up to 64 MiB).
 pub const MAX_WASM_LAYERS: usize = 4;
 
@@ -69,6 +84,17 @@ impl Layout {
         // The layer media types each config admits, and the kind it makes.
         let (allowed, kind): (&[&str], &'static str) = if config == ISTIO_CONFIG {
             (&[ISTIO_LAYER], "istio")
+        } else if config == SPIN_CONFIG {
+            // The locked application (config media type), components, static files.
+            (
+                &[
+                    SPIN_CONFIG,
+                    SPIN_WASM_LAYER,
+                    SPIN_DATA_LAYER,
+                    SPIN_ARCHIVE_LAYER,
+                ],
+                "spin",
+            )
         } else if config == WASM_CONFIG {
             (&[WASM_LAYER, COMPONENT_LAYER], "wasm-oci")
         } else if self.has_image_config() {
@@ -80,8 +106,19 @@ impl Layout {
                 shown(config)
             ));
         };
-        if self.layer_media_types.is_empty() {
+        let code_layers = self
+            .layer_media_types
+            .iter()
+            .filter(|t| CODE_LAYERS.contains(&t.as_str()))
+            .count();
+        if code_layers == 0 {
             return Err("no Wasm layer".into());
+        }
+        if kind == "spin" && self.layer_media_types.len() > MAX_SPIN_LAYERS {
+            return Err(format!(
+                "{} layers; at most {MAX_SPIN_LAYERS} are accepted",
+                self.layer_media_types.len()
+            ));
         }
         if let Some((i, other)) = self
             .layer_media_types
@@ -95,10 +132,9 @@ impl Layout {
                 allowed.join(" or ")
             ));
         }
-        if self.layer_media_types.len() > MAX_WASM_LAYERS {
+        if code_layers > MAX_WASM_LAYERS {
             return Err(format!(
-                "{} Wasm layers; at most {MAX_WASM_LAYERS} are accepted",
-                self.layer_media_types.len()
+                "{code_layers} Wasm layers; at most {MAX_WASM_LAYERS} are accepted"
             ));
         }
         if self.layer_media_types.iter().any(|t| t == COMPONENT_LAYER) {
@@ -128,7 +164,12 @@ impl Layout {
         if self.check().is_err() {
             return Vec::new();
         }
-        self.layer_digests.iter().map(String::as_str).collect()
+        self.layer_digests
+            .iter()
+            .zip(&self.layer_media_types)
+            .filter(|(_, t)| CODE_LAYERS.contains(&t.as_str()))
+            .map(|(d, _)| d.as_str())
+            .collect()
     }
 
     /// The digest of the first Wasm layer of a Wasm artifact layout.
@@ -226,18 +267,6 @@ pub fn index_entries(index: &serde_json::Value) -> Result<Vec<IndexEntry>, Strin
         ));
     }
     Ok(wasm)
-}
-
-/// Whether bytes are a well-formed Wasm module or component (every section parses; not a full
-/// validation).
-pub fn parse_wasm(bytes: &[u8]) -> Result<(), String> {
-    if !bytes.starts_with(b"\0asm") {
-        return Err("no \\0asm header".into());
-    }
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        payload.map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 /// An artifact problem.
@@ -591,8 +620,9 @@ mod tests {
 
     #[test]
     fn wasm_parsing_rejects_garbage() {
-        assert!(parse_wasm(b"\0asm\x01\0\0\0").is_ok());
-        assert!(parse_wasm(b"\0asm\x01\0\0\0\x01\xff").is_err());
-        assert!(parse_wasm(b"MZ").is_err());
+        use crate::capabilities::Capabilities;
+        assert!(Capabilities::of(b"\0asm\x01\0\0\0").is_ok());
+        assert!(Capabilities::of(b"\0asm\x01\0\0\0\x01\xff").is_err());
+        assert!(Capabilities::of(b"MZ").is_err());
     }
 }

@@ -17,7 +17,9 @@
 //! - [`images`]: the image checks of admission (artifact layout, trust policy, cache).
 
 pub mod artifact;
+pub mod capabilities;
 pub mod config;
+pub mod extensions;
 pub mod images;
 pub mod metrics;
 pub mod oci;

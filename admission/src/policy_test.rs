@@ -240,6 +240,11 @@ struct Case {
     /// Substrings that must appear in the denial message (denied) or the warnings (warned).
     #[serde(default)]
     messages: Vec<String>,
+    /// Image facts as the image checks would give them (`input.images`): case files run
+    /// without a registry.
+    images: Option<Json>,
+    /// Module facts of a WasmPlugin, EnvoyFilter or EnvoyExtensionPolicy (`input.modules`).
+    modules: Option<Json>,
 }
 
 fn run_case_file(file: &Path, report: &mut Report) {
@@ -379,6 +384,12 @@ fn case_request(case: &Case, index: usize, base: &Path) -> Result<Json, String> 
     if let Some(user) = &case.user_info {
         request["userInfo"] = user.clone();
     }
+    if let Some(images) = &case.images {
+        request["images"] = images.clone();
+    }
+    if let Some(modules) = &case.modules {
+        request["modules"] = modules.clone();
+    }
     Ok(request)
 }
 
@@ -395,7 +406,7 @@ pub fn admission_request(
     let api_version = object["apiVersion"].as_str().unwrap_or("v1");
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let gvk = json!({"group": group, "version": version, "kind": kind});
-    let gvr = json!({"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())});
+    let gvr = json!({"group": group, "version": version, "resource": plural(kind)});
     let options_kind = if operation == "UPDATE" {
         "UpdateOptions"
     } else {
@@ -416,6 +427,15 @@ pub fn admission_request(
         "dryRun": false,
         "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},
     })
+}
+
+/// A kind's resource name as the API server forms it (`Policy` → `policies`).
+fn plural(kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    match lower.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) => format!("{stem}ies"),
+        _ => format!("{lower}s"),
+    }
 }
 
 fn check(case: &Case, verdict: &Verdict) -> Option<String> {

@@ -65,6 +65,13 @@ pub fn pod_of(kind: &str, object: &Json, namespace: &str) -> Option<Json> {
     }))
 }
 
+/// JSON pointer of the pod an object of `kind` carries (empty for a Pod, `/spec/template` for
+/// a Deployment, ...): the prefix of its containers' paths.
+pub fn pod_pointer(kind: &str) -> Option<String> {
+    let (_, path) = POD_TEMPLATES.iter().find(|(k, _)| *k == kind)?;
+    Some(path.iter().map(|p| format!("/{p}")).collect())
+}
+
 /// The RuntimeClass a pod spec names, if any.
 pub fn runtime_class(spec: &Json) -> Option<&str> {
     spec.get("runtimeClassName").and_then(Json::as_str)

@@ -4,16 +4,18 @@
 //! never silently disables a check. Errors name the path of the bad field, e.g.
 //! `policies[2].mode: unknown variant `block``.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod extensions;
 mod images;
 mod policies;
 mod server;
 
+pub use extensions::*;
 pub use images::*;
 pub use policies::*;
 pub use server::*;
@@ -72,6 +74,11 @@ pub struct Config {
     pub image_verification: Option<ImageVerification>,
     /// How Wasm policies are compiled and instantiated.
     pub wasm: WasmRuntimeConfig,
+    /// How the modules of WasmPlugins, EnvoyFilters and EnvoyExtensionPolicies are checked.
+    pub extensions: Extensions,
+    /// What each Wasm RuntimeClass can run, by RuntimeClass name; a pod whose image does not
+    /// fit is denied.
+    pub runtimes: BTreeMap<String, RuntimeFit>,
 }
 
 /// The file as written; [`Config`] is what it compiles to (same fields, policies compiled).
@@ -96,6 +103,10 @@ struct RawConfig {
     image_verification: Option<ImageVerification>,
     #[serde(default)]
     wasm: WasmRuntimeConfig,
+    #[serde(default)]
+    extensions: Extensions,
+    #[serde(default)]
+    runtimes: BTreeMap<String, RuntimeFit>,
 }
 
 /// Kubernetes' spelling: `Fail` denies on internal errors (fail closed), `Ignore` admits.
@@ -200,6 +211,14 @@ impl Config {
                 invalid((format!("imageVerification.{field}"), message))
             })?;
         }
+        raw.extensions
+            .check()
+            .map_err(|(field, message)| invalid((format!("extensions.{field}"), message)))?;
+        let parses_modules = raw
+            .image_verification
+            .as_ref()
+            .is_some_and(|i| i.artifact_check == ArtifactCheck::Parse);
+        check_runtimes(&raw.runtimes, parses_modules).map_err(invalid)?;
         let mut config = Config {
             listen: raw.listen,
             probe_listen: raw.probe_listen,
@@ -211,6 +230,8 @@ impl Config {
             policies,
             image_verification: raw.image_verification,
             wasm: raw.wasm,
+            extensions: raw.extensions,
+            runtimes: raw.runtimes,
         };
         config.resolve_paths(base);
         Ok(config)

@@ -38,6 +38,10 @@ pub struct VerifiedImage {
     /// Absent when there are none.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub attestations: std::collections::BTreeMap<String, serde_json::Value>,
+    /// What its Wasm imports and exports (every Wasm layer's, together), when the layers were
+    /// read (`artifactCheck: parse`). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<crate::capabilities::Capabilities>,
 }
 
 /// An image an UPDATE did not change.
@@ -79,6 +83,13 @@ pub struct WasmArtifact {
     pub config_media_type: String,
     /// `layers[].mediaType`, in order.
     pub layer_media_types: Vec<String>,
+    /// What each Wasm layer is (component or core module), when they were read.
+    #[serde(skip)]
+    pub module_kinds: Vec<crate::config::ModuleKind>,
+    /// The layers' imports and exports together, when they were read; lifted into
+    /// [`VerifiedImage::capabilities`].
+    #[serde(skip)]
+    pub capabilities: Option<Box<crate::capabilities::Capabilities>>,
 }
 
 /// One verified signature.
@@ -118,6 +129,8 @@ mod tests {
                 index_digest: None,
                 config_media_type: "application/vnd.wasm.config.v0+json".into(),
                 layer_media_types: vec!["application/wasm".into()],
+                module_kinds: Vec::new(),
+                capabilities: None,
             }),
             signatures: vec![SignatureFact {
                 key: "ci".into(),
@@ -125,6 +138,7 @@ mod tests {
             }],
             signed_by: vec!["ci".into()],
             attestations: Default::default(),
+            capabilities: None,
         }));
         assert_eq!(
             verified.to_json(),

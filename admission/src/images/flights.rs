@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 /// Results by key that expire, where concurrent askers of a missing key share one
 /// computation. Bounded: at most `capacity` entries, and a computation every asker gave up on
 /// (a timeout, a review past its deadline) leaves no entry behind.
-pub(super) struct Flights<K, V> {
+pub(crate) struct Flights<K, V> {
     slots: Mutex<Slots<K, V>>,
     capacity: usize,
 }
@@ -30,11 +30,11 @@ type Flight<V> = Arc<OnceCell<(V, Instant)>>;
 const MAX_ENTRIES: usize = 10_000;
 
 impl<K: std::hash::Hash + Eq + Clone, V: Clone> Flights<K, V> {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_capacity(MAX_ENTRIES)
     }
 
-    pub(super) fn with_capacity(capacity: usize) -> Self {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(2);
         Self {
             slots: Mutex::new(Slots {
@@ -54,7 +54,7 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Flights<K, V> {
         self.lock().map.len()
     }
 
-    pub(super) async fn get<F: Future<Output = V>>(
+    pub(crate) async fn get<F: Future<Output = V>>(
         &self,
         key: K,
         ttl: impl Fn(&V) -> Duration,

@@ -25,7 +25,7 @@ use serde_json::Value as Json;
 use tokio::sync::Semaphore;
 
 mod facts;
-mod flights;
+pub(crate) mod flights;
 
 pub use facts::{
     ArtifactFacts, ImageFacts, SignatureFact, UnchangedImage, VerifiedImage, WasmArtifact,
@@ -33,6 +33,7 @@ pub use facts::{
 use flights::Flights;
 
 use crate::artifact;
+use crate::capabilities::Capabilities;
 use crate::config::{ArtifactCheck, FailurePolicy, ImageVerification, Mode, OnUpdate};
 use crate::metrics::Metrics;
 use crate::oci;
@@ -374,14 +375,24 @@ impl ImageVerifier {
                 trust_rule: facts.trust_rule.clone(),
             });
         }
-        let digest = facts.digest.clone();
+        let bytes = self.wasm_bytes(image, &facts, MAX_WASM_BYTES).await?;
+        Ok((facts.digest.clone(), bytes))
+    }
+
+    /// The Wasm layer of an image `check` verified (an index's Wasm entry, else the image's
+    /// manifest), at most `max` bytes.
+    pub async fn wasm_bytes(
+        &self,
+        image: &str,
+        facts: &VerifiedImage,
+        max: usize,
+    ) -> Result<Vec<u8>, PolicyImageError> {
         let reference: Reference = image
             .parse()
             .map_err(|e: oci_client::ParseError| PolicyImageError::Reference(e.to_string()))?;
-        // The manifest the artifact check picked (an index's Wasm entry), else the image's.
         let manifest_digest = match &facts.artifact {
             ArtifactFacts::Wasm(wasm) => &wasm.manifest_digest,
-            ArtifactFacts::Unchecked { .. } => &digest,
+            ArtifactFacts::Unchecked { .. } => &facts.digest,
         };
         let repository = oci::at_digest(&reference, manifest_digest);
         let manifest = self.registries.manifest(&repository).await?;
@@ -389,11 +400,7 @@ impl ImageVerifier {
         let layer = layout
             .wasm_layer()
             .ok_or_else(|| PolicyImageError::NoWasmLayer(layout.describe()))?;
-        let bytes = self
-            .registries
-            .blob(&repository, layer, MAX_WASM_BYTES)
-            .await?;
-        Ok((digest, bytes))
+        Ok(self.registries.blob(&repository, layer, max).await?)
     }
 
     /// Runs registry work under one of the process's permits; cached results need none.
@@ -502,6 +509,10 @@ impl ImageVerifier {
             Ok(Err(reason)) => return Outcome::Denied(reason),
             Err(e) => return registry_outcome(e),
         };
+        let capabilities = match &artifact {
+            ArtifactFacts::Wasm(wasm) => wasm.capabilities.as_deref().cloned(),
+            ArtifactFacts::Unchecked { .. } => None,
+        };
         let mut facts = Box::new(VerifiedImage {
             // Set by the caller: cached facts serve every spelling of the image.
             image: String::new(),
@@ -513,6 +524,7 @@ impl ImageVerifier {
             signatures: Vec::new(),
             signed_by: Vec::new(),
             attestations: Default::default(),
+            capabilities,
         });
         if rule.unsigned() {
             return Outcome::Verified(facts);
@@ -644,6 +656,8 @@ impl ImageVerifier {
         let Some(kind) = kind else {
             return Ok(Err(format!("not a Wasm artifact: {}", layout.refusal())));
         };
+        let mut module_kinds = Vec::new();
+        let mut capabilities: Option<Capabilities> = None;
         if self.artifact_check == ArtifactCheck::Parse {
             // Every Wasm layer is parsed, since a runtime may load any of them; an
             // `architecture: wasm` image's filesystem layers hold nothing `parse` can check.
@@ -659,9 +673,20 @@ impl ImageVerifier {
                     .registries
                     .blob(repository, layer, MAX_WASM_BYTES)
                     .await?;
-                if let Err(reason) = artifact::parse_wasm(&bytes) {
-                    return Ok(Err(format!("Wasm layer {layer} does not parse: {reason}")));
-                }
+                let read = match Capabilities::of(&bytes) {
+                    Ok(read) => read,
+                    Err(reason) => {
+                        return Ok(Err(format!("Wasm layer {layer} does not parse: {reason}")));
+                    }
+                };
+                module_kinds.push(read.kind);
+                capabilities = Some(match capabilities {
+                    None => read,
+                    Some(mut all) => {
+                        all.merge(read);
+                        all
+                    }
+                });
             }
         }
         Ok(Ok(ArtifactFacts::Wasm(WasmArtifact {
@@ -671,6 +696,8 @@ impl ImageVerifier {
             index_digest: index_digest.map(str::to_string),
             config_media_type: layout.config_media_type,
             layer_media_types: layout.layer_media_types,
+            module_kinds,
+            capabilities: capabilities.map(Box::new),
         })))
     }
 }

@@ -1,6 +1,7 @@
-//! The image step: every image of a selected pod checked against the trust rules and the
-//! artifact layout; the facts join the request for the policies. Also what a failed review
-//! keeps of these checks.
+//! The image step: every image of a selected pod checked against the trust rules, the
+//! artifact layout and its RuntimeClass's fit; or every module of a WasmPlugin, EnvoyFilter or
+//! EnvoyExtensionPolicy checked ([`crate::extensions`]). The facts join the request for the
+//! policies (`images`, `modules`). Also what a failed review keeps of these checks.
 
 use serde_json::json;
 
@@ -15,8 +16,27 @@ impl Pipeline {
     }
 
     /// Runs the image checks of a selected pod; their facts join the request as `images`
-    /// (image as written → facts) for the policies.
+    /// (image as written → facts) for the policies. For an object that attaches Wasm to
+    /// proxies, checks its modules instead; their facts join as `modules`.
     pub async fn check_images(&self, selected: &mut Selected) {
+        if let Some(found) = &selected.extension {
+            let checks = match (found, &self.modules) {
+                (Ok(modules), Some(checker)) => checker.check(modules, self.images.as_ref()).await,
+                (Ok(_), None) => crate::extensions::ModuleChecks {
+                    violations: vec!["[module-verification] module checks are not loaded".into()],
+                    ..Default::default()
+                },
+                (Err(e), _) => crate::extensions::ModuleChecks {
+                    violations: vec![format!("[module-verification] {e}")],
+                    ..Default::default()
+                },
+            };
+            selected.request["modules"] = json!(checks.facts);
+            selected.images.violations = checks.violations;
+            selected.images.warnings = checks.warnings;
+            selected.pins = checks.pins;
+            return;
+        }
         let Some(verifier) = &self.images else { return };
         let request = &selected.request;
         // On UPDATE, images the old pod ran on a Wasm RuntimeClass were judged when it was
@@ -30,6 +50,13 @@ impl Pipeline {
         let images = verifier
             .check_pod(&request["object"]["spec"], earlier)
             .await;
+        let mut images = images;
+        let class = workload::runtime_class(&request["object"]["spec"]).unwrap_or("");
+        if let Some(fit) = self.runtimes.get(class) {
+            images
+                .violations
+                .extend(super::runtime_fit::misfits(class, fit, &images.facts));
+        }
         selected.request["images"] = json!(images.facts);
         selected.images = images;
     }
@@ -38,14 +65,28 @@ impl Pipeline {
     /// `fallback`, what the server's `failurePolicy` answers, unless the image checks refused
     /// an image, or did not finish while `imageVerification` does not admit unverified images.
     /// The server's `Ignore` is for policy errors: it never admits such an image.
+    /// For an object that attaches Wasm (`extension`), module checks that did not finish
+    /// deny: a module no one checked is never admitted.
     pub fn after_failure(
         &self,
         subject: &str,
         images: Option<&PodImages>,
         reason: &str,
+        extension: bool,
         mut fallback: Verdict,
     ) -> Verdict {
+        if extension && images.is_none() {
+            return Verdict::deny(format!(
+                "{subject}: [module-verification] module checks did not finish; meshgate: {reason}"
+            ));
+        }
         let Some(verifier) = &self.images else {
+            if extension && let Some(images) = images.filter(|i| !i.violations.is_empty()) {
+                return Verdict::deny(format!(
+                    "{subject}: {}; meshgate: {reason}",
+                    images.violations.join("; ")
+                ));
+            }
             return fallback;
         };
         let violations = match images {
@@ -109,7 +150,7 @@ mod tests {
             ..PodImages::default()
         };
         let reason = "review not finished";
-        let verdict = strict.after_failure("Pod a/b", Some(&refused), reason, ignored());
+        let verdict = strict.after_failure("Pod a/b", Some(&refused), reason, false, ignored());
         assert!(!verdict.allowed);
         assert_eq!(
             verdict.message.as_deref(),
@@ -117,20 +158,20 @@ mod tests {
                 "Pod a/b: [image-verification] r/a:1: not a Wasm artifact; meshgate: review not finished"
             )
         );
-        let verdict = strict.after_failure("Pod a/b", None, reason, ignored());
+        let verdict = strict.after_failure("Pod a/b", None, reason, false, ignored());
         assert!(!verdict.allowed, "unverified images are not admitted");
         let verified = PodImages::default();
         assert_eq!(
-            strict.after_failure("Pod a/b", Some(&verified), reason, ignored()),
+            strict.after_failure("Pod a/b", Some(&verified), reason, false, ignored()),
             ignored(),
             "verified images leave the failure to the server's failurePolicy"
         );
 
         let open = pipeline(", failurePolicy: Ignore");
-        let verdict = open.after_failure("Pod a/b", None, reason, ignored());
+        let verdict = open.after_failure("Pod a/b", None, reason, false, ignored());
         assert!(verdict.allowed);
         assert!(verdict.warnings.iter().any(|w| w.contains("not verified")));
-        let verdict = open.after_failure("Pod a/b", Some(&refused), reason, ignored());
+        let verdict = open.after_failure("Pod a/b", Some(&refused), reason, false, ignored());
         assert!(!verdict.allowed, "Ignore never admits a refused image");
     }
 }

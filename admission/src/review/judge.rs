@@ -65,6 +65,7 @@ impl Pipeline {
             namespace,
             images,
             workload,
+            ..
         } = selected;
         let input = match workload {
             Some(workload) => Input::with_workload(request, workload),

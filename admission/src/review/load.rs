@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{LoadedPolicy, Pipeline};
 use crate::config::{Config, FailurePolicy, Mode};
+use crate::extensions::ModuleChecker;
 use crate::images::ImageVerifier;
 use crate::metrics::Metrics;
 use crate::policy::{LoadContext, LoadError, WasmRuntime};
@@ -27,6 +28,10 @@ impl Pipeline {
             })
             .collect::<Result<_, _>>()?;
         let mut pipeline = Self::new(config.runtime_classes.clone(), policies, metrics.clone());
+        pipeline.modules = Some(
+            ModuleChecker::new(&config.extensions).map_err(|e| LoadError::new("extensions", e))?,
+        );
+        pipeline.runtimes = config.runtimes.clone();
         if let Some(images) = &config.image_verification {
             pipeline.images = Some(
                 ImageVerifier::new(images, metrics)

@@ -8,14 +8,18 @@ pub mod check_images;
 pub mod decode;
 pub mod judge;
 pub mod load;
+pub mod mutate;
+pub mod runtime_fit;
 pub mod select;
 pub mod verdict;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::Value as Json;
 
+use crate::config::RuntimeFit;
+use crate::extensions::ModuleChecker;
 use crate::images::ImageVerifier;
 use crate::metrics::Metrics;
 
@@ -29,6 +33,11 @@ pub struct Pipeline {
     runtime_classes: BTreeSet<String>,
     policies: Vec<LoadedPolicy>,
     images: Option<ImageVerifier>,
+    /// Checks the modules of WasmPlugins, EnvoyFilters and EnvoyExtensionPolicies; set by
+    /// [`Pipeline::load`] (without it such objects are denied).
+    modules: Option<ModuleChecker>,
+    /// What each Wasm RuntimeClass can run.
+    runtimes: BTreeMap<String, RuntimeFit>,
     metrics: Arc<Metrics>,
 }
 
@@ -43,6 +52,8 @@ impl Pipeline {
             runtime_classes,
             policies,
             images: None,
+            modules: None,
+            runtimes: BTreeMap::new(),
             metrics,
         }
     }

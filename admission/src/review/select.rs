@@ -1,12 +1,14 @@
 //! Which requests are judged: CREATE and UPDATE of a Pod, or of a workload whose pod template
-//! runs on one of the configured Wasm RuntimeClasses. Workloads are judged as the Pod their
-//! template makes.
+//! runs on one of the configured Wasm RuntimeClasses, and of the objects that attach Wasm to
+//! the mesh's proxies (WasmPlugin, EnvoyFilter, EnvoyExtensionPolicy), whatever runs them.
+//! Workloads are judged as the Pod their template makes.
 
 use serde_json::{Value as Json, json};
 
 use kube_core::admission::Operation;
 
 use super::{Pipeline, Review, Verdict};
+use crate::extensions::{self, ExtensionKind, FindError, ModuleRef};
 use crate::images::PodImages;
 use crate::workload;
 
@@ -19,6 +21,10 @@ pub struct Selected {
     /// A workload's request as sent (before its Pod replaced the object), for Gatekeeper
     /// constraints that name the workload's kind.
     pub(super) workload: Option<Json>,
+    /// For an object that attaches Wasm to proxies: the modules it names.
+    pub(super) extension: Option<Result<Vec<ModuleRef>, FindError>>,
+    /// Fields `/mutate` rewrites to what the checks verified: (JSON pointer, value).
+    pub(super) pins: Vec<(String, String)>,
 }
 
 impl Selected {
@@ -27,9 +33,16 @@ impl Selected {
         &self.subject
     }
 
-    /// What the image checks concluded (empty until [`Pipeline::check_images`] ran).
+    /// What the image (or module) checks concluded (empty until [`Pipeline::check_images`]
+    /// ran).
     pub fn images(&self) -> &PodImages {
         &self.images
+    }
+
+    /// Whether the object attaches Wasm to proxies (WasmPlugin, EnvoyFilter,
+    /// EnvoyExtensionPolicy) rather than running a pod.
+    pub fn is_extension(&self) -> bool {
+        self.extension.is_some()
     }
 }
 
@@ -50,6 +63,19 @@ impl Pipeline {
             return Err(Verdict::skip(format!(
                 "operation {operation} is not checked"
             )));
+        }
+        let group = request["kind"]["group"].as_str().unwrap_or("");
+        if let Some(extension) = ExtensionKind::of(group, &kind) {
+            let modules = extensions::find_modules(extension, &request["object"]);
+            return Ok(Selected {
+                subject: format!("{kind} {namespace}/{name}"),
+                request,
+                namespace,
+                images: PodImages::default(),
+                workload: None,
+                extension: Some(modules),
+                pins: Vec::new(),
+            });
         }
         let Some(spec) = workload::pod_spec(&kind, &request["object"]) else {
             return Err(Verdict::skip(format!("{kind} carries no pod")));
@@ -92,6 +118,8 @@ impl Pipeline {
             namespace,
             images: PodImages::default(),
             workload,
+            extension: None,
+            pins: Vec::new(),
         })
     }
 }

@@ -1,4 +1,4 @@
-//! The HTTPS server: `POST /validate`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! The HTTPS server: `POST /validate`, `POST /mutate`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
 //! Under hostile input the front door bounds, in this order: how many connections are served at
 //! once (`limits.maxConnections`) and how long each may take to finish its TLS handshake, to
@@ -182,7 +182,9 @@ async fn shutdown_signal() {
 /// The HTTPS listener's routes: `POST /validate` and the probe routes. Tests drive it in
 /// process (`tower::ServiceExt::oneshot`); [`run`] serves it over TLS.
 pub fn router(app: Arc<Webhook>) -> Router {
-    probe_router(app.clone()).route("/validate", post(validate).with_state(app))
+    probe_router(app.clone())
+        .route("/validate", post(validate).with_state(app.clone()))
+        .route("/mutate", post(mutate).with_state(app))
 }
 
 /// What the probe listener serves: no reviews.
@@ -222,11 +224,39 @@ fn bad_request(app: &Webhook, message: &str) -> Response {
     plain(StatusCode::BAD_REQUEST, message)
 }
 
+/// Which answer a review gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// `/validate`: the verdict of the checks and policies.
+    Validate,
+    /// `/mutate`: admitted, with a JSON Patch pinning what the checks verified.
+    Mutate,
+}
+
 async fn validate(
     State(app): State<Arc<Webhook>>,
     version: Version,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    answer(app, version, headers, body, Route::Validate).await
+}
+
+async fn mutate(
+    State(app): State<Arc<Webhook>>,
+    version: Version,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    answer(app, version, headers, body, Route::Mutate).await
+}
+
+async fn answer(
+    app: Arc<Webhook>,
+    version: Version,
+    headers: HeaderMap,
+    body: Body,
+    route: Route,
 ) -> Response {
     let started = Instant::now();
     let deadline = Deadline::now() + app.review_timeout;
@@ -300,9 +330,19 @@ async fn validate(
         review.name.clone(),
         review.operation.clone(),
     );
-    let verdict = evaluate(&app, review, deadline).await;
+    let (verdict, patch) = match route {
+        Route::Validate => (evaluate(&app, review, deadline).await, None),
+        Route::Mutate => pin(&app, review, deadline).await,
+    };
     drop(permit);
-    let response = verdict.to_response(uid);
+    let mut response = verdict.to_response(uid);
+    if let Some(patch) = patch {
+        let unpatched = response.clone();
+        response = response.with_patch(patch).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "patch not serialized");
+            unpatched
+        });
+    }
     let seconds = started.elapsed().as_secs_f64();
     app.metrics.review(&kind, verdict.decision(), seconds);
     tracing::info!(
@@ -339,6 +379,7 @@ async fn evaluate(app: &Webhook, review: Review, deadline: Deadline) -> Verdict 
         Err(skipped) => return skipped,
     };
     let subject = selected.subject().to_string();
+    let extension = selected.is_extension();
     // What the image checks concluded, once they have: a failure after them must not lose it.
     let mut images = None;
     let work = async {
@@ -359,13 +400,49 @@ async fn evaluate(app: &Webhook, review: Review, deadline: Deadline) -> Verdict 
             app.metrics.error("internal");
             let reason = format!("evaluation failed: {e}");
             let fallback = internal_failure(app, &reason);
-            pipeline.after_failure(&subject, images.as_ref(), &reason, fallback)
+            pipeline.after_failure(&subject, images.as_ref(), &reason, extension, fallback)
         }
         Err(_) => {
             app.metrics.error("deadline");
             let reason = format!("review not finished within {:?}", app.review_timeout);
             let fallback = internal_failure(app, &reason);
-            pipeline.after_failure(&subject, images.as_ref(), &reason, fallback)
+            pipeline.after_failure(&subject, images.as_ref(), &reason, extension, fallback)
+        }
+    }
+}
+
+/// `/mutate`: the checks alone (no policies), under the review deadline; always admits (the
+/// validating webhook judges), with the patch when something verified by tag can be pinned.
+async fn pin(
+    app: &Webhook,
+    review: Review,
+    deadline: Deadline,
+) -> (Verdict, Option<json_patch::Patch>) {
+    let admitted = |reason: &str| Verdict::skip(reason.to_string());
+    let Some(pipeline) = app.pipeline.get().cloned() else {
+        return (
+            admitted("the webhook is still loading: nothing pinned"),
+            None,
+        );
+    };
+    let mut selected = match pipeline.select(review) {
+        Ok(selected) => selected,
+        Err(skipped) => return (skipped, None),
+    };
+    match tokio::time::timeout_at(deadline, pipeline.check_images(&mut selected)).await {
+        Ok(()) => {
+            let patch = pipeline.pin_patch(&selected);
+            let verdict = Verdict {
+                allowed: true,
+                message: None,
+                warnings: Vec::new(),
+                skipped: None,
+            };
+            (verdict, patch)
+        }
+        Err(_) => {
+            app.metrics.error("deadline");
+            (admitted("checks not finished: nothing pinned"), None)
         }
     }
 }

@@ -1,0 +1,280 @@
+//! Checking the modules an object names, each by its source; the facts policies receive and
+//! the digests `/mutate` pins.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use oci_client::Reference;
+use serde_json::{Value as Json, json};
+use sha2::{Digest as _, Sha256};
+
+use super::fetch::Fetcher;
+use super::{ModuleRef, Source, proxy_wasm};
+use crate::capabilities::Capabilities;
+use crate::config::Extensions;
+use crate::images::flights::Flights;
+use crate::images::{ImageVerifier, Outcome};
+
+/// How long the analysis of a module's bytes is kept. It is keyed by the content's digest, so
+/// it cannot go stale; the bound is on memory, not truth.
+const ANALYSIS_TTL: Duration = Duration::from_secs(3600);
+
+/// How long the bytes fetched for an `http(s)` URL are trusted to be what it serves, and a
+/// failed fetch is remembered.
+const FETCH_TTL: Duration = Duration::from_secs(60);
+
+/// Prefix of the findings module checks make.
+const TAG: &str = "[module-verification]";
+
+/// What the checks of one object's modules concluded.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleChecks {
+    /// Messages that deny the object.
+    pub violations: Vec<String>,
+    /// Messages returned as warnings.
+    pub warnings: Vec<String>,
+    /// Facts per module, keyed as [`ModuleRef::key`]: `input.modules` of the policies.
+    pub facts: BTreeMap<String, Json>,
+    /// Fields to rewrite to what was verified: (JSON pointer, digest-pinned URL).
+    pub pins: Vec<(String, String)>,
+}
+
+/// What reading a module found: its imports and exports, and its proxy-wasm ABI.
+#[derive(Debug, Clone)]
+struct Analysis {
+    capabilities: Capabilities,
+    abi_versions: Vec<String>,
+}
+
+/// Checks modules; shared by all reviews.
+pub struct ModuleChecker {
+    fetcher: Fetcher,
+    local_files: Vec<glob::Pattern>,
+    max_bytes: usize,
+    analyzed: Flights<String, Result<Analysis, String>>,
+    /// Per URL: the sha256 of what it served and its analysis, or why it failed (never the
+    /// bytes: memory stays bounded by the entry count).
+    fetched: Flights<String, Fetched>,
+}
+
+/// What a URL served: the sha256 of its content and what reading it found; or why it could
+/// not be fetched.
+type Fetched = Result<(String, Result<Analysis, String>), String>;
+
+/// Entries per cache: each holds at most [`crate::capabilities::MAX_NAMES`] names twice.
+const CACHE_ENTRIES: usize = 256;
+
+impl ModuleChecker {
+    /// A checker for the `extensions` section (already checked by the configuration).
+    pub fn new(config: &Extensions) -> Result<Self, String> {
+        let local_files = config
+            .local_files
+            .iter()
+            .map(|p| glob::Pattern::new(p).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            fetcher: Fetcher::new(
+                &config.http_hosts,
+                config.max_module_bytes,
+                config.fetch_timeout,
+            )?,
+            local_files,
+            max_bytes: config.max_module_bytes,
+            analyzed: Flights::with_capacity(CACHE_ENTRIES),
+            fetched: Flights::with_capacity(CACHE_ENTRIES),
+        })
+    }
+
+    /// Checks every module, one after another (an object names a handful at most).
+    pub async fn check(
+        &self,
+        modules: &[ModuleRef],
+        images: Option<&ImageVerifier>,
+    ) -> ModuleChecks {
+        let mut checks = ModuleChecks::default();
+        for module in modules {
+            let key = crate::review::decode::clip_to(&module.key, 256);
+            match self.check_one(module, images, &mut checks).await {
+                Ok(facts) => {
+                    checks.facts.insert(module.key.clone(), facts);
+                }
+                Err(reason) => checks.violations.push(format!("{TAG} {key}: {reason}")),
+            }
+        }
+        checks
+    }
+
+    async fn check_one(
+        &self,
+        module: &ModuleRef,
+        images: Option<&ImageVerifier>,
+        checks: &mut ModuleChecks,
+    ) -> Result<Json, String> {
+        let mut facts = json!({
+            "url": module.key,
+            "source": module.source.label(),
+            "path": module.path,
+        });
+        match &module.source {
+            Source::Oci(reference) => {
+                let (digest, image, analysis, pinned) =
+                    self.check_oci(reference, module, images).await?;
+                facts["sha256"] = json!(digest.trim_start_matches("sha256:"));
+                facts["image"] = image;
+                self.add_analysis(&mut facts, &analysis);
+                if let Some(pinned) = pinned {
+                    checks.pins.push((module.path.clone(), pinned));
+                }
+            }
+            Source::Http(url) => {
+                let Some(declared) = &module.sha256 else {
+                    return Err(
+                        "an http(s) module must carry a sha256 (the proxy checks the \
+                                download against it; without one any content runs)"
+                            .into(),
+                    );
+                };
+                let (actual, analysis) = self
+                    .fetched
+                    .get(
+                        url.clone(),
+                        |_| FETCH_TTL,
+                        || async {
+                            let bytes = self
+                                .fetcher
+                                .fetch(url)
+                                .await
+                                .map_err(|e| format!("fetching the module: {e}"))?;
+                            let actual = hex::encode(Sha256::digest(&bytes));
+                            let analysis = self.analyze(&actual, &bytes).await;
+                            Ok((actual, analysis))
+                        },
+                    )
+                    .await?;
+                if &actual != declared {
+                    return Err(format!(
+                        "the module served has sha256 {actual}, not the declared {declared}"
+                    ));
+                }
+                let analysis = analysis?;
+                facts["sha256"] = json!(actual);
+                self.add_analysis(&mut facts, &analysis);
+            }
+            Source::Inline(bytes) => {
+                let actual = hex::encode(Sha256::digest(bytes));
+                let analysis = self.analyze(&actual, bytes).await?;
+                facts["sha256"] = json!(actual);
+                self.add_analysis(&mut facts, &analysis);
+            }
+            Source::File(file) => {
+                let options = glob::MatchOptions {
+                    case_sensitive: true,
+                    require_literal_separator: true,
+                    require_literal_leading_dot: false,
+                };
+                if !self
+                    .local_files
+                    .iter()
+                    .any(|p| p.matches_with(file, options))
+                {
+                    return Err("a file on the proxy's filesystem cannot be verified \
+                                (extensions.localFiles admits named paths)"
+                        .into());
+                }
+                checks.warnings.push(format!(
+                    "{TAG} {}: admitted unverified (extensions.localFiles)",
+                    crate::review::decode::clip_to(&module.key, 256)
+                ));
+            }
+            Source::Builtin(name) => facts["name"] = json!(name),
+            Source::Unverifiable(reason) => return Err(reason.clone()),
+        }
+        Ok(facts)
+    }
+
+    /// An `oci://` module: verified by its trust rule, pinned, a Wasm artifact, read.
+    /// Returns the verified digest, the image facts, the analysis, and the pinned URL when the
+    /// object names a tag.
+    async fn check_oci(
+        &self,
+        reference: &str,
+        module: &ModuleRef,
+        images: Option<&ImageVerifier>,
+    ) -> Result<(String, Json, Analysis, Option<String>), String> {
+        let Some(verifier) = images else {
+            return Err(
+                "an oci:// module needs imageVerification (trust rules) to be verified".into(),
+            );
+        };
+        let parsed: Reference = reference
+            .parse()
+            .map_err(|e| format!("invalid image reference: {e}"))?;
+        let by_digest = parsed.digest().is_some();
+        if !by_digest && module.sha256.is_none() {
+            return Err(
+                "not pinned: name a digest (oci://…@sha256:…) or set sha256, so what the \
+                        proxies pull is what was verified"
+                    .into(),
+            );
+        }
+        let facts = match verifier.check(reference).await {
+            Outcome::Verified(facts) => facts,
+            Outcome::Denied(reason) | Outcome::Unavailable(reason) => return Err(reason),
+        };
+        if let Some(declared) = &module.sha256 {
+            let verified = facts.digest.trim_start_matches("sha256:");
+            if declared != verified {
+                return Err(format!(
+                    "sha256 {declared} is not the digest verified for it ({})",
+                    facts.digest
+                ));
+            }
+        }
+        let bytes = verifier
+            .wasm_bytes(reference, &facts, self.max_bytes)
+            .await
+            .map_err(|e| format!("reading the module: {e}"))?;
+        let analysis = self
+            .analyze(&hex::encode(Sha256::digest(&bytes)), &bytes)
+            .await?;
+        let pinned = (!by_digest).then(|| {
+            let scheme = if module.key.starts_with("oci://") {
+                "oci://"
+            } else {
+                ""
+            };
+            format!(
+                "{scheme}{}/{}@{}",
+                parsed.registry(),
+                parsed.repository(),
+                facts.digest
+            )
+        });
+        let image = crate::images::ImageFacts::Verified(facts.clone()).to_json();
+        Ok((facts.digest.clone(), image, analysis, pinned))
+    }
+
+    /// Reads a module's bytes (cached by their digest) and checks it is a proxy-wasm module.
+    async fn analyze(&self, digest: &str, bytes: &[u8]) -> Result<Analysis, String> {
+        self.analyzed
+            .get(
+                digest.to_string(),
+                |_| ANALYSIS_TTL,
+                || async {
+                    let capabilities = Capabilities::of(bytes)
+                        .map_err(|e| format!("the module does not parse: {e}"))?;
+                    let abi = proxy_wasm::check(&capabilities)?;
+                    Ok(Analysis {
+                        capabilities,
+                        abi_versions: abi.abi_versions,
+                    })
+                },
+            )
+            .await
+    }
+
+    fn add_analysis(&self, facts: &mut Json, analysis: &Analysis) {
+        facts["capabilities"] = analysis.capabilities.to_json();
+        facts["abiVersions"] = json!(analysis.abi_versions);
+    }
+}
