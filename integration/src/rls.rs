@@ -125,12 +125,24 @@ impl RlsServer {
     /// Starts a service for `domain` allowing `max` hits per minute per value of `key` in the
     /// first descriptor, counting in `redis`.
     pub fn start(redis: &Redis, domain: &str, key: &str, max: u64) -> RlsServer {
+        Self::start_at(&redis.url(), "127.0.0.1:0", domain, key, max)
+    }
+
+    /// [`RlsServer::start`] counting in the Redis at `redis_url`, listening on `address`
+    /// (`meshgate-stack rls`: the compose stack's rate limit service on a fixed port).
+    pub fn start_at(
+        redis_url: &str,
+        address: &str,
+        domain: &str,
+        key: &str,
+        max: u64,
+    ) -> RlsServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("tokio runtime for the rate limit service");
-        let url = redis.url();
+        let url = redis_url.to_string();
         let storage = runtime
             .block_on(AsyncRedisStorage::new(&url))
             .unwrap_or_else(|e| panic!("Limitador cannot use Redis at {url}: {e}"));
@@ -142,8 +154,8 @@ impl RlsServer {
             .unwrap_or_else(|e| panic!("CEL {variable}: {e:?}"));
         limiter.add_limit(Limit::new(domain, max, 60, Vec::new(), vec![variable]));
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("binding the rate limit service");
+            .block_on(tokio::net::TcpListener::bind(address))
+            .unwrap_or_else(|e| panic!("binding the rate limit service to {address}: {e}"));
         let port = listener.local_addr().expect("bound address").port();
         let calls = Arc::new(AtomicU64::new(0));
         let delay = Arc::new(Mutex::new(Duration::ZERO));
