@@ -294,6 +294,88 @@ fn webhook_objects_reference_each_other_consistently() {
             "{class} in every branch"
         );
     }
+    // The second validating entry judges the extension kinds on the same service.
+    let mutating = find(&docs, "MutatingWebhookConfiguration", "meshgate-webhook");
+    let entry = |config: &Json, name: &str| -> Json {
+        config["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .unwrap_or_else(|| panic!("no webhook entry {name}"))
+            .clone()
+    };
+    let extensions = entry(webhook, "wasm-extensions.meshgate.dev");
+    let mut resources: Vec<String> = extensions["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["operations"], json!(["CREATE", "UPDATE"]), "{r}");
+            format!(
+                "{}/{}/{}",
+                r["apiGroups"][0].as_str().unwrap(),
+                r["apiVersions"][0].as_str().unwrap(),
+                r["resources"][0].as_str().unwrap()
+            )
+        })
+        .collect();
+    resources.sort();
+    assert_eq!(
+        resources,
+        [
+            "extensions.istio.io/v1alpha1/wasmplugins",
+            "gateway.envoyproxy.io/v1alpha1/envoyextensionpolicies",
+            "networking.istio.io/v1alpha3/envoyfilters",
+        ]
+    );
+    // /mutate: the pods entry selects exactly what the validating pods entry selects, and
+    // every WasmPlugin; the CA is injected as into the validating configuration.
+    assert_eq!(
+        mutating["metadata"]["annotations"],
+        webhook["metadata"]["annotations"]
+    );
+    let pods = entry(webhook, "wasm-pods.meshgate.dev");
+    let pin_pods = entry(mutating, "pin-wasm-pods.meshgate.dev");
+    for field in [
+        "rules",
+        "matchConditions",
+        "namespaceSelector",
+        "matchPolicy",
+    ] {
+        assert_eq!(pin_pods[field], pods[field], "{field}");
+    }
+    let pin_plugins = entry(mutating, "pin-wasmplugins.meshgate.dev");
+    assert_eq!(
+        pin_plugins["rules"],
+        json!([{"apiGroups": ["extensions.istio.io"], "apiVersions": ["v1alpha1"], "resources": ["wasmplugins"], "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}])
+    );
+    for (config, path) in [(webhook, "/validate"), (mutating, "/mutate")] {
+        for w in config["webhooks"].as_array().unwrap() {
+            let name = &w["name"];
+            let client = &w["clientConfig"]["service"];
+            assert_eq!(client["name"], service["metadata"]["name"], "{name}");
+            assert_eq!(
+                client["namespace"], service["metadata"]["namespace"],
+                "{name}"
+            );
+            assert_eq!(
+                client["port"], service["spec"]["ports"][0]["port"],
+                "{name}"
+            );
+            assert_eq!(client["path"], path, "{name}");
+            assert_eq!(w["sideEffects"], "None", "{name}");
+            assert_eq!(w["failurePolicy"], "Fail", "{name}");
+            assert_eq!(w["namespaceSelector"], pods["namespaceSelector"], "{name}");
+            assert!(
+                review_timeout.as_secs() < w["timeoutSeconds"].as_u64().unwrap(),
+                "{name}"
+            );
+            if path == "/mutate" {
+                assert_eq!(w["reinvocationPolicy"], "IfNeeded", "{name}");
+            }
+        }
+    }
     // kustomization.yaml lists every manifest of the directory.
     let kustomization = find_kustomization(&repo_root().join("istio/webhook"));
     let mut listed: Vec<String> = kustomization["resources"]
@@ -404,9 +486,70 @@ fn filter_manifests() -> Vec<(PathBuf, Json)> {
     rendered(None).1
 }
 
+/// The CRD file of `../shared/crds` that defines an `apiVersion`'s group.
+fn crd_file(api_version: &str) -> PathBuf {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let file = match group {
+        "gateway.envoyproxy.io" => "gateway.envoyproxy.io_envoyextensionpolicies.yaml",
+        g if g.ends_with(".istio.io") => "istio-crds.yaml",
+        other => panic!("no CRD file for group {other}"),
+    };
+    shared().join("crds").join(file)
+}
+
+/// The CRD's own validation rules (`x-kubernetes-validations`) of the object's `spec`, each
+/// evaluated with `self` bound to the spec; the messages of the rules that fail.
+fn crd_rule_failures(crd_file: &Path, doc: &Json) -> Vec<String> {
+    let text = std::fs::read_to_string(crd_file).unwrap();
+    let crd = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| <Json as serde::Deserialize>::deserialize(d).unwrap())
+        .find(|d| {
+            d["kind"] == "CustomResourceDefinition" && d["spec"]["names"]["kind"] == doc["kind"]
+        })
+        .unwrap();
+    let version = doc["apiVersion"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let schema = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == version)
+        .unwrap()["schema"]["openAPIV3Schema"]
+        .clone();
+    let rules = schema["properties"]["spec"]["x-kubernetes-validations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    rules
+        .iter()
+        .filter(|rule| {
+            let expression = rule["rule"].as_str().unwrap();
+            cel_eval(expression, "self", &doc["spec"]) != Ok(true)
+        })
+        .map(|rule| rule["message"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A CEL expression evaluated with one variable; `Err` on a parse or evaluation error, or a
+/// result that is not a bool.
+fn cel_eval(expression: &str, variable: &str, value: &Json) -> Result<bool, String> {
+    let program = cel::Program::compile(expression).map_err(|e| format!("{e}"))?;
+    let mut context = cel::Context::default();
+    context
+        .add_variable(variable, value.clone())
+        .map_err(|e| e.to_string())?;
+    match program.execute(&context).map_err(|e| e.to_string())? {
+        cel::Value::Bool(b) => Ok(b),
+        other => Err(format!("not a bool: {other:?}")),
+    }
+}
+
 #[test]
 fn istio_objects_validate_against_their_crds() {
-    let crds = shared().join("crds/istio-crds.yaml");
     let docs = filter_manifests();
     let mut kinds = std::collections::BTreeSet::new();
     for (path, doc) in &docs {
@@ -419,8 +562,15 @@ fn istio_objects_validate_against_their_crds() {
                 .next()
                 .unwrap(),
         );
+        let crds = crd_file(doc["apiVersion"].as_str().unwrap());
         let schema = crd_schema(&crds, kind, version);
         let errors = schema_errors(&schema, doc);
+        let failed_rules = crd_rule_failures(&crds, doc);
+        assert!(
+            failed_rules.is_empty(),
+            "{}: {kind}: {failed_rules:?}",
+            path.display()
+        );
         assert!(
             errors.is_empty(),
             "{}: {kind} {}: {errors:#?}",
@@ -431,8 +581,9 @@ fn istio_objects_validate_against_their_crds() {
     }
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
-        ["EnvoyFilter", "WasmPlugin"]
+        ["EnvoyExtensionPolicy", "EnvoyFilter", "WasmPlugin"]
     );
+    let crds = shared().join("crds/istio-crds.yaml");
     // Checksums were rendered and look like checksums.
     let envoyfilter = docs
         .iter()
@@ -449,6 +600,247 @@ fn istio_objects_validate_against_their_crds() {
         .clone();
     plugin["spec"]["phase"] = json!("AUTHENTICATE");
     assert!(!schema_errors(&crd_schema(&crds, "WasmPlugin", "v1alpha1"), &plugin).is_empty());
+
+    // ... a misspelt field and a policy with no target by the EnvoyExtensionPolicy's schema
+    // and rules.
+    let policy = &docs
+        .iter()
+        .find(|(_, d)| d["kind"] == "EnvoyExtensionPolicy")
+        .unwrap()
+        .1;
+    let eep_crds = crd_file("gateway.envoyproxy.io/v1alpha1");
+    let eep_schema = crd_schema(&eep_crds, "EnvoyExtensionPolicy", "v1alpha1");
+    assert!(!policy.to_string().contains("{{"));
+    let mut misspelt = policy.clone();
+    misspelt["spec"]["wasm"][0]["code"]["http"]["sha265"] = json!("00");
+    assert!(!schema_errors(&eep_schema, &misspelt).is_empty());
+    let mut untargeted = policy.clone();
+    untargeted["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("targetRefs");
+    assert_eq!(
+        crd_rule_failures(&eep_crds, &untargeted),
+        ["either targetRef or targetRefs must be used"]
+    );
+}
+
+/// What each webhook entry's `matchConditions` send (CEL, as the API server evaluates them on
+/// the object): the shipped example objects, the forms an EnvoyFilter can give Wasm, and what
+/// must not be sent.
+#[test]
+fn match_conditions_send_what_carries_wasm() {
+    let docs = documents(&repo_root().join("istio/webhook"));
+    let validating = find(&docs, "ValidatingWebhookConfiguration", "meshgate-webhook");
+    let mutating = find(&docs, "MutatingWebhookConfiguration", "meshgate-webhook");
+    let sends = |config: &Json, entry: &str, object: &Json| -> bool {
+        let webhook = config["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == entry)
+            .unwrap();
+        // The API server calls the webhook when every condition is true; an error fails the
+        // request under failurePolicy Fail, so an expression must not err on these objects.
+        webhook["matchConditions"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .all(|c| {
+                cel_eval(c["expression"].as_str().unwrap(), "object", object)
+                    .unwrap_or_else(|e| panic!("{entry} {}: {e} on {object}", c["name"]))
+            })
+    };
+    let extensions = |object: &Json| sends(validating, "wasm-extensions.meshgate.dev", object);
+
+    // The shipped examples are all sent.
+    let examples = filter_manifests();
+    assert_eq!(examples.len(), 5);
+    for (path, doc) in &examples {
+        assert!(extensions(doc), "{} is not sent", path.display());
+    }
+    for (path, doc) in examples.iter().filter(|(_, d)| d["kind"] == "WasmPlugin") {
+        assert!(
+            sends(mutating, "pin-wasmplugins.meshgate.dev", doc),
+            "{}",
+            path.display()
+        );
+    }
+
+    let filter = |apply_to: &str, value: Json| {
+        json!({"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+        "metadata": {"name": "f", "namespace": "apps"},
+        "spec": {"configPatches": [
+            {"applyTo": "HTTP_ROUTE", "patch": {"operation": "REMOVE"}},
+            {"applyTo": apply_to, "patch": {"operation": "INSERT_BEFORE", "value": value}}
+        ]}})
+    };
+    let wasm = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+    let lua = json!({"name": "lua", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua", "default_source_code": {"inline_string": "x"}}});
+    for (what, object) in [
+        (
+            "a Wasm HTTP filter",
+            filter(
+                "HTTP_FILTER",
+                json!({"name": "w", "typed_config": {"@type": wasm}}),
+            ),
+        ),
+        (
+            "camelCase typedConfig",
+            filter(
+                "HTTP_FILTER",
+                json!({"name": "w", "typedConfig": {"@type": wasm}}),
+            ),
+        ),
+        (
+            "another type URL host",
+            filter(
+                "HTTP_FILTER",
+                json!({"name": "w", "typed_config": {"@type": "example.com/envoy.extensions.filters.http.wasm.v3.Wasm"}}),
+            ),
+        ),
+        (
+            "a Wasm network filter",
+            filter(
+                "NETWORK_FILTER",
+                json!({"name": "w", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"}}),
+            ),
+        ),
+        (
+            "a udpa TypedStruct",
+            filter(
+                "HTTP_FILTER",
+                json!({"name": "w", "typed_config": {"@type": "type.googleapis.com/udpa.type.v1.TypedStruct", "type_url": wasm, "value": {}}}),
+            ),
+        ),
+        (
+            "an xds TypedStruct",
+            filter(
+                "HTTP_FILTER",
+                json!({"name": "w", "typed_config": {"@type": "type.googleapis.com/xds.type.v3.TypedStruct", "type_url": wasm}}),
+            ),
+        ),
+        (
+            "ECDS",
+            filter(
+                "HTTP_FILTER",
+                json!({"name": "w", "config_discovery": {"type_urls": [wasm]}}),
+            ),
+        ),
+        (
+            "an extension config",
+            filter(
+                "EXTENSION_CONFIG",
+                json!({"name": "w", "typed_config": {"@type": wasm}}),
+            ),
+        ),
+        (
+            "a matcher wrapping Wasm",
+            filter(
+                "HTTP_FILTER",
+                json!({"name": "w", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher", "extension_config": {"typed_config": {"@type": wasm}}}}),
+            ),
+        ),
+        (
+            "Lua beside an extra field",
+            filter("HTTP_FILTER", {
+                let mut v = lua.clone();
+                v["config_discovery"] = json!({"type_urls": [wasm]});
+                v
+            }),
+        ),
+        (
+            "a listener patch",
+            filter(
+                "LISTENER",
+                json!({"filter_chains": [{"filters": [{"name": "w", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"}}]}]}),
+            ),
+        ),
+        (
+            "a connection manager merge",
+            filter(
+                "NETWORK_FILTER",
+                json!({"typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", "http_filters": []}}),
+            ),
+        ),
+        (
+            "a wasm-looking Lua type",
+            filter(
+                "HTTP_FILTER",
+                json!({"name": "w", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua.wasm.v3.Wasm"}}),
+            ),
+        ),
+    ] {
+        assert!(extensions(&object), "{what} is not sent");
+    }
+    let eep = |spec: Json| json!({"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyExtensionPolicy", "metadata": {"name": "p"}, "spec": spec});
+    for (what, object) in [
+        ("a Lua filter", filter("HTTP_FILTER", lua.clone())),
+        (
+            "a Lua filter, camelCase",
+            filter(
+                "HTTP_FILTER",
+                json!({"name": "l", "typedConfig": lua["typed_config"].clone(), "isOptional": true}),
+            ),
+        ),
+        (
+            "an RBAC filter",
+            filter(
+                "HTTP_FILTER",
+                json!({"name": "r", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}}),
+            ),
+        ),
+        (
+            "only removals",
+            json!({"kind": "EnvoyFilter", "spec": {"configPatches": [{"applyTo": "HTTP_FILTER", "patch": {"operation": "REMOVE"}}]}}),
+        ),
+        (
+            "no patches",
+            json!({"kind": "EnvoyFilter", "spec": {"workloadSelector": {"labels": {"app": "x"}}}}),
+        ),
+        (
+            "an EnvoyExtensionPolicy without Wasm",
+            eep(json!({"extProc": [{"backendRefs": []}]})),
+        ),
+        (
+            "an EnvoyExtensionPolicy with an empty list",
+            eep(json!({"wasm": []})),
+        ),
+    ] {
+        assert!(!extensions(&object), "{what} is sent");
+    }
+
+    // Pods: the validating and mutating pods entries agree, on Wasm RuntimeClasses only.
+    let pod = |class: Option<&str>| {
+        let mut spec = json!({"containers": [{"name": "a", "image": "ghcr.io/acme/a:1"}]});
+        if let Some(class) = class {
+            spec["runtimeClassName"] = json!(class);
+        }
+        spec
+    };
+    for class in [Some("spin"), Some("wasmtime"), Some("runc"), None] {
+        let expected = class.is_some_and(|c| c != "runc");
+        for object in [
+            json!({"kind": "Pod", "spec": pod(class)}),
+            json!({"kind": "Deployment", "spec": {"template": {"spec": pod(class)}}}),
+            json!({"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": pod(class)}}}}}),
+        ] {
+            assert_eq!(
+                sends(validating, "wasm-pods.meshgate.dev", &object),
+                expected,
+                "{object}"
+            );
+            assert_eq!(
+                sends(mutating, "pin-wasm-pods.meshgate.dev", &object),
+                expected,
+                "{object}"
+            );
+        }
+    }
+
+    // The check can fail: an expression that does not parse is an error.
+    assert!(cel_eval("object.kind ==", "object", &json!({})).is_err());
 }
 
 /// Serves files from `dist/` over HTTP, as a download server for `vm_config.code.remote`.
