@@ -126,7 +126,7 @@ allowed_text(namespaces) := "none" if count(namespaces) == 0
 
 allowed_text(namespaces) := concat(", ", namespaces) if count(namespaces) > 0
 
-violation(what, kind, names, namespaces) := sprintf("%s imports %s capabilities (%s), which namespace %s may not use (allowed: %s)", [what, kind, concat(", ", names), input.namespace, allowed_text(namespaces)])
+finding(what, kind, names, namespaces) := sprintf("%s imports %s capabilities (%s), which namespace %s may not use (allowed: %s)", [what, kind, concat(", ", names), input.namespace, allowed_text(namespaces)])
 
 deny contains msg if {
 	some c in code
@@ -134,7 +134,7 @@ deny contains msg if {
 	names := network_imports(c.facts)
 	count(names) > 0
 	not may(network_namespaces)
-	msg := violation(c.what, "network", names, network_namespaces)
+	msg := finding(c.what, "network", names, network_namespaces)
 }
 
 deny contains msg if {
@@ -143,7 +143,7 @@ deny contains msg if {
 	names := filesystem_imports(c.facts)
 	count(names) > 0
 	not may(filesystem_namespaces)
-	msg := violation(c.what, "filesystem", names, filesystem_namespaces)
+	msg := finding(c.what, "filesystem", names, filesystem_namespaces)
 }
 
 unknown contains sprintf("%s: capabilities unknown (the webhook did not read its Wasm: imageVerification.artifactCheck: parse for images)", [c.what]) if {
