@@ -111,9 +111,6 @@ impl Layout {
             .iter()
             .filter(|t| CODE_LAYERS.contains(&t.as_str()))
             .count();
-        if code_layers == 0 {
-            return Err("no Wasm layer".into());
-        }
         if kind == "spin" && self.layer_media_types.len() > MAX_SPIN_LAYERS {
             return Err(format!(
                 "{} layers; at most {MAX_SPIN_LAYERS} are accepted",
@@ -131,6 +128,9 @@ impl Layout {
                 shown(other),
                 allowed.join(" or ")
             ));
+        }
+        if code_layers == 0 {
+            return Err("no Wasm layer".into());
         }
         if code_layers > MAX_WASM_LAYERS {
             return Err(format!(

@@ -141,13 +141,18 @@ impl Webhook {
 
     /// Posts a body to `/validate`; returns the status and body text.
     pub fn post(&self, body: impl Into<reqwest::blocking::Body>) -> (u16, String) {
+        self.post_to("/validate", body)
+    }
+
+    /// Posts a body to `path` (`/validate`, `/mutate`); returns the status and body text.
+    pub fn post_to(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, String) {
         let response = self
             .client
-            .post(format!("{}/validate", self.url))
+            .post(format!("{}{path}", self.url))
             .header("content-type", "application/json")
             .body(body)
             .send()
-            .unwrap_or_else(|e| panic!("POST /validate: {e}\nlog:\n{}", self.process.log_tail(20)));
+            .unwrap_or_else(|e| panic!("POST {path}: {e}\nlog:\n{}", self.process.log_tail(20)));
         let status = response.status().as_u16();
         (status, response.text().unwrap_or_default())
     }
@@ -155,12 +160,17 @@ impl Webhook {
     /// Posts an AdmissionReview wrapping `request`; returns its `response`, checking that the
     /// answer is an admission.k8s.io/v1 AdmissionReview echoing the uid.
     pub fn review(&self, request: &Json) -> Json {
+        self.review_at("/validate", request)
+    }
+
+    /// [`Webhook::review`] at `path` (`/mutate`).
+    pub fn review_at(&self, path: &str, request: &Json) -> Json {
         let review = serde_json::json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
             "request": request,
         });
-        let (status, body) = self.post(review.to_string());
+        let (status, body) = self.post_to(path, review.to_string());
         assert_eq!(status, 200, "{body}");
         let answer: Json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
         assert_eq!(answer["apiVersion"], "admission.k8s.io/v1", "{body}");

@@ -117,14 +117,11 @@ impl ModuleChecker {
         });
         match &module.source {
             Source::Oci(reference) => {
-                let (digest, image, analysis, pinned) =
-                    self.check_oci(reference, module, images).await?;
+                let (digest, image, analysis) =
+                    self.check_oci(reference, module, images, checks).await?;
                 facts["sha256"] = json!(digest.trim_start_matches("sha256:"));
                 facts["image"] = image;
                 self.add_analysis(&mut facts, &analysis);
-                if let Some(pinned) = pinned {
-                    checks.pins.push((module.path.clone(), pinned));
-                }
             }
             Source::Http(url) => {
                 let Some(declared) = &module.sha256 else {
@@ -192,15 +189,16 @@ impl ModuleChecker {
         Ok(facts)
     }
 
-    /// An `oci://` module: verified by its trust rule, pinned, a Wasm artifact, read.
-    /// Returns the verified digest, the image facts, the analysis, and the pinned URL when the
-    /// object names a tag.
+    /// An `oci://` module: verified by its trust rule, a Wasm artifact, read, and pinned.
+    /// Returns the verified digest, the image facts and the analysis. A module named by tag
+    /// whose checks pass gets its pin (for `/mutate`) before it is refused as unpinned.
     async fn check_oci(
         &self,
         reference: &str,
         module: &ModuleRef,
         images: Option<&ImageVerifier>,
-    ) -> Result<(String, Json, Analysis, Option<String>), String> {
+        checks: &mut ModuleChecks,
+    ) -> Result<(String, Json, Analysis), String> {
         let Some(verifier) = images else {
             return Err(
                 "an oci:// module needs imageVerification (trust rules) to be verified".into(),
@@ -210,13 +208,6 @@ impl ModuleChecker {
             .parse()
             .map_err(|e| format!("invalid image reference: {e}"))?;
         let by_digest = parsed.digest().is_some();
-        if !by_digest && module.sha256.is_none() {
-            return Err(
-                "not pinned: name a digest (oci://…@sha256:…) or set sha256, so what the \
-                        proxies pull is what was verified"
-                    .into(),
-            );
-        }
         let facts = match verifier.check(reference).await {
             Outcome::Verified(facts) => facts,
             Outcome::Denied(reason) | Outcome::Unavailable(reason) => return Err(reason),
@@ -237,21 +228,29 @@ impl ModuleChecker {
         let analysis = self
             .analyze(&hex::encode(Sha256::digest(&bytes)), &bytes)
             .await?;
-        let pinned = (!by_digest).then(|| {
+        if !by_digest {
             let scheme = if module.key.starts_with("oci://") {
                 "oci://"
             } else {
                 ""
             };
-            format!(
+            let pinned = format!(
                 "{scheme}{}/{}@{}",
                 parsed.registry(),
                 parsed.repository(),
                 facts.digest
-            )
-        });
+            );
+            checks.pins.push((module.path.clone(), pinned));
+            if module.sha256.is_none() {
+                return Err(
+                    "not pinned: name a digest (oci://…@sha256:…) or set sha256, so \
+                            what the proxies pull is what was verified"
+                        .into(),
+                );
+            }
+        }
         let image = crate::images::ImageFacts::Verified(facts.clone()).to_json();
-        Ok((facts.digest.clone(), image, analysis, pinned))
+        Ok((facts.digest.clone(), image, analysis))
     }
 
     /// Reads a module's bytes (cached by their digest) and checks it is a proxy-wasm module.

@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use kube_core::admission::AdmissionResponse;
 use tokio::sync::Semaphore;
 use tokio::time::Instant as Deadline;
@@ -452,7 +453,17 @@ fn internal_failure(app: &Webhook, reason: &str) -> Verdict {
 }
 
 fn reply(response: AdmissionResponse) -> Response {
-    axum::Json(response.into_review()).into_response()
+    let patch = response.patch.clone();
+    let review = response.into_review();
+    let Some(patch) = patch else {
+        return axum::Json(review).into_response();
+    };
+    // kube-core writes the patch as an array of numbers; the API documents a base64 string
+    // (Go's []byte), which is what every API server version reads.
+    let mut json = serde_json::to_value(&review).unwrap_or_default();
+    json["response"]["patch"] =
+        serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    axum::Json(json).into_response()
 }
 
 #[cfg(test)]
