@@ -4,6 +4,7 @@
 mod admission;
 mod envoy;
 mod envoy_configs;
+mod extensions;
 mod gatekeeper_library;
 mod jwt_auth;
 mod keyless;
