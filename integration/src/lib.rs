@@ -11,6 +11,7 @@
 //!   counting with Limitador on Redis.
 //! - [`Webhook`] — the real `meshgate serve` process over TLS, with a client trusting its CA.
 //! - [`cli`] — the `meshgate` CLI: key pairs, push, sign, verify.
+//! - [`podman`] — meshgate's container images, containers and compose projects, removed on drop.
 //!
 //! Every failure to start panics with the component's log tail, so a red test says why.
 
@@ -28,6 +29,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod load;
 pub mod paths;
+pub mod podman;
 pub mod ports;
 pub mod process;
 pub mod redis;
