@@ -1,0 +1,435 @@
+//! meshgate's images in real containers (podman, runc): the webhook image run exactly as
+//! istio/webhook/deployment.yaml runs it, and envoy/docker-compose.yaml brought up with
+//! podman-compose and replayed as `make run` checks itself. Images are built once per run from
+//! target/debug (no second compile); containers are removed even when a test fails.
+
+// Test helpers fail the test by panicking, with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use meshgate_integration::devkey::{self, DevKey};
+use meshgate_integration::podman::{self, Compose, Container};
+use meshgate_integration::webhook::{client_trusting, sample_review, sample_review_of};
+use meshgate_integration::{cli, http_client, paths, ports};
+use serde_json::Value as Json;
+
+/// The compose stack listens on fixed host ports: one stack at a time.
+static STACK: Mutex<()> = Mutex::new(());
+
+fn yaml(path: &Path) -> Json {
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A cert-manager-style Secret's files (ca.crt, tls.crt, tls.key) for 127.0.0.1, mode 0644 as a
+/// Secret volume mounts them.
+fn tls_secret(dir: &Path) -> std::path::PathBuf {
+    let files = meshgate_admission::tls::dev_certificate(dir).unwrap();
+    for file in [&files.ca, &files.cert, &files.key] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    files.ca
+}
+
+#[test]
+fn webhook_image_runs_as_the_deployment_does() {
+    let built = podman::images();
+    let repo = paths::repo_root();
+    let deployment = yaml(&repo.join("istio/webhook/deployment.yaml"));
+    let configmap = yaml(&repo.join("istio/webhook/configmap.yaml"));
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let user = format!(
+        "{}:{}",
+        pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
+    );
+    let container_port = container["ports"][0]["containerPort"].as_u64().unwrap();
+
+    // The pod's volumes: the ConfigMap's config.yaml, the TLS Secret, emptyDirs as tmpfs.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, configmap["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tls = dir.path().join("tls");
+    let ca = tls_secret(&tls);
+    let volumes: Vec<&Json> = pod["volumes"].as_array().unwrap().iter().collect();
+    let port = ports::free_port();
+    let mut args: Vec<String> = vec![
+        // Its own network namespace: the container listens on 0.0.0.0:8443 as in a pod, and a
+        // free host port reaches it.
+        "--network=bridge".into(),
+        format!("--publish=127.0.0.1:{port}:{container_port}"),
+        "--read-only".into(),
+        "--read-only-tmpfs=false".into(),
+        format!("--user={user}"),
+        "--cap-drop=all".into(),
+        "--security-opt=no-new-privileges".into(),
+    ];
+    for mount in container["volumeMounts"].as_array().unwrap() {
+        let name = mount["name"].as_str().unwrap();
+        let path = mount["mountPath"].as_str().unwrap();
+        let volume = volumes.iter().find(|v| v["name"] == name).unwrap();
+        let host = if volume.get("configMap").is_some() {
+            assert_eq!(mount["subPath"], "config.yaml");
+            config.clone()
+        } else if volume.get("secret").is_some() {
+            tls.clone()
+        } else {
+            let size = volume["emptyDir"]["sizeLimit"].as_str().unwrap();
+            let size = size.trim_end_matches("i").to_lowercase();
+            args.push(format!("--tmpfs={path}:rw,size={size},mode=1777"));
+            continue;
+        };
+        let ro = if mount["readOnly"] == true { ":ro" } else { "" };
+        args.push(format!("--volume={}:{path}{ro}", host.display()));
+    }
+    args.push(format!("meshgate:{}", podman::TAG));
+    args.extend(
+        container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string()),
+    );
+    let name = format!("meshgate-it-webhook-{}", std::process::id());
+    let started = Instant::now();
+    let webhook = Container::run(&name, &args);
+    let url = format!("https://127.0.0.1:{port}");
+    let client = client_trusting(&ca);
+    podman::wait_for("the webhook's /readyz", Duration::from_secs(60), || {
+        client
+            .get(format!("{url}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", webhook.logs()));
+    eprintln!(
+        "containers: images built in {built:?}; webhook container ready in {:?}",
+        started.elapsed()
+    );
+    // The probes the Deployment declares answer over TLS.
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let path = container[probe]["httpGet"]["path"].as_str().unwrap();
+        let status = client.get(format!("{url}{path}")).send().unwrap().status();
+        assert!(status.is_success(), "{probe} {path}: {status}");
+    }
+
+    // A privileged pod is denied by the library's policy, a good one admitted.
+    let denied = podman::review(
+        &client,
+        &url,
+        &sample_review("c-1", true, Some("wasmtime"))["request"],
+    );
+    assert_eq!(denied["allowed"], false, "{denied}");
+    let message = denied["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("[privileged]"), "{message}");
+    let admitted = podman::review(
+        &client,
+        &url,
+        &sample_review("c-2", false, Some("wasmtime"))["request"],
+    );
+    assert_eq!(admitted["allowed"], true, "{admitted}");
+
+    // It really ran as the Deployment says: that user, a read-only root, no capabilities.
+    assert_eq!(webhook.inspect("{{.Config.User}}"), user);
+    assert_eq!(webhook.inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    let status = std::fs::read_to_string(format!(
+        "/proc/{}/status",
+        webhook.inspect("{{.State.Pid}}")
+    ))
+    .unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("Uid:"), ["65532"; 4]);
+    assert_eq!(field("CapEff:"), ["0000000000000000"]);
+    assert_eq!(field("NoNewPrivs:"), ["1"]);
+    let logs = webhook.logs();
+    assert!(logs.contains("policies loaded; ready"), "{logs}");
+}
+
+#[test]
+fn webhook_image_holds_the_binary_its_libraries_certificates_and_policies_only() {
+    podman::images();
+    let image = format!("meshgate:{}", podman::TAG);
+    let root = podman::podman_ok(&["image", "mount", &image]);
+    let root = Path::new(root.trim());
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() && !path.is_symlink() {
+                stack.push(path);
+            } else {
+                files.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let _ = podman::podman().args(["image", "unmount", &image]).output();
+    let policies = paths::repo_root().join("policies");
+    for file in &files {
+        let allowed = file == "usr/bin/meshgate"
+            || file == "etc/passwd"
+            || file == "etc/group"
+            || file == "etc/ssl/certs/ca-certificates.crt"
+            || file.starts_with("lib/x86_64-linux-gnu/lib")
+            || file.starts_with("lib64/ld-linux")
+            || file
+                .strip_prefix("usr/share/meshgate/policies/")
+                .is_some_and(|p| policies.join(p).is_file());
+        assert!(allowed, "{file} is in the image");
+    }
+    for needed in [
+        "usr/bin/meshgate",
+        "etc/ssl/certs/ca-certificates.crt",
+        "usr/share/meshgate/policies/rego/privileged/privileged.rego",
+        "usr/share/meshgate/policies/rego/lib/kubernetes.rego",
+    ] {
+        assert!(files.iter().any(|f| f == needed), "{needed} is missing");
+    }
+    let passwd = podman::podman_ok(&[
+        "run",
+        "--rm",
+        "--entrypoint=/usr/bin/meshgate",
+        &image,
+        "--version",
+    ]);
+    assert!(passwd.starts_with("meshgate "), "{passwd}");
+    // No shell: nothing runs but meshgate.
+    let shell = podman::podman()
+        .args(["run", "--rm", "--entrypoint=/bin/sh", &image, "-c", "true"])
+        .output()
+        .unwrap();
+    assert!(!shell.status.success(), "the image has a shell");
+}
+
+/// The host ports envoy/docker-compose.yaml's default services listen on.
+const STACK_PORTS: [u16; 6] = [10000, 10001, 10002, 10004, 8443, 9901];
+const LISTENER: &str = "http://127.0.0.1:10000";
+const REGISTRY: &str = "127.0.0.1:10004";
+
+/// What `make compose` prepares: dist/*.wasm exist already; the dev key's JWKS, the webhook's
+/// TLS files and the cosign public key under dist/compose/.
+fn prepare_stack() -> (DevKey, std::path::PathBuf, std::path::PathBuf) {
+    let key = DevKey::load_or_create(&devkey::default_dir()).unwrap();
+    let cosign = devkey::default_dir().join("cosign");
+    cli::key_pair(&cosign, "ecdsa-p256");
+    let compose = paths::dist_dir().join("compose");
+    let ca = tls_secret(&compose.join("tls"));
+    std::fs::copy(cosign.with_extension("pub"), compose.join("cosign.pub")).unwrap();
+    for wasm in ["jwt-auth.wasm", "rate-limit.wasm"] {
+        assert!(
+            paths::dist_dir().join(wasm).is_file(),
+            "dist/{wasm} is missing: make filters"
+        );
+    }
+    (key, cosign.with_extension("key"), ca)
+}
+
+#[test]
+fn compose_stack_answers_as_make_run_does_and_leaves_nothing_behind() {
+    let _stack = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    podman::require_free(&STACK_PORTS, "envoy/docker-compose.yaml");
+    podman::images();
+    let (key, cosign_key, ca) = prepare_stack();
+    let project = format!("meshgate-it-{}", std::process::id());
+    let file = paths::repo_root().join("envoy/docker-compose.yaml");
+    let started = Instant::now();
+    let mut stack = Compose::up(&project, &file, &[], &[("MESHGATE_TAG", podman::TAG)]);
+    let client = http_client();
+    let webhook = client_trusting(&ca);
+    let url = "https://127.0.0.1:8443";
+    podman::wait_for("the stack", Duration::from_secs(60), || {
+        client
+            .get(format!("{LISTENER}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+            && client
+                .get(format!("http://{REGISTRY}/v2/"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+            && webhook
+                .get(format!("{url}/readyz"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
+    eprintln!("containers: compose stack up in {:?}", started.elapsed());
+
+    // Envoy: no token 401, a token 200 (the upstream sees who), the 11th in a minute 429.
+    let without = client.get(format!("{LISTENER}/hello")).send().unwrap();
+    assert_eq!(without.status(), 401, "{}", stack.logs());
+    let sub = format!("compose-{}", std::process::id());
+    let token = key.token(&sub, 600);
+    let with = client
+        .get(format!("{LISTENER}/hello"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(with.status(), 200, "{}", stack.logs());
+    let echoed: Json = with.json().unwrap();
+    assert_eq!(echoed["headers"]["x-user"], sub.as_str(), "{echoed}");
+    for i in 2..=10 {
+        let ok = client
+            .get(format!("{LISTENER}/hello"))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        assert_eq!(ok.status(), 200, "request {i}");
+    }
+    let limited = client
+        .get(format!("{LISTENER}/hello"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(limited.status(), 429);
+    let headers = limited.headers();
+    assert_eq!(headers["ratelimit-policy"], "\"per_user\";q=10;w=60");
+    assert!(
+        headers["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"per_user\";r=0;t="),
+        "{headers:?}"
+    );
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+
+    // The webhook: a signed artifact in the stack's registry, and an unsigned one.
+    let dist = paths::dist_dir();
+    let signed = format!("{REGISTRY}/meshgate/jwt-auth:{}", podman::TAG);
+    let digest = cli::push(&dist.join("jwt-auth.wasm"), &signed);
+    cli::sign(&cosign_key, &signed, false);
+    let signed_pinned = format!("{REGISTRY}/meshgate/jwt-auth@{digest}");
+    let unsigned = format!("{REGISTRY}/meshgate/rate-limit:{}", podman::TAG);
+    cli::push(&dist.join("rate-limit.wasm"), &unsigned);
+    let review = |uid: &str, privileged: bool, image: &str| {
+        podman::review(
+            &webhook,
+            url,
+            &sample_review_of(uid, privileged, Some("wasmtime"), image)["request"],
+        )
+    };
+    let privileged = review("compose-1", true, &signed_pinned);
+    assert_eq!(privileged["allowed"], false, "{privileged}");
+    assert!(
+        privileged["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[privileged]"),
+        "{privileged}"
+    );
+    let clean = review("compose-2", false, &signed_pinned);
+    assert_eq!(clean["allowed"], true, "{clean}\n{}", stack.logs());
+    let unsigned_pod = review("compose-3", false, &unsigned);
+    assert_eq!(unsigned_pod["allowed"], false, "{unsigned_pod}");
+    assert!(
+        unsigned_pod["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[image-verification]"),
+        "{unsigned_pod}"
+    );
+
+    let stopping = Instant::now();
+    let left = stack.down();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    eprintln!("containers: compose stack down in {:?}", stopping.elapsed());
+}
+
+#[test]
+fn compose_global_profile_counts_in_redis_through_limitador() {
+    let _stack = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    podman::require_free(&STACK_PORTS, "envoy/docker-compose.yaml");
+    podman::require_free(&[10003, 6379], "the global profile");
+    podman::images();
+    let (key, _, _) = prepare_stack();
+    let project = format!("meshgate-it-global-{}", std::process::id());
+    let file = paths::repo_root().join("envoy/docker-compose.yaml");
+    let mut stack = Compose::up(
+        &project,
+        &file,
+        &["global"],
+        &[
+            ("MESHGATE_TAG", podman::TAG),
+            ("MESHGATE_ENVOY_CONFIG", "global-ratelimit.yaml"),
+        ],
+    );
+    let client = http_client();
+    podman::wait_for("the stack", Duration::from_secs(60), || {
+        client
+            .get(format!("{LISTENER}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+            && std::net::TcpStream::connect(("127.0.0.1", 10003)).is_ok()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
+    let services = stack.containers();
+    for service in ["ratelimit", "redis"] {
+        assert!(
+            services.iter().any(|s| s.contains(service)),
+            "{service} not in {services:?}"
+        );
+    }
+    assert_eq!(
+        client
+            .get(format!("{LISTENER}/hello"))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    // ratelimit-config.yaml: 10 a minute per user, counted by the service (its x-rls header).
+    let token = key.token(&format!("global-{}", std::process::id()), 600);
+    for i in 1..=10 {
+        let ok = client
+            .get(format!("{LISTENER}/hello"))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        assert_eq!(ok.status(), 200, "request {i}\n{}", stack.logs());
+    }
+    let limited = client
+        .get(format!("{LISTENER}/hello"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(limited.status(), 429, "{}", stack.logs());
+    // Per user: another subject is still admitted.
+    let other = key.token(&format!("global-other-{}", std::process::id()), 600);
+    let fresh = client
+        .get(format!("{LISTENER}/hello"))
+        .bearer_auth(&other)
+        .send()
+        .unwrap();
+    assert_eq!(fresh.status(), 200);
+    // The counters live in Redis: it holds keys now (DBSIZE over RESP).
+    let mut redis = std::net::TcpStream::connect(("127.0.0.1", 6379)).unwrap();
+    redis
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    std::io::Write::write_all(&mut redis, b"*1\r\n$6\r\nDBSIZE\r\n").unwrap();
+    let mut answer = [0u8; 32];
+    let n = std::io::Read::read(&mut redis, &mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    let keys: u64 = answer.trim().trim_start_matches(':').parse().unwrap_or(0);
+    assert!(keys > 0, "Redis answered {answer:?}");
+    let left = stack.down();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
