@@ -2,6 +2,7 @@
 //! processes on loopback. One test binary, so the whole dependency tree is linked once.
 
 mod admission;
+mod containers;
 mod envoy;
 mod envoy_configs;
 mod extensions;
