@@ -398,10 +398,10 @@ fn find_kustomization(dir: &Path) -> Json {
     serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap()).unwrap()
 }
 
-/// The ConfigMap's configuration runs in the real webhook, with the paths the container has
-/// (`/usr/share/meshgate/policies`, `/etc/meshgate/tls`) pointed at this checkout.
-#[test]
-fn the_configmap_configuration_is_accepted_by_meshgate_serve() {
+/// The real webhook running the ConfigMap's configuration, with the paths the container has
+/// (`/usr/share/meshgate/policies`, `/etc/meshgate/tls`) pointed at this checkout and `edit`
+/// applied to the configuration's text.
+fn configmap_webhook(edit: impl Fn(String) -> String) -> Webhook {
     let docs = documents(&repo_root().join("istio/webhook"));
     let configmap = find(&docs, "ConfigMap", "meshgate-webhook");
     let dir = tempfile::tempdir().unwrap();
@@ -423,9 +423,15 @@ fn the_configmap_configuration_is_accepted_by_meshgate_serve() {
             &dir.path().join("cache").display().to_string(),
         );
     let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, edit(config)).unwrap();
     let ca = certs.ca.clone();
-    let webhook = Webhook::start_file(&path, dir, &ca, free_port());
+    Webhook::start_file(&path, dir, &ca, free_port())
+}
+
+/// The ConfigMap's configuration runs in the real webhook.
+#[test]
+fn the_configmap_configuration_is_accepted_by_meshgate_serve() {
+    let webhook = configmap_webhook(|c| c);
     let r = webhook.review(&sample_review("cm-1", true, Some("spin"))["request"]);
     assert_eq!(r["allowed"], false, "{r}");
     assert!(
@@ -1032,4 +1038,92 @@ fn wasmplugins_are_pinned_to_the_pushed_artifacts() {
 fn module_of(reference: &str) -> &str {
     let name = reference.rsplit('/').next().unwrap_or(reference);
     name.split(':').next().unwrap_or(name)
+}
+
+/// The shipped EnvoyFilter and EnvoyExtensionPolicy through the real webhook running the
+/// ConfigMap's configuration: their HTTP modules (the filters in `dist/`, served on loopback)
+/// are fetched, held to the rendered `sha256` and read, and the starter policies judge the
+/// facts: admitted where the ConfigMap places them, denied by `extension-phases` and
+/// `wasm-capabilities` (the filters import `proxy_http_call`) in a namespace it does not.
+#[test]
+fn the_configmap_policies_judge_the_shipped_extensions_real_modules() {
+    let (files, _server) = serve_dist();
+    let webhook = configmap_webhook(|c| c.replace("httpHosts: []", "httpHosts: [\"127.0.0.1:*\"]"));
+    let docs = filter_manifests();
+    let loopback = |doc: &Json| -> Json {
+        let text = doc.to_string().replace(
+            "https://downloads.example.com/meshgate/0.1.0/",
+            &format!("http://127.0.0.1:{files}/"),
+        );
+        serde_json::from_str(&text).unwrap()
+    };
+    let of_kind = |kind: &str| loopback(&docs.iter().find(|(_, d)| d["kind"] == kind).unwrap().1);
+    let envoyfilter = of_kind("EnvoyFilter");
+    let policy = of_kind("EnvoyExtensionPolicy");
+    let review = |uid: &str, object: &Json| {
+        webhook.review(&meshgate_admission::policy_test::admission_request(
+            uid, "CREATE", object, None,
+        ))
+    };
+    let in_namespace = |object: &Json, namespace: &str| {
+        let mut moved = object.clone();
+        moved["metadata"]["namespace"] = json!(namespace);
+        moved
+    };
+
+    // Where the ConfigMap places them, both are admitted: their modules were fetched and read.
+    for object in [&envoyfilter, &policy] {
+        let r = review("ext-ok", object);
+        assert_eq!(r["allowed"], true, "{r}\n{}", webhook.log());
+    }
+
+    // Elsewhere, the real modules' imports and the Wasm's phase are judged.
+    let r = review("ext-eep", &in_namespace(&policy, "apps"));
+    assert_eq!(r["allowed"], false, "{r}");
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("[extension-phases] EnvoyExtensionPolicy apps/meshgate-filters: spec.wasm (Envoy Gateway runs Wasm after authentication) runs in phase AUTHZ, which namespace apps may not use (allowed: istio-system, gateways)"),
+        "{message}"
+    );
+    // Each module named with the field that holds it; what it imports is the module's own
+    // (the proxy-wasm SDK's calls out, whatever else this build links).
+    for (i, module) in ["jwt-auth", "rate-limit"].iter().enumerate() {
+        let head = format!(
+            "[wasm-capabilities] module http://127.0.0.1:{files}/{module}.wasm (at /spec/wasm/{i}/code/http/url) imports network capabilities ("
+        );
+        let at = message
+            .find(&head)
+            .unwrap_or_else(|| panic!("{head}\nnot in {message}"));
+        let rest = &message[at + head.len()..];
+        let (imports, tail) = rest.split_once(')').unwrap();
+        assert!(
+            imports.split(", ").any(|i| i == "env/proxy_http_call"),
+            "{imports}"
+        );
+        assert!(
+            imports.split(", ").all(|i| i.starts_with("env/proxy_")),
+            "{imports}"
+        );
+        assert!(
+            tail.starts_with(
+                ", which namespace apps may not use (allowed: istio-system, gateways)"
+            ),
+            "{tail}"
+        );
+    }
+
+    // An EnvoyFilter placing its Wasm first is in the AUTHN phase.
+    let mut first = in_namespace(&envoyfilter, "apps");
+    first["spec"]["configPatches"][0]["patch"]["operation"] = json!("INSERT_FIRST");
+    let r = review("ext-ef", &first);
+    assert_eq!(r["allowed"], false, "{r}");
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("[extension-phases] EnvoyFilter apps/meshgate-filters: configPatches[0] (a Wasm filter, INSERT_FIRST envoy.filters.http.router) runs in phase AUTHN"),
+        "{message}"
+    );
+    assert!(
+        message.contains("[wasm-capabilities] module http://127.0.0.1:"),
+        "{message}"
+    );
 }
