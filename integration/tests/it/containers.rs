@@ -433,3 +433,76 @@ fn compose_global_profile_counts_in_redis_through_limitador() {
     let left = stack.down();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn webhook_image_is_exported_pushed_signed_and_pinned() {
+    podman::images();
+    let repo = paths::repo_root();
+    let registry = meshgate_integration::Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cosign.key");
+    let mut publish = std::process::Command::new("bash");
+    publish
+        .arg(repo.join("envoy/images/publish.sh"))
+        .arg(registry.host())
+        .env("TAG", podman::TAG)
+        .env("INSECURE", "1")
+        .env("DIST", dir.path())
+        .env("KEY", &key)
+        .env("COSIGN_PASSWORD", cli::KEY_PASSWORD)
+        .env(
+            "MESHGATE_BIN",
+            meshgate_integration::webhook::meshgate_binary(),
+        );
+    podman::run_ok(publish);
+
+    // The OCI layout holds the image under its tag.
+    let index: Json = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("image/meshgate/index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        podman::TAG,
+        "{index}"
+    );
+    // The registry holds it, signed by the key and by no other.
+    let pinned = std::fs::read_to_string(dir.path().join("image/meshgate.ref")).unwrap();
+    let pinned = pinned.trim();
+    assert!(
+        pinned.starts_with(&format!("{}/meshgate/meshgate@sha256:", registry.host())),
+        "{pinned}"
+    );
+    let public = key.with_extension("pub").display().to_string();
+    cli::meshgate_ok(&["verify", "--key", &public, pinned]);
+    cli::key_pair(&dir.path().join("other"), "ecdsa-p256");
+    let other = dir.path().join("other.pub").display().to_string();
+    assert_ne!(cli::meshgate(&["verify", "--key", &other, pinned]).code, 0);
+    // meshgate's own webhook admits a pod running meshgate's image under a trust rule for it.
+    let webhook = meshgate_integration::Webhook::start(&format!(
+        r#"imageVerification:
+  keys: [{{name: release, file: "{public}"}}]
+  trust: [{{name: meshgate, images: ["127.0.0.1:*/meshgate/meshgate"], keys: [release]}}]
+  registries: [{{host: "127.0.0.1:*", insecure: true}}]
+  # A native image: its signature is what is checked, not a Wasm layout.
+  artifactCheck: none
+policies:
+  - name: privileged
+    rego: {{files: ["{{{{repo}}}}/policies/rego/privileged", "{{{{repo}}}}/policies/rego/lib"]}}
+"#
+    ));
+    let answer =
+        webhook.review(&sample_review_of("pub-1", false, Some("wasmtime"), pinned)["request"]);
+    assert_eq!(answer["allowed"], true, "{answer}");
+
+    // make istio's rendering pins the Deployment to that digest and changes nothing else.
+    let out = dir.path().join("istio");
+    let mut pin = std::process::Command::new("bash");
+    pin.arg(repo.join("envoy/images/pin.sh"))
+        .arg(pinned)
+        .arg(&out);
+    podman::run_ok(pin);
+    let mut expected = yaml(&repo.join("istio/webhook/deployment.yaml"));
+    expected["spec"]["template"]["spec"]["containers"][0]["image"] = Json::from(pinned);
+    assert_eq!(yaml(&out.join("deployment.yaml")), expected);
+}
