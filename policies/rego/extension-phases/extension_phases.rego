@@ -13,7 +13,8 @@
 #     denied as unknown.
 #   EnvoyFilter: each patch whose value carries a Wasm filter (typed_config/typedConfig, or an
 #     ECDS config_discovery, of type ...filters.http.wasm.v3.Wasm or ...filters.network.wasm.v3.Wasm,
-#     directly or inside a udpa/xds TypedStruct), by where it goes: INSERT_BEFORE an
+#     directly or inside a udpa/xds TypedStruct) or holds a module the webhook found
+#     (input.modules[...].path under the patch, however deeply nested), by where it goes: INSERT_BEFORE an
 #     authentication filter (jwt_authn, istio_authn) is AUTHN, before an authorisation filter
 #     (rbac, ext_authz) AUTHZ, before istio.stats STATS, before the router UNSPECIFIED_PHASE;
 #     INSERT_AFTER one of them is the next phase. Every other place (INSERT_FIRST, an unknown
@@ -144,10 +145,19 @@ describe_patch(i, p) := sprintf("configPatches[%d] (a Wasm filter, %s %s)", [i, 
 
 describe_patch(i, p) := sprintf("configPatches[%d] (a Wasm filter, %s %s)", [i, object.get(p, "applyTo", ""), operation(p)]) if neighbour(p) == ""
 
+# A patch carries Wasm when its own filter is Wasm, or when the webhook found a module
+# anywhere inside it (input.modules[...].path), however deeply nested.
+patch_carries_wasm(_, p) if carries_wasm(p.patch.value)
+
+patch_carries_wasm(i, _) if {
+	some m in object.get(input, "modules", {})
+	startswith(m.path, sprintf("/spec/configPatches/%d/", [i]))
+}
+
 attachments contains {"what": describe_patch(i, p), "phase": patch_phase(p)} if {
 	input.object.kind == "EnvoyFilter"
 	some i, p in input.object.spec.configPatches
-	carries_wasm(p.patch.value)
+	patch_carries_wasm(i, p)
 }
 
 # ---- EnvoyExtensionPolicy ----

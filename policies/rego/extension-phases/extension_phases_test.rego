@@ -140,3 +140,19 @@ test_envoy_extension_policy_wasm_is_authz if {
 test_pods_are_not_judged if {
 	count(denials({"namespace": "apps", "object": {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}}})) == 0
 }
+
+test_envoyfilter_patches_holding_a_module_are_judged if {
+	matcher := {"name": "m", "typed_config": {
+		"@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+		"extension_config": {"typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"}},
+	}}
+	request := envoy_filter("apps", [
+		http_patch("INSERT_BEFORE", "envoy.filters.http.router", wasm_filter),
+		http_patch("INSERT_BEFORE", "envoy.filters.http.jwt_authn", matcher),
+	])
+	count(denials(request)) == 0
+	found := object.union(request, {"modules": {"https://x/m.wasm": {"path": "/spec/configPatches/1/patch/value/typed_config/extension_config/typed_config/config/vm_config/code/remote/http_uri/uri"}}})
+	denials(found) == {"EnvoyFilter apps/ef: configPatches[1] (a Wasm filter, INSERT_BEFORE envoy.filters.http.jwt_authn) runs in phase AUTHN, which namespace apps may not use (allowed: istio-system, auth)"}
+	elsewhere := object.union(request, {"modules": {"https://x/m.wasm": {"path": "/spec/configPatches/10/patch/value"}}})
+	count(denials(elsewhere)) == 0
+}
