@@ -619,6 +619,35 @@ mod tests {
     }
 
     #[test]
+    fn a_spin_application_is_its_own_layout_and_only_its_components_are_code() {
+        let manifest = |config: &str, layers: &[&str]| {
+            let layers: Vec<serde_json::Value> = layers
+                .iter()
+                .enumerate()
+                .map(|(i, t)| serde_json::json!({"mediaType": t, "digest": format!("sha256:{i}")}))
+                .collect();
+            Layout::of(&serde_json::json!({"config": {"mediaType": config}, "layers": layers}))
+        };
+        const TAR: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let layout = manifest(
+            SPIN_CONFIG,
+            &[
+                SPIN_CONFIG,
+                SPIN_WASM_LAYER,
+                SPIN_DATA_LAYER,
+                SPIN_WASM_LAYER,
+            ],
+        );
+        assert_eq!(layout.wasm_kind(), Some("spin"));
+        assert_eq!(layout.wasm_layers().len(), 2);
+        assert_eq!(manifest(SPIN_CONFIG, &[SPIN_DATA_LAYER]).wasm_kind(), None);
+        assert_eq!(
+            manifest(SPIN_CONFIG, &[SPIN_WASM_LAYER, TAR]).wasm_kind(),
+            None
+        );
+    }
+
+    #[test]
     fn wasm_parsing_rejects_garbage() {
         use crate::capabilities::Capabilities;
         assert!(Capabilities::of(b"\0asm\x01\0\0\0").is_ok());

@@ -299,6 +299,23 @@ fn dir_ca(config: &str) -> PathBuf {
 /// An AdmissionReview `request` for `object` (a Pod or a workload), as the API server sends it.
 pub use meshgate_admission::policy_test::admission_request as request;
 
+/// `object` with the JSON Patch of a `/mutate` answer applied; the object unchanged when the
+/// answer has no patch.
+pub fn patched(object: &Json, response: &Json) -> Json {
+    use base64::Engine as _;
+    let Some(text) = response["patch"].as_str() else {
+        return object.clone();
+    };
+    assert_eq!(response["patchType"], "JSONPatch", "{response}");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("the patch is base64");
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("the patch is JSON Patch");
+    let mut object = object.clone();
+    json_patch::patch(&mut object, &patch).expect("the patch applies");
+    object
+}
+
 /// A whole AdmissionReview creating a Pod on wasmtime in namespace `demo`: one container with
 /// limits and a pinned image from ghcr.io, privileged or not. Used by `make run` and
 /// `make bench`.

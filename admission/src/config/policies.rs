@@ -115,6 +115,33 @@ pub struct PolicyConfig {
     pub failure_policy: Option<FailurePolicy>,
     /// Overrides `limits.policyTimeout` for this policy.
     pub timeout: Option<Duration>,
+    /// The kinds of object the policy judges.
+    pub kinds: PolicyKinds,
+}
+
+/// Objects that reach the policies, and the kinds a policy judges: workloads count as `Pod`
+/// (they are judged as the Pod their template makes).
+pub const POLICY_KINDS: [&str; 4] = ["Pod", "WasmPlugin", "EnvoyFilter", "EnvoyExtensionPolicy"];
+
+/// Which kinds a policy judges: `kinds: [...]` in the entry. Without it, Rego and Wasm
+/// policies judge pods only (the kind they were written for before the mesh's own Wasm reached
+/// the webhook), and Gatekeeper policies every kind their Constraint's `match` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyKinds {
+    /// Every kind (`kinds: ["*"]`, or a Gatekeeper policy without `kinds`).
+    All,
+    /// These kinds.
+    Only(Vec<String>),
+}
+
+impl PolicyKinds {
+    /// Whether objects of `kind` (`Pod` for pods and workloads) are judged.
+    pub fn contains(&self, kind: &str) -> bool {
+        match self {
+            PolicyKinds::All => true,
+            PolicyKinds::Only(kinds) => kinds.iter().any(|k| k == kind),
+        }
+    }
 }
 
 /// Which engine runs a policy. A new engine is a new variant: every `match` on it (loading,
@@ -156,6 +183,7 @@ pub(super) struct RawPolicy {
     failure_policy: Option<FailurePolicy>,
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
+    kinds: Option<Vec<String>>,
 }
 
 impl RawPolicy {
@@ -182,9 +210,34 @@ impl RawPolicy {
             }
             _ => return invalid("", "exactly one of rego, gatekeeper, wasm must be set"),
         };
+        let kinds = match self.kinds {
+            None if matches!(source, PolicySource::Gatekeeper(_)) => PolicyKinds::All,
+            None => PolicyKinds::Only(vec!["Pod".into()]),
+            Some(kinds) if kinds.iter().any(|k| k == "*") => PolicyKinds::All,
+            Some(kinds) => {
+                if kinds.is_empty() {
+                    return invalid(".kinds", "must list at least one kind, or \"*\"");
+                }
+                if let Some((i, bad)) = kinds
+                    .iter()
+                    .enumerate()
+                    .find(|(_, k)| !POLICY_KINDS.contains(&k.as_str()))
+                {
+                    return Err((
+                        format!(".kinds[{i}]"),
+                        format!(
+                            "unknown kind {bad}: one of {} (workloads are judged as Pod), or \"*\"",
+                            POLICY_KINDS.join(", ")
+                        ),
+                    ));
+                }
+                PolicyKinds::Only(kinds)
+            }
+        };
         Ok(PolicyConfig {
             name: self.name,
             source,
+            kinds,
             mode: self.mode,
             parameters: self.parameters,
             namespaces: self.namespaces.compile()?,

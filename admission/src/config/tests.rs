@@ -285,3 +285,54 @@ fn attestations_need_a_predicate_type_and_an_identity_to_sign_them() {
         vec!["https://slsa.dev/provenance/v1"]
     );
 }
+
+#[test]
+fn policies_judge_pods_unless_kinds_say_otherwise() {
+    let config = parse(
+        r#"
+policies:
+  - {name: pods, rego: {files: [a.rego]}}
+  - {name: plugins, rego: {files: [a.rego]}, kinds: [WasmPlugin, EnvoyFilter]}
+  - {name: all, wasm: {file: p.wasm}, kinds: ["*"]}
+  - {name: gk, gatekeeper: {template: t.yaml, constraint: c.yaml}}
+"#,
+    )
+    .unwrap();
+    let kinds: Vec<_> = config.policies.iter().map(|p| &p.kinds).collect();
+    assert_eq!(kinds[0], &PolicyKinds::Only(vec!["Pod".into()]));
+    assert!(kinds[1].contains("EnvoyFilter") && !kinds[1].contains("Pod"));
+    assert_eq!(kinds[2], &PolicyKinds::All);
+    assert_eq!(kinds[3], &PolicyKinds::All, "a Constraint's match decides");
+    let error = parse("policies: [{name: x, rego: {files: [a.rego]}, kinds: [Deployment]}]")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("policies[0].kinds[0]: unknown kind Deployment"),
+        "{error}"
+    );
+}
+
+#[test]
+fn extensions_and_runtimes_are_checked() {
+    let error = parse("extensions: {httpHosts: [\"https://x.example/\"]}")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("extensions.httpHosts[0]"), "{error}");
+    let error = parse("runtimes: {spin: {layouts: [docker]}}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("runtimes.spin.layouts[0]: unknown layout docker"),
+        "{error}"
+    );
+    let error = parse("runtimes: {spin: {modules: [component]}}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("needs imageVerification.artifactCheck: parse"),
+        "{error}"
+    );
+    let config = parse("extensions: {httpHosts: [\"filters.example:*\"]}\nruntimes: {spin: {handler: spin, layouts: [spin]}}").unwrap();
+    assert_eq!(config.extensions.http_hosts, ["filters.example:*"]);
+    assert_eq!(config.runtimes["spin"].handler.as_deref(), Some("spin"));
+}

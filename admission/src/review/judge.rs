@@ -9,7 +9,7 @@ use super::{Pipeline, Selected, Verdict};
 /// Longest finding or error a log line carries; findings quote the request (image names,
 /// container names), so they are cut and escaped like the rest of the request's text.
 pub(crate) const LOGGED_FINDING_BYTES: usize = 1024;
-use crate::config::{FailurePolicy, Mode, NamespaceSelector, PolicyConfig};
+use crate::config::{FailurePolicy, Mode, NamespaceSelector, PolicyConfig, PolicyKinds};
 use crate::images::PodImages;
 use crate::policy::{self, Evaluate, Input, LoadContext, LoadError, PolicyError};
 
@@ -19,6 +19,7 @@ pub struct LoadedPolicy {
     mode: Mode,
     failure_policy: FailurePolicy,
     namespaces: NamespaceSelector,
+    kinds: PolicyKinds,
     engine: Box<dyn Evaluate>,
 }
 
@@ -37,6 +38,7 @@ impl LoadedPolicy {
             mode: config.mode.unwrap_or_else(|| engine.default_mode()),
             failure_policy: config.failure_policy.unwrap_or(server_failure_policy),
             namespaces: config.namespaces.clone(),
+            kinds: config.kinds.clone(),
             engine,
         })
     }
@@ -51,8 +53,8 @@ impl LoadedPolicy {
         self.engine.engine()
     }
 
-    fn applies_to(&self, namespace: &str) -> bool {
-        self.namespaces.applies_to(namespace)
+    fn applies_to(&self, namespace: &str, kind: &str) -> bool {
+        self.kinds.contains(kind) && self.namespaces.applies_to(namespace)
     }
 }
 
@@ -81,10 +83,12 @@ impl Pipeline {
         namespace: &str,
         images: PodImages,
     ) -> Verdict {
+        // The request's kind after workload expansion: `Pod` for pods and workloads.
+        let kind = input.json()["kind"]["kind"].as_str().unwrap_or("");
         let mut violations = images.violations;
         let mut warnings = images.warnings;
         for policy in &self.policies {
-            if !policy.applies_to(namespace) || !policy.engine.matches(input) {
+            if !policy.applies_to(namespace, kind) || !policy.engine.matches(input) {
                 continue;
             }
             let started = Instant::now();

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use meshgate_integration::devkey::{self, DevKey};
-use meshgate_integration::webhook::sample_review_of;
+use meshgate_integration::webhook::{patched, request, sample_review_of};
 use meshgate_integration::{
     Echo, Envoy, JwksServer, Registry, Webhook, cli, envoy::template_file, http_client, paths,
 };
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 
 const LISTENER: &str = "http://127.0.0.1:10000";
 const WEBHOOK_PORT: u16 = 8443;
@@ -116,6 +116,40 @@ fn main() -> Result<()> {
     let [privileged, allowed, unsigned_pod] =
         ["privileged-pod.json", "wasm-pod.json", "unsigned-pod.json"].map(|f| state.join(f));
 
+    // The demo's own WasmPlugin (istio/filters/wasmplugin-jwt-auth.yaml), its url on the local
+    // registry's signed filter by tag: validation refuses the tag, /mutate pins it to the
+    // digest verified, and the pinned object is admitted.
+    let plugin_ref = format!("{}/meshgate/filters/jwt-auth:dev", registry.host());
+    let plugin_digest = cli::push_format(&dist.join("jwt-auth.wasm"), &plugin_ref, "istio");
+    cli::sign(&cosign_key.with_extension("key"), &plugin_ref, false);
+    let mut plugin: Json = serde_yaml::from_str(&std::fs::read_to_string(
+        repo.join("istio/filters/wasmplugin-jwt-auth.yaml"),
+    )?)?;
+    plugin["spec"]["url"] = json!(format!("oci://{plugin_ref}"));
+    let plugin_review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": request("demo-4", "CREATE", &plugin, None),
+    });
+    let plugin_file = state.join("wasmplugin.json");
+    std::fs::write(&plugin_file, plugin_review.to_string())?;
+    let by_tag = webhook.review(&plugin_review["request"]);
+    let mutation = webhook.review_at("/mutate", &plugin_review["request"]);
+    let pinned = patched(&plugin, &mutation);
+    let pinned_answer = webhook.review(&request("demo-5", "CREATE", &pinned, None));
+    let pinned_url = format!(
+        "oci://{}/meshgate/filters/jwt-auth@{plugin_digest}",
+        registry.host()
+    );
+    if by_tag["allowed"] != false
+        || pinned["spec"]["url"] != pinned_url
+        || pinned_answer["allowed"] != true
+    {
+        bail!(
+            "the webhook does not guard the demo's WasmPlugin as expected: by tag {by_tag}, \
+             mutation {mutation}, pinned {pinned_answer}"
+        );
+    }
+
     // A self-check subject of its own per run, so the printed token starts with a full
     // rate-limit bucket.
     let token_for = |sub: &str| key.token(sub, 12 * 3600);
@@ -157,11 +191,14 @@ fn main() -> Result<()> {
          \n       -H 'Content-Type: application/json' --data @{allowed} {webhook_url}/validate\
          \n                                                 # allowed: true (a signed Wasm artifact, a clean pod)\
          \n  curl --cacert {ca} \\\
+         \n       -H 'Content-Type: application/json' --data @{plugin_file} {webhook_url}/mutate\
+         \n                                                 # the WasmPlugin's url pinned: a base64 JSON Patch to {pinned_url}\
+         \n  curl --cacert {ca} \\\
          \n       -H 'Content-Type: application/json' --data @{unsigned_pod} {webhook_url}/validate\
          \n                                                 # allowed: false, [image-verification] ... no signatures found\
          \n  target/debug/meshgate verify --insecure-registry {registry} --key .state/dev/cosign.pub {signed}\
          \n  curl --cacert {ca} {webhook_url}/metrics\n\
-         \nSelf-check: no token → {without_status}, dev token → {with_status}; privileged Wasm pod denied, signed clean one allowed, unsigned one denied.",
+         \nSelf-check: no token → {without_status}, dev token → {with_status}; privileged Wasm pod denied, signed clean one allowed, unsigned one denied; the WasmPlugin denied by tag, pinned by /mutate, then admitted.",
         upstream.port(),
         jwks.url(),
         webhook_url = webhook.url,
@@ -169,6 +206,7 @@ fn main() -> Result<()> {
         privileged = privileged.display(),
         allowed = allowed.display(),
         unsigned_pod = unsigned_pod.display(),
+        plugin_file = plugin_file.display(),
         config = config.display(),
         registry = registry.host(),
     );

@@ -147,17 +147,10 @@ fn warnings(response: &Json) -> String {
         .unwrap_or_default()
 }
 
-/// Applies an answer's JSON Patch to `object`.
+/// Applies an answer's JSON Patch to `object`, which must have one.
 fn patched(object: &Json, response: &Json) -> Json {
-    use base64::Engine as _;
-    assert_eq!(response["patchType"], "JSONPatch", "{response}");
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(response["patch"].as_str().unwrap())
-        .unwrap();
-    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
-    let mut object = object.clone();
-    json_patch::patch(&mut object, &patch).unwrap();
-    object
+    assert!(response["patch"].is_string(), "no patch: {response}");
+    meshgate_integration::webhook::patched(object, response)
 }
 
 /// A proxy-wasm module that imports a host function Envoy does not have.
