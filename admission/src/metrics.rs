@@ -24,7 +24,10 @@ struct ReviewLabels {
 
 /// The `kind` label: one of a fixed set.
 fn kind_label(kind: &str) -> &'static str {
-    crate::workload::known_kind(kind).unwrap_or("other")
+    const EXTENSIONS: [&str; 3] = ["WasmPlugin", "EnvoyFilter", "EnvoyExtensionPolicy"];
+    crate::workload::known_kind(kind)
+        .or_else(|| EXTENSIONS.into_iter().find(|k| *k == kind))
+        .unwrap_or("other")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
