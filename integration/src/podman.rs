@@ -114,6 +114,18 @@ impl Container {
     pub fn logs(&self) -> String {
         logs(&self.name)
     }
+
+    /// Fails the test with the container's log if it has stopped (a probe need not wait out
+    /// its timeout for a process that is gone).
+    pub fn assert_running(&self) {
+        assert_eq!(
+            self.inspect("{{.State.Running}}"),
+            "true",
+            "{} stopped:\n{}",
+            self.name,
+            self.logs()
+        );
+    }
 }
 
 impl Drop for Container {
@@ -188,6 +200,27 @@ impl Compose {
             .map(str::to_string)
             .filter(|l| !l.is_empty())
             .collect()
+    }
+
+    /// Fails the test with the project's logs if one of its containers has stopped.
+    pub fn assert_running(&self) {
+        let label = format!("label=io.podman.compose.project={}", self.project);
+        let stopped = podman_ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &label,
+            "--filter",
+            "status=exited",
+            "--format",
+            "{{.Names}}",
+        ]);
+        assert!(
+            stopped.trim().is_empty(),
+            "stopped: {}\n{}",
+            stopped.trim(),
+            self.logs()
+        );
     }
 
     /// The logs of every container of the project, for a failure message.
