@@ -108,6 +108,7 @@ fn webhook_image_runs_as_the_deployment_does() {
     let url = format!("https://127.0.0.1:{port}");
     let client = client_trusting(&ca);
     podman::wait_for("the webhook's /readyz", Duration::from_secs(60), || {
+        webhook.assert_running();
         client
             .get(format!("{url}/readyz"))
             .send()
@@ -220,10 +221,26 @@ fn webhook_image_holds_the_binary_its_libraries_certificates_and_policies_only()
     assert!(!shell.status.success(), "the image has a shell");
 }
 
-/// The host ports envoy/docker-compose.yaml's default services listen on.
-const STACK_PORTS: [u16; 6] = [10000, 10001, 10002, 10004, 8443, 9901];
+/// The host ports envoy/docker-compose.yaml's services listen on whatever the environment says
+/// (the configs under envoy/ name them); the webhook's, the registry's and Redis's move.
+const STACK_PORTS: [u16; 4] = [10000, 10001, 10002, 9901];
 const LISTENER: &str = "http://127.0.0.1:10000";
-const REGISTRY: &str = "127.0.0.1:10004";
+
+/// Free ports for the webhook, the registry and Redis, and the environment that moves them there.
+fn moved_ports() -> (u16, u16, u16, Vec<(&'static str, String)>) {
+    let (webhook, registry, redis) = (ports::free_port(), ports::free_port(), ports::free_port());
+    let env = vec![
+        ("MESHGATE_TAG", podman::TAG.to_string()),
+        ("MESHGATE_WEBHOOK_PORT", webhook.to_string()),
+        ("MESHGATE_REGISTRY_PORT", registry.to_string()),
+        ("MESHGATE_REDIS_PORT", redis.to_string()),
+    ];
+    (webhook, registry, redis, env)
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
 
 /// What `make compose` prepares: dist/*.wasm exist already; the dev key's JWKS, the webhook's
 /// TLS files and the cosign public key under dist/compose/.
@@ -252,17 +269,20 @@ fn compose_stack_answers_as_make_run_does_and_leaves_nothing_behind() {
     let project = format!("meshgate-it-{}", std::process::id());
     let file = paths::repo_root().join("envoy/docker-compose.yaml");
     let started = Instant::now();
-    let mut stack = Compose::up(&project, &file, &[], &[("MESHGATE_TAG", podman::TAG)]);
+    let (webhook_port, registry_port, _, env) = moved_ports();
+    let mut stack = Compose::up(&project, &file, &[], &env_refs(&env));
+    let registry = format!("127.0.0.1:{registry_port}");
     let client = http_client();
     let webhook = client_trusting(&ca);
-    let url = "https://127.0.0.1:8443";
+    let url = &format!("https://127.0.0.1:{webhook_port}");
     podman::wait_for("the stack", Duration::from_secs(60), || {
+        stack.assert_running();
         client
             .get(format!("{LISTENER}/healthz"))
             .send()
             .is_ok_and(|r| r.status() == 200)
             && client
-                .get(format!("http://{REGISTRY}/v2/"))
+                .get(format!("http://{registry}/v2/"))
                 .send()
                 .is_ok_and(|r| r.status() == 200)
             && webhook
@@ -313,11 +333,11 @@ fn compose_stack_answers_as_make_run_does_and_leaves_nothing_behind() {
 
     // The webhook: a signed artifact in the stack's registry, and an unsigned one.
     let dist = paths::dist_dir();
-    let signed = format!("{REGISTRY}/meshgate/jwt-auth:{}", podman::TAG);
+    let signed = format!("{registry}/meshgate/jwt-auth:{}", podman::TAG);
     let digest = cli::push(&dist.join("jwt-auth.wasm"), &signed);
     cli::sign(&cosign_key, &signed, false);
-    let signed_pinned = format!("{REGISTRY}/meshgate/jwt-auth@{digest}");
-    let unsigned = format!("{REGISTRY}/meshgate/rate-limit:{}", podman::TAG);
+    let signed_pinned = format!("{registry}/meshgate/jwt-auth@{digest}");
+    let unsigned = format!("{registry}/meshgate/rate-limit:{}", podman::TAG);
     cli::push(&dist.join("rate-limit.wasm"), &unsigned);
     let review = |uid: &str, privileged: bool, image: &str| {
         podman::review(
@@ -357,22 +377,17 @@ fn compose_stack_answers_as_make_run_does_and_leaves_nothing_behind() {
 fn compose_global_profile_counts_in_redis_through_limitador() {
     let _stack = STACK.lock().unwrap_or_else(|e| e.into_inner());
     podman::require_free(&STACK_PORTS, "envoy/docker-compose.yaml");
-    podman::require_free(&[10003, 6379], "the global profile");
+    podman::require_free(&[10003], "the global profile");
     podman::images();
     let (key, _, _) = prepare_stack();
     let project = format!("meshgate-it-global-{}", std::process::id());
     let file = paths::repo_root().join("envoy/docker-compose.yaml");
-    let mut stack = Compose::up(
-        &project,
-        &file,
-        &["global"],
-        &[
-            ("MESHGATE_TAG", podman::TAG),
-            ("MESHGATE_ENVOY_CONFIG", "global-ratelimit.yaml"),
-        ],
-    );
+    let (_, _, redis_port, mut env) = moved_ports();
+    env.push(("MESHGATE_ENVOY_CONFIG", "global-ratelimit.yaml".to_string()));
+    let mut stack = Compose::up(&project, &file, &["global"], &env_refs(&env));
     let client = http_client();
     podman::wait_for("the stack", Duration::from_secs(60), || {
+        stack.assert_running();
         client
             .get(format!("{LISTENER}/healthz"))
             .send()
@@ -420,7 +435,7 @@ fn compose_global_profile_counts_in_redis_through_limitador() {
         .unwrap();
     assert_eq!(fresh.status(), 200);
     // The counters live in Redis: it holds keys now (DBSIZE over RESP).
-    let mut redis = std::net::TcpStream::connect(("127.0.0.1", 6379)).unwrap();
+    let mut redis = std::net::TcpStream::connect(("127.0.0.1", redis_port)).unwrap();
     redis
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
