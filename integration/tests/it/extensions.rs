@@ -78,6 +78,7 @@ extensions:
 policies:
   - name: module-facts
     rego: {{files: ["{facts}"]}}
+    kinds: [WasmPlugin, EnvoyFilter, EnvoyExtensionPolicy]
     mode: warn
 "#,
         key = keys.path().join("release.pub").display(),
