@@ -27,6 +27,10 @@ pub struct Capabilities {
     /// as `module/name`; hosts that only provide functions cannot link them.
     #[serde(skip)]
     pub non_function_imports: Vec<String>,
+    /// Core modules: function exports named `proxy_abi_version_*`, in module order (the
+    /// proxy takes the first it knows).
+    #[serde(skip)]
+    pub abi_exports: Vec<String>,
 }
 
 impl Capabilities {
@@ -42,6 +46,7 @@ impl Capabilities {
         let mut imports = Vec::new();
         let mut exports = Vec::new();
         let mut non_function_imports = Vec::new();
+        let mut abi_exports = Vec::new();
         let push = |list: &mut Vec<String>, name: String| {
             if list.len() >= MAX_NAMES {
                 return Err(format!("more than {MAX_NAMES} imports or exports"));
@@ -75,6 +80,11 @@ impl Capabilities {
                 Payload::ExportSection(reader) if depth == 1 => {
                     for export in reader {
                         let export = export.map_err(|e| e.to_string())?;
+                        if export.kind == wasmparser::ExternalKind::Func
+                            && export.name.starts_with("proxy_abi_version_")
+                        {
+                            push(&mut abi_exports, export.name.to_string())?;
+                        }
                         push(&mut exports, export.name.to_string())?;
                     }
                 }
@@ -103,22 +113,30 @@ impl Capabilities {
             imports,
             exports,
             non_function_imports,
+            abi_exports,
         })
     }
 
     /// Adds another layer's names (an artifact with several Wasm layers); the kind stays the
-    /// first layer's. Bounded like one binary's lists.
-    pub fn merge(&mut self, other: Capabilities) {
+    /// first layer's. More than [`MAX_NAMES`] together is refused, never cut: a cut list would
+    /// hide what the last layer imports.
+    pub fn merge(&mut self, other: Capabilities) -> Result<(), String> {
         for (list, more) in [
             (&mut self.imports, other.imports),
             (&mut self.exports, other.exports),
             (&mut self.non_function_imports, other.non_function_imports),
+            (&mut self.abi_exports, other.abi_exports),
         ] {
             list.extend(more);
             list.sort_unstable();
             list.dedup();
-            list.truncate(MAX_NAMES);
+            if list.len() > MAX_NAMES {
+                return Err(format!(
+                    "more than {MAX_NAMES} imports or exports across its Wasm layers"
+                ));
+            }
         }
+        Ok(())
     }
 
     /// The facts policies receive: `{"kind", "imports", "exports"}`.
@@ -192,5 +210,19 @@ mod tests {
             .collect();
         let bytes = wat::parse_str(format!("(module {many})")).unwrap();
         assert!(Capabilities::of(&bytes).unwrap_err().contains("more than"));
+        // Layers that fit one by one but not together are refused, never cut.
+        let half = |prefix: &str| {
+            let imports: String = (0..MAX_NAMES / 2 + 1)
+                .map(|i| format!("(import \"{prefix}\" \"f{i}\" (func))"))
+                .collect();
+            Capabilities::of(&wat::parse_str(format!("(module {imports})")).unwrap()).unwrap()
+        };
+        let mut first = half("a");
+        assert!(
+            first
+                .merge(half("b"))
+                .unwrap_err()
+                .contains("across its Wasm layers")
+        );
     }
 }

@@ -294,7 +294,23 @@ fn bench(config: &std::path::Path, review: &std::path::Path, iterations: usize) 
     )
 }
 
+/// Module and layer downloads are large (up to tens of MiB) and short-lived, on whichever
+/// worker thread runs them. glibc raises its mmap threshold after the first such buffer is
+/// freed, so later ones land in per-thread arenas that keep their pages: resident memory then
+/// grows with the number of threads, not with the downloads allowed at once. A fixed 1 MiB
+/// threshold keeps every large buffer mmapped, returned to the system when freed.
+#[allow(unsafe_code)]
+fn large_buffers_go_back_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn serve(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> ExitCode {
+    large_buffers_go_back_to_the_system();
     let mut config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {

@@ -968,7 +968,10 @@ async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<
     if response.content_length().is_some_and(|n| n > max as u64) {
         return Err(ReadError::TooLarge);
     }
-    let mut bytes = Vec::new();
+    // Sized once from the declared length (bounded above): growing by doubling would briefly
+    // hold one and a half times the blob.
+    let declared = response.content_length().unwrap_or(0) as usize;
+    let mut bytes = Vec::with_capacity(declared.min(max));
     while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
         if bytes.len() + chunk.len() > max {
             return Err(ReadError::TooLarge);

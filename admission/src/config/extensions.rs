@@ -26,6 +26,20 @@ pub struct Extensions {
     /// own filesystem cannot be checked from here. None by default.
     #[serde(default)]
     pub local_files: Vec<String>,
+    /// Whether EnvoyFilter code inline in the object (`local.inline_bytes`, `inline_string`)
+    /// may be admitted. Inline code has no provenance (no signature, no registry), so it is
+    /// refused by default; admitted, it is still checked to be a proxy-wasm module and its
+    /// facts go to the policies.
+    #[serde(default)]
+    pub inline_modules: bool,
+    /// NullVM plugins (`runtime: envoy.wasm.runtime.null`, code compiled into Envoy) that may
+    /// be named, exactly. None by default.
+    #[serde(default)]
+    pub null_vm_plugins: Vec<String>,
+    /// Module downloads (registry layers, HTTP) at once across all reviews: each holds up to
+    /// `maxModuleBytes`, so this bounds their memory. Others wait, within the review deadline.
+    #[serde(default = "default_max_concurrent_fetches")]
+    pub max_concurrent_fetches: usize,
 }
 
 impl Default for Extensions {
@@ -35,6 +49,9 @@ impl Default for Extensions {
             max_module_bytes: default_max_module_bytes(),
             fetch_timeout: default_fetch_timeout(),
             local_files: Vec::new(),
+            inline_modules: false,
+            null_vm_plugins: Vec::new(),
+            max_concurrent_fetches: default_max_concurrent_fetches(),
         }
     }
 }
@@ -65,12 +82,19 @@ impl Extensions {
         if self.max_module_bytes == 0 {
             return Err(("maxModuleBytes".into(), "must be positive".into()));
         }
+        if self.max_concurrent_fetches == 0 {
+            return Err(("maxConcurrentFetches".into(), "must be positive".into()));
+        }
         Ok(())
     }
 }
 
 fn default_max_module_bytes() -> usize {
     32 * 1024 * 1024
+}
+
+fn default_max_concurrent_fetches() -> usize {
+    2
 }
 
 fn default_fetch_timeout() -> Duration {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use oci_client::Reference;
 use serde_json::{Value as Json, json};
 use sha2::{Digest as _, Sha256};
+use tokio::sync::Semaphore;
 
 use super::fetch::Fetcher;
 use super::{ModuleRef, Source, proxy_wasm};
@@ -50,8 +51,16 @@ struct Analysis {
 pub struct ModuleChecker {
     fetcher: Fetcher,
     local_files: Vec<glob::Pattern>,
+    inline_modules: bool,
+    null_vm_plugins: Vec<String>,
     max_bytes: usize,
+    /// Permits for module downloads at once, across all reviews: each holds up to
+    /// `max_bytes`, so memory stays bounded however many reviews name large modules.
+    downloads: Semaphore,
     analyzed: Flights<String, Result<Analysis, String>>,
+    /// Per verified OCI digest (content-addressed, so it never goes stale): what its Wasm
+    /// layer is. Concurrent reviews of one module share one download.
+    oci: Flights<String, Result<Analysis, String>>,
     /// Per URL: the sha256 of what it served and its analysis, or why it failed (never the
     /// bytes: memory stays bounded by the entry count).
     fetched: Flights<String, Fetched>,
@@ -79,8 +88,12 @@ impl ModuleChecker {
                 config.fetch_timeout,
             )?,
             local_files,
+            inline_modules: config.inline_modules,
+            null_vm_plugins: config.null_vm_plugins.clone(),
             max_bytes: config.max_module_bytes,
+            downloads: Semaphore::new(config.max_concurrent_fetches.max(1)),
             analyzed: Flights::with_capacity(CACHE_ENTRIES),
+            oci: Flights::with_capacity(CACHE_ENTRIES),
             fetched: Flights::with_capacity(CACHE_ENTRIES),
         })
     }
@@ -137,11 +150,11 @@ impl ModuleChecker {
                         url.clone(),
                         |_| FETCH_TTL,
                         || async {
-                            let bytes = self
-                                .fetcher
-                                .fetch(url)
-                                .await
-                                .map_err(|e| format!("fetching the module: {e}"))?;
+                            let bytes = {
+                                let _permit = self.downloads.acquire().await;
+                                self.fetcher.fetch(url).await
+                            }
+                            .map_err(|e| format!("fetching the module: {e}"))?;
                             let actual = hex::encode(Sha256::digest(&bytes));
                             let analysis = self.analyze(&actual, &bytes).await;
                             Ok((actual, analysis))
@@ -158,12 +171,29 @@ impl ModuleChecker {
                 self.add_analysis(&mut facts, &analysis);
             }
             Source::Inline(bytes) => {
+                if !self.inline_modules {
+                    return Err(
+                        "code inline in the object has no provenance (no signature, \
+                                no registry): set extensions.inlineModules to admit it"
+                            .into(),
+                    );
+                }
                 let actual = hex::encode(Sha256::digest(bytes));
                 let analysis = self.analyze(&actual, bytes).await?;
                 facts["sha256"] = json!(actual);
                 self.add_analysis(&mut facts, &analysis);
             }
             Source::File(file) => {
+                // Envoy opens the path as written: a glob would let `*` match `..`.
+                if !file.starts_with('/')
+                    || file
+                        .split('/')
+                        .any(|segment| segment == "." || segment == "..")
+                {
+                    return Err("a local file must be an absolute path without . or .. \
+                                segments"
+                        .into());
+                }
                 let options = glob::MatchOptions {
                     case_sensitive: true,
                     require_literal_separator: true,
@@ -183,7 +213,15 @@ impl ModuleChecker {
                     crate::review::decode::clip_to(&module.key, 256)
                 ));
             }
-            Source::Builtin(name) => facts["name"] = json!(name),
+            Source::Builtin(name) => {
+                if !self.null_vm_plugins.iter().any(|n| n == name) {
+                    return Err(format!(
+                        "NullVM plugin {} is not in extensions.nullVmPlugins",
+                        crate::review::decode::clip(name)
+                    ));
+                }
+                facts["name"] = json!(name);
+            }
             Source::Unverifiable(reason) => return Err(reason.clone()),
         }
         Ok(facts)
@@ -221,12 +259,21 @@ impl ModuleChecker {
                 ));
             }
         }
-        let bytes = verifier
-            .wasm_bytes(reference, &facts, self.max_bytes)
-            .await
-            .map_err(|e| format!("reading the module: {e}"))?;
         let analysis = self
-            .analyze(&hex::encode(Sha256::digest(&bytes)), &bytes)
+            .oci
+            .get(
+                facts.digest.clone(),
+                |_| ANALYSIS_TTL,
+                || async {
+                    let bytes = {
+                        let _permit = self.downloads.acquire().await;
+                        verifier.wasm_bytes(reference, &facts, self.max_bytes).await
+                    }
+                    .map_err(|e| format!("reading the module: {e}"))?;
+                    self.analyze(&hex::encode(Sha256::digest(&bytes)), &bytes)
+                        .await
+                },
+            )
             .await?;
         if !by_digest {
             let scheme = if module.key.starts_with("oci://") {
@@ -275,5 +322,85 @@ impl ModuleChecker {
     fn add_analysis(&self, facts: &mut Json, analysis: &Analysis) {
         facts["capabilities"] = analysis.capabilities.to_json();
         facts["abiVersions"] = json!(analysis.abi_versions);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extensions::{ExtensionKind, find_modules};
+
+    fn filter(local: Json, runtime: &str) -> Vec<ModuleRef> {
+        let object = json!({"spec": {"configPatches": [{"patch": {"value": {"vm_config": {
+            "runtime": runtime, "code": {"local": local}}}}}]}});
+        find_modules(ExtensionKind::EnvoyFilter, &object).unwrap()
+    }
+
+    async fn check(config: &Extensions, modules: &[ModuleRef]) -> ModuleChecks {
+        ModuleChecker::new(config)
+            .unwrap()
+            .check(modules, None)
+            .await
+    }
+
+    #[tokio::test]
+    async fn inline_code_files_and_builtins_need_the_operator_to_name_them() {
+        use base64::Engine as _;
+        let module = wat::parse_str(
+            r#"(module (import "env" "proxy_log" (func (param i32 i32 i32) (result i32)))
+                       (func (export "proxy_abi_version_0_2_1")))"#,
+        )
+        .unwrap();
+        let inline = filter(
+            json!({"inline_bytes": base64::engine::general_purpose::STANDARD.encode(&module)}),
+            "envoy.wasm.runtime.v8",
+        );
+        let refused = check(&Extensions::default(), &inline).await;
+        assert!(
+            refused.violations[0].contains("no provenance"),
+            "{refused:?}"
+        );
+        let allowed = Extensions {
+            inline_modules: true,
+            ..Extensions::default()
+        };
+        let admitted = check(&allowed, &inline).await;
+        assert!(admitted.violations.is_empty(), "{admitted:?}");
+        let facts = admitted.facts.values().next().unwrap();
+        assert_eq!(facts["source"], "inline");
+        assert_eq!(facts["capabilities"]["imports"], json!(["env/proxy_log"]));
+
+        let files = Extensions {
+            local_files: vec!["/var/lib/wasm/**/*.wasm".into()],
+            ..Extensions::default()
+        };
+        let listed = filter(json!({"filename": "/var/lib/wasm/a/f.wasm"}), "v8");
+        let checks = check(&files, &listed).await;
+        assert!(checks.violations.is_empty() && checks.warnings.len() == 1);
+        for escape in [
+            "/var/lib/wasm/../../../tmp/evil.wasm",
+            "/var/lib/wasm/./x/../../../etc/e.wasm",
+            "var/lib/wasm/f.wasm",
+        ] {
+            let checks = check(&files, &filter(json!({"filename": escape}), "v8")).await;
+            assert!(
+                checks.violations[0].contains("absolute path without"),
+                "{escape}: {checks:?}"
+            );
+        }
+
+        let stats = filter(
+            json!({"inline_string": "envoy.wasm.stats"}),
+            "envoy.wasm.runtime.null",
+        );
+        assert!(
+            check(&Extensions::default(), &stats).await.violations[0]
+                .contains("not in extensions.nullVmPlugins")
+        );
+        let named = Extensions {
+            null_vm_plugins: vec!["envoy.wasm.stats".into()],
+            ..Extensions::default()
+        };
+        assert!(check(&named, &stats).await.violations.is_empty());
     }
 }

@@ -149,7 +149,10 @@ impl Fetcher {
             {
                 return Err(FetchError::TooLarge(self.max_bytes));
             }
-            let mut bytes = Vec::new();
+            // Sized once from the declared length (already bounded): growing by doubling
+            // would briefly hold one and a half times the module.
+            let declared = response.content_length().unwrap_or(0) as usize;
+            let mut bytes = Vec::with_capacity(declared.min(self.max_bytes));
             while let Some(chunk) = response
                 .chunk()
                 .await

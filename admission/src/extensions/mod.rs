@@ -106,11 +106,7 @@ pub fn find_modules(kind: ExtensionKind, object: &Json) -> Result<Vec<ModuleRef>
             found.push(from_url(url, "/spec/url", sha256, true)?);
         }
         ExtensionKind::EnvoyFilter => {
-            let patches = object
-                .pointer("/spec/configPatches")
-                .and_then(Json::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
+            let patches = array_at(object, "/spec/configPatches")?;
             for (i, patch) in patches.iter().enumerate() {
                 if let Some(value) = patch.pointer("/patch/value") {
                     vm_configs(
@@ -122,11 +118,7 @@ pub fn find_modules(kind: ExtensionKind, object: &Json) -> Result<Vec<ModuleRef>
             }
         }
         ExtensionKind::EnvoyExtensionPolicy => {
-            let wasms = object
-                .pointer("/spec/wasm")
-                .and_then(Json::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
+            let wasms = array_at(object, "/spec/wasm")?;
             for (i, wasm) in wasms.iter().enumerate() {
                 let at = format!("/spec/wasm/{i}/code");
                 let code = wasm.get("code").unwrap_or(&Json::Null);
@@ -204,7 +196,8 @@ fn from_url(
     })
 }
 
-/// A declared `sha256`: 64 hex digits, any case, optionally `sha256:`-prefixed.
+/// A declared `sha256`: 64 lowercase hex digits, as Istio and Envoy compare it (another
+/// spelling would pass here and fail in the proxy).
 fn declared_sha256(value: Option<&Json>) -> Result<Option<String>, FindError> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(None);
@@ -215,39 +208,122 @@ fn declared_sha256(value: Option<&Json>) -> Result<Option<String>, FindError> {
     if text.is_empty() {
         return Ok(None);
     }
-    let hex = text.strip_prefix("sha256:").unwrap_or(text);
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(FindError(format!(
-            "sha256 {} is not 64 hex digits",
+            "sha256 {} is not 64 lowercase hex digits (the proxy compares it as written)",
             crate::review::decode::clip(text)
         )));
     }
-    Ok(Some(hex.to_ascii_lowercase()))
+    Ok(Some(text.to_string()))
 }
 
-/// Envoy's config takes both proto field spellings; an object may use either.
-fn field<'a>(object: &'a Json, snake: &str, camel: &str) -> Option<(&'a Json, String)> {
-    object
-        .get(snake)
-        .map(|v| (v, snake.to_string()))
-        .or_else(|| object.get(camel).map(|v| (v, camel.to_string())))
+/// The array at `pointer`, empty when absent; another type is refused (the API server's schema
+/// would too, but the webhook does not rely on it).
+fn array_at<'a>(object: &'a Json, pointer: &str) -> Result<&'a [Json], FindError> {
+    match object.pointer(pointer) {
+        None | Some(Json::Null) => Ok(&[]),
+        Some(Json::Array(items)) => Ok(items),
+        Some(_) => Err(FindError(format!("{pointer} must be a list"))),
+    }
 }
+
+/// The field spelled `snake` or `camel` (Envoy's config takes both proto spellings), with the
+/// key found; `None` when absent or null (the decoder treats null as unset). Both spellings
+/// present is refused, null included: Istio's decoder takes the camelCase one, so a reader
+/// preferring the other would check code the proxy never runs.
+fn field<'a>(
+    object: &'a Json,
+    snake: &'static str,
+    camel: &'static str,
+    at: &str,
+) -> Result<Option<(&'a Json, &'static str)>, FindError> {
+    let (a, b) = (object.get(snake), object.get(camel));
+    if snake != camel && a.is_some() && b.is_some() {
+        return Err(FindError(format!(
+            "{at}: both {snake} and {camel} are set; the proxy would read only one of them"
+        )));
+    }
+    Ok(a.map(|v| (v, snake))
+        .or_else(|| b.map(|v| (v, camel)))
+        .filter(|(v, _)| !v.is_null()))
+}
+
+/// Of a oneof's members (each in both spellings), the one set. More than one key present,
+/// null included, is refused: the decoder keeps one by rules a reader need not share.
+fn one_of<'a>(
+    object: &'a Json,
+    members: &[(&'static str, &'static str)],
+    at: &str,
+) -> Result<Option<(&'a Json, &'static str)>, FindError> {
+    let mut present = Vec::new();
+    for (snake, camel) in members {
+        // Both spellings of one member are refused by `field`, with their names.
+        field(object, snake, camel, at)?;
+        if let Some(key) = [*snake, *camel]
+            .into_iter()
+            .find(|k| object.get(*k).is_some())
+        {
+            present.push(key);
+        }
+    }
+    if present.len() > 1 {
+        return Err(FindError(format!(
+            "{at}: more than one code source is set ({}); the proxy would load only one of them",
+            present.join(", ")
+        )));
+    }
+    for (snake, camel) in members {
+        if let Some(found) = field(object, snake, camel, at)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// Keys a `config_source` may hold when it is Istio's own ADS (every other source — a REST or
+/// gRPC server, a file on the proxy — would deliver code the webhook never sees).
+const ADS_SOURCE_KEYS: [&str; 7] = [
+    "ads",
+    "resource_api_version",
+    "resourceApiVersion",
+    "initial_fetch_timeout",
+    "initialFetchTimeout",
+    "authorities",
+    "@type",
+];
 
 /// Every `vm_config` (or `vmConfig`) under an EnvoyFilter patch value, wherever it sits: an
 /// HTTP or network Wasm filter, a TypedStruct wrapping one, a listener's filter chains, an
-/// access logger. A walk rather than a list of known paths, so no nesting hides a module.
+/// access logger. A walk rather than a list of known paths, so no nesting hides a module. An
+/// extension config discovered from anywhere but ADS (`config_discovery`) is refused: Envoy
+/// would fetch its code, Wasm included, from a server the webhook never asks.
 fn vm_configs(value: &Json, at: &str, found: &mut Vec<ModuleRef>) -> Result<(), FindError> {
     match value {
         Json::Object(object) => {
-            for (key, child) in object {
-                let here = format!("{at}/{}", pointer_escape(key));
-                if matches!(key.as_str(), "vm_config" | "vmConfig") {
-                    if let Some(module) = vm_config(child, &here)? {
-                        found.push(module);
-                    }
-                } else {
-                    vm_configs(child, &here, found)?;
+            if let Some((config, key)) = field(value, "vm_config", "vmConfig", at)? {
+                let here = format!("{at}/{key}");
+                found.push(vm_config(config, &here)?);
+            }
+            if let Some((discovery, key)) = field(value, "config_discovery", "configDiscovery", at)?
+            {
+                let here = format!("{at}/{key}");
+                let source = field(discovery, "config_source", "configSource", &here)?
+                    .map(|(source, _)| source);
+                let from_ads = source.and_then(Json::as_object).is_some_and(|s| {
+                    s.contains_key("ads") && s.keys().all(|k| ADS_SOURCE_KEYS.contains(&k.as_str()))
+                });
+                if !from_ads {
+                    return Err(FindError(format!(
+                        "{here}: an extension config discovered from a source other than ADS: \
+                         the proxy would fetch code the webhook never sees"
+                    )));
                 }
+            }
+            for (key, child) in object {
+                if matches!(key.as_str(), "vm_config" | "vmConfig") {
+                    continue;
+                }
+                vm_configs(child, &format!("{at}/{}", pointer_escape(key)), found)?;
                 if found.len() > MAX_MODULES {
                     return Ok(());
                 }
@@ -268,23 +344,29 @@ fn vm_configs(value: &Json, at: &str, found: &mut Vec<ModuleRef>) -> Result<(), 
 }
 
 /// The module one `vm_config` names.
-fn vm_config(config: &Json, at: &str) -> Result<Option<ModuleRef>, FindError> {
-    let runtime = field(config, "runtime", "runtime")
+fn vm_config(config: &Json, at: &str) -> Result<ModuleRef, FindError> {
+    let runtime = field(config, "runtime", "runtime", at)?
         .and_then(|(v, _)| v.as_str())
         .unwrap_or("");
-    let Some((code, code_key)) = field(config, "code", "code") else {
+    let Some((code, code_key)) = field(config, "code", "code", at)? else {
         return Err(FindError(format!("{at}: vm_config without code")));
     };
     let at = format!("{at}/{code_key}");
-    if let Some((remote, remote_key)) = field(code, "remote", "remote") {
-        let at = format!("{at}/{remote_key}");
-        let (uri_holder, holder_key) = field(remote, "http_uri", "httpUri")
-            .ok_or_else(|| FindError(format!("{at}: remote code without http_uri")))?;
+    let Some((source, source_key)) =
+        one_of(code, &[("remote", "remote"), ("local", "local")], &at)?
+    else {
+        return Err(FindError(format!("{at}: neither remote nor local code")));
+    };
+    let at = format!("{at}/{source_key}");
+    if source_key == "remote" {
+        let Some((uri_holder, holder_key)) = field(source, "http_uri", "httpUri", &at)? else {
+            return Err(FindError(format!("{at}: remote code without http_uri")));
+        };
         let uri = uri_holder
             .get("uri")
             .and_then(Json::as_str)
             .ok_or_else(|| FindError(format!("{at}/{holder_key}: no uri")))?;
-        let sha256 = declared_sha256(remote.get("sha256"))?;
+        let sha256 = declared_sha256(source.get("sha256"))?;
         let path = format!("{at}/{holder_key}/uri");
         if !(uri.starts_with("http://") || uri.starts_with("https://")) {
             return Err(FindError(format!(
@@ -292,57 +374,66 @@ fn vm_config(config: &Json, at: &str) -> Result<Option<ModuleRef>, FindError> {
                 crate::review::decode::clip(uri)
             )));
         }
-        return Ok(Some(ModuleRef {
+        return Ok(ModuleRef {
             key: uri.to_string(),
             source: Source::Http(uri.to_string()),
             path,
             sha256,
-        }));
+        });
     }
-    let Some((local, local_key)) = field(code, "local", "local") else {
-        return Err(FindError(format!("{at}: neither remote nor local code")));
-    };
-    let at = format!("{at}/{local_key}");
-    if runtime.ends_with(".null") {
-        // NullVM: the "code" names a plugin compiled into Envoy; nothing is downloaded.
-        let name = field(local, "inline_string", "inlineString")
-            .and_then(|(v, _)| v.as_str())
-            .unwrap_or("");
-        return Ok(Some(ModuleRef {
-            key: format!("builtin:{name}"),
-            source: Source::Builtin(name.to_string()),
-            path: at,
-            sha256: None,
-        }));
-    }
-    if let Some((file, key)) = field(local, "filename", "filename") {
-        let file = file.as_str().unwrap_or("");
-        return Ok(Some(ModuleRef {
-            key: format!("file:{file}"),
-            source: Source::File(file.to_string()),
-            path: format!("{at}/{key}"),
-            sha256: None,
-        }));
-    }
-    let bytes = if let Some((b64, key)) = field(local, "inline_bytes", "inlineBytes") {
-        let text = b64.as_str().unwrap_or("");
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|e| FindError(format!("{at}/{key}: not base64: {e}")))?;
-        (bytes, key)
-    } else if let Some((text, key)) = field(local, "inline_string", "inlineString") {
-        (text.as_str().unwrap_or("").as_bytes().to_vec(), key)
-    } else {
+    let members = [
+        ("filename", "filename"),
+        ("inline_bytes", "inlineBytes"),
+        ("inline_string", "inlineString"),
+        ("environment_variable", "environmentVariable"),
+    ];
+    let Some((value, key)) = one_of(source, &members, &at)? else {
         return Err(FindError(format!("{at}: local code without a source")));
     };
-    let (bytes, key) = bytes;
+    let path = format!("{at}/{key}");
+    let text = value
+        .as_str()
+        .ok_or_else(|| FindError(format!("{path}: must be a string")))?;
+    if runtime.ends_with(".null") {
+        // NullVM: the "code" names a plugin compiled into Envoy; nothing is downloaded.
+        if key != "inline_string" && key != "inlineString" {
+            return Err(FindError(format!(
+                "{path}: a NullVM plugin is named by inline_string only"
+            )));
+        }
+        return Ok(ModuleRef {
+            key: format!("builtin:{text}"),
+            source: Source::Builtin(text.to_string()),
+            path,
+            sha256: None,
+        });
+    }
+    let bytes = match key {
+        "filename" => {
+            return Ok(ModuleRef {
+                key: format!("file:{text}"),
+                source: Source::File(text.to_string()),
+                path,
+                sha256: None,
+            });
+        }
+        "inline_bytes" | "inlineBytes" => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| FindError(format!("{path}: not base64: {e}")))?,
+        "inline_string" | "inlineString" => text.as_bytes().to_vec(),
+        _ => {
+            return Err(FindError(format!(
+                "{path}: code from an environment variable cannot be verified"
+            )));
+        }
+    };
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    Ok(Some(ModuleRef {
+    Ok(ModuleRef {
         key: format!("inline:{digest}"),
         source: Source::Inline(bytes),
-        path: format!("{at}/{key}"),
+        path,
         sha256: None,
-    }))
+    })
 }
 
 /// RFC 6901: `~` → `~0`, `/` → `~1`.

@@ -106,20 +106,15 @@ pub fn check(capabilities: &Capabilities) -> Result<ProxyWasm, String> {
         );
     }
     let abi_versions: Vec<String> = capabilities
-        .exports
+        .abi_exports
         .iter()
         .filter(|e| ABI_VERSIONS.contains(&e.as_str()))
         .cloned()
         .collect();
-    // proxy-wasm-cpp-host reads the versions in this order: the first exported one counts.
-    let Some(version) = ABI_VERSIONS
-        .iter()
-        .find(|v| abi_versions.iter().any(|e| e == *v))
-    else {
-        let unknown = capabilities
-            .exports
-            .iter()
-            .find(|e| e.starts_with("proxy_abi_version_"));
+    // proxy-wasm-cpp-host takes the first known version among the function exports, in
+    // module order: the imports are judged against that one.
+    let Some(version) = abi_versions.first().map(String::as_str) else {
+        let unknown = capabilities.abi_exports.first();
         return Err(match unknown {
             Some(other) => format!(
                 "exports {other}, an ABI version Envoy does not know ({})",
@@ -237,6 +232,27 @@ mod tests {
             check(&older)
                 .unwrap_err()
                 .contains("env/proxy_get_log_level")
+        );
+
+        // The first ABI export in module order counts, as in the proxy: 0.1.0 here, which has
+        // no get_log_level.
+        let first = caps(
+            r#"(module
+                (import "env" "proxy_get_log_level" (func (param i32) (result i32)))
+                (func (export "proxy_abi_version_0_1_0"))
+                (func (export "proxy_abi_version_0_2_1")))"#,
+        );
+        let error = check(&first).unwrap_err();
+        assert!(
+            error.contains("(proxy_abi_version_0_1_0): env/proxy_get_log_level"),
+            "{error}"
+        );
+        let global =
+            caps(r#"(module (global (export "proxy_abi_version_0_2_1") i32 (i32.const 0)))"#);
+        assert!(
+            check(&global)
+                .unwrap_err()
+                .contains("no proxy_abi_version_* function")
         );
 
         let memory = caps(

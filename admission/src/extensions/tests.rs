@@ -6,8 +6,7 @@ const HEX: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e
 
 #[test]
 fn a_wasm_plugin_names_one_module_oci_by_default() {
-    let plugin =
-        json!({"spec": {"url": "registry.example/filters/auth:1", "sha256": HEX.to_uppercase()}});
+    let plugin = json!({"spec": {"url": "registry.example/filters/auth:1", "sha256": HEX}});
     let found = find_modules(ExtensionKind::WasmPlugin, &plugin).unwrap();
     assert_eq!(
         found,
@@ -112,4 +111,80 @@ fn too_many_modules_are_refused() {
     let filter = json!({"spec": {"configPatches": patches}});
     let error = find_modules(ExtensionKind::EnvoyFilter, &filter).unwrap_err();
     assert!(error.0.contains("more than 16"), "{error}");
+}
+
+#[test]
+fn ambiguous_spellings_and_sources_are_refused_as_istio_reads_one_of_them() {
+    let code = |local: serde_json::Value| {
+        json!({"spec": {"configPatches": [{"patch": {"value": {"typed_config": {"config": {
+            "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": local}}}}}}}]}})
+    };
+    for (local, needle) in [
+        (
+            json!({"inline_bytes": "AGFzbQEAAAA=", "inlineBytes": "AGFzbQEAAAA="}),
+            "both inline_bytes and inlineBytes",
+        ),
+        (
+            json!({"inline_bytes": "AGFzbQEAAAA=", "inlineBytes": null}),
+            "both inline_bytes and inlineBytes",
+        ),
+        (
+            json!({"inline_bytes": "AGFzbQEAAAA=", "inline_string": "x"}),
+            "more than one code source",
+        ),
+        (
+            json!({"filename": "/etc/ok.wasm", "inline_bytes": "AGFzbQEAAAA="}),
+            "more than one code source",
+        ),
+        (
+            json!({"environment_variable": "WASM"}),
+            "environment variable",
+        ),
+        (json!({"inline_bytes": null}), "local code without a source"),
+    ] {
+        let error = find_modules(ExtensionKind::EnvoyFilter, &code(local.clone())).unwrap_err();
+        assert!(error.0.contains(needle), "{local}: {error}");
+    }
+    let both = json!({"spec": {"configPatches": [{"patch": {"value": {
+        "vm_config": {"code": {"local": {"filename": "/a.wasm"}}},
+        "vmConfig": {"code": {"local": {"filename": "/b.wasm"}}}}}}]}});
+    assert!(find_modules(ExtensionKind::EnvoyFilter, &both).is_err());
+    let remote_and_local = json!({"spec": {"configPatches": [{"patch": {"value": {"vm_config": {"code": {
+        "remote": {"http_uri": {"uri": "http://f/a.wasm"}}, "local": {"filename": "/a.wasm"}}}}}}]}});
+    assert!(find_modules(ExtensionKind::EnvoyFilter, &remote_and_local).is_err());
+    // A NullVM plugin is named by inline_string and nothing else.
+    let null_vm = json!({"spec": {"configPatches": [{"patch": {"value": {"vm_config": {
+        "runtime": "envoy.wasm.runtime.null", "code": {"local": {"inline_bytes": "AGFzbQEAAAA="}}}}}}]}});
+    assert!(find_modules(ExtensionKind::EnvoyFilter, &null_vm).is_err());
+}
+
+#[test]
+fn extension_configs_discovered_outside_ads_are_refused() {
+    let discovered = |source: serde_json::Value| {
+        json!({"spec": {"configPatches": [{"applyTo": "HTTP_FILTER", "patch": {"value": {
+            "name": "x", "config_discovery": {"config_source": source,
+                "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]}}}}]}})
+    };
+    let rest = json!({"api_config_source": {"api_type": "REST", "cluster_names": ["evil"]}});
+    let error = find_modules(ExtensionKind::EnvoyFilter, &discovered(rest)).unwrap_err();
+    assert!(error.0.contains("other than ADS"), "{error}");
+    let file = json!({"path_config_source": {"path": "/tmp/x.yaml"}});
+    assert!(find_modules(ExtensionKind::EnvoyFilter, &discovered(file)).is_err());
+    let mixed = json!({"ads": {}, "path": "/tmp/x.yaml"});
+    assert!(find_modules(ExtensionKind::EnvoyFilter, &discovered(mixed)).is_err());
+    let ads = json!({"ads": {}, "resource_api_version": "V3"});
+    assert_eq!(
+        find_modules(ExtensionKind::EnvoyFilter, &discovered(ads)).unwrap(),
+        []
+    );
+}
+
+#[test]
+fn sha256_is_taken_only_as_the_proxy_compares_it() {
+    for bad in [HEX.to_uppercase(), format!("sha256:{HEX}")] {
+        let plugin = json!({"spec": {"url": "oci://r/x:1", "sha256": bad}});
+        assert!(find_modules(ExtensionKind::WasmPlugin, &plugin).is_err());
+    }
+    let shapes = json!({"spec": {"configPatches": {"0": {}}}});
+    assert!(find_modules(ExtensionKind::EnvoyFilter, &shapes).is_err());
 }

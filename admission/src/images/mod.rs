@@ -683,7 +683,9 @@ impl ImageVerifier {
                 capabilities = Some(match capabilities {
                     None => read,
                     Some(mut all) => {
-                        all.merge(read);
+                        if let Err(reason) = all.merge(read) {
+                            return Ok(Err(reason));
+                        }
                         all
                     }
                 });

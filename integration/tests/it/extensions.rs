@@ -496,3 +496,63 @@ imageVerification:
     let answer = review(pod("trusted", "wasmedge", &filter));
     assert_eq!(answer["allowed"], true, "{answer}");
 }
+
+#[test]
+fn many_reviews_naming_large_modules_hold_a_bounded_amount_of_memory() {
+    // 24 MiB of junk per URL (each URL distinct, so no cache helps): the checks must fail on
+    // the sha256, after holding at most `maxConcurrentFetches` downloads at once.
+    const SIZE: usize = 24 << 20;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let junk = std::sync::Arc::new(vec![0x5a_u8; SIZE]);
+    let served = junk.clone();
+    // Requests in flight at the origin, and the most seen at once: each answer waits a little
+    // so that downloads the webhook lets run together do overlap here.
+    let in_flight = std::sync::Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let counters = in_flight.clone();
+    let origin = HostileRegistry::start(move |_| {
+        let now = counters.0.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.1.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        counters.0.fetch_sub(1, Ordering::SeqCst);
+        Reply::Body(200, Vec::new(), (*served).clone())
+    });
+    let port = origin.host().rsplit(':').next().unwrap().to_string();
+    let setup = setup(&[format!("127.0.0.1:{port}")], "");
+    let baseline = setup.webhook.peak_rss();
+    let reviews = 8;
+    std::thread::scope(|scope| {
+        for i in 0..reviews {
+            let setup = &setup;
+            let host = origin.host();
+            scope.spawn(move || {
+                let object = json!({
+                    "apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+                    "metadata": {"name": format!("big{i}"), "namespace": "apps"},
+                    "spec": {"configPatches": [{"patch": {"value": {"vm_config": {"code": {"remote": {
+                        "http_uri": {"uri": format!("http://{host}/big.wasm?n={i}")},
+                        "sha256": "00".repeat(32)}}}}}}]},
+                });
+                let answer = setup.review(&object);
+                assert_eq!(answer["allowed"], false, "{answer}");
+            });
+        }
+    });
+    let most = in_flight.1.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&most),
+        "{most} module downloads at once; extensions.maxConcurrentFetches is 2"
+    );
+    let growth = setup.webhook.peak_rss().saturating_sub(baseline);
+    // Two downloads at once (the default), each held whole while hashed, plus the client's
+    // buffers: far below one download per review (8 × 24 MiB).
+    assert!(
+        growth < (4 * SIZE) as u64,
+        "peak grew by {} MiB for {reviews} reviews of {} MiB modules",
+        growth >> 20,
+        SIZE >> 20
+    );
+    assert!(
+        setup.webhook.log().contains("review"),
+        "the webhook kept serving"
+    );
+}
