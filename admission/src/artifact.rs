@@ -377,19 +377,22 @@ mod tests {
         assert_eq!(image.wasm_layer(), None);
     }
 
+    /// The layout of a manifest with this config media type and these layer media types.
+    fn layout_of(config: &str, layers: &[&str]) -> Layout {
+        let layers: Vec<serde_json::Value> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| serde_json::json!({"mediaType": t, "digest": format!("sha256:{i}")}))
+            .collect();
+        Layout::of(
+            &serde_json::json!({"config": {"mediaType": config, "digest": "sha256:c"},
+                                       "layers": layers}),
+        )
+    }
+
     #[test]
     fn layouts_in_another_shape_are_refused() {
-        let manifest = |config: &str, layers: &[&str]| {
-            let layers: Vec<serde_json::Value> = layers
-                .iter()
-                .enumerate()
-                .map(|(i, t)| serde_json::json!({"mediaType": t, "digest": format!("sha256:{i}")}))
-                .collect();
-            Layout::of(
-                &serde_json::json!({"config": {"mediaType": config, "digest": "sha256:c"},
-                                           "layers": layers}),
-            )
-        };
+        let manifest = layout_of;
         const TAR: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
         const IMAGE: &str = "application/vnd.oci.image.config.v1+json";
         // A Wasm config over a filesystem layer, with or without a Wasm layer beside it.
@@ -620,15 +623,8 @@ mod tests {
 
     #[test]
     fn a_spin_application_is_its_own_layout_and_only_its_components_are_code() {
-        let manifest = |config: &str, layers: &[&str]| {
-            let layers: Vec<serde_json::Value> = layers
-                .iter()
-                .enumerate()
-                .map(|(i, t)| serde_json::json!({"mediaType": t, "digest": format!("sha256:{i}")}))
-                .collect();
-            Layout::of(&serde_json::json!({"config": {"mediaType": config}, "layers": layers}))
-        };
         const TAR: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let manifest = layout_of;
         let layout = manifest(
             SPIN_CONFIG,
             &[
