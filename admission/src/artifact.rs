@@ -34,6 +34,11 @@ pub const MAX_SPIN_LAYERS: usize = 64;
 /// Layer media types that hold Wasm code.
 const CODE_LAYERS: [&str; 4] = [WASM_LAYER, ISTIO_LAYER, COMPONENT_LAYER, SPIN_WASM_LAYER];
 
+/// Whether a layer of this media type holds Wasm code.
+pub fn is_code_layer(media_type: &str) -> bool {
+    CODE_LAYERS.contains(&media_type)
+}
+
 /// Most Wasm layers a manifest may have: `parse` fetches each (up to 64 MiB).
 pub const MAX_WASM_LAYERS: usize = 4;
 

@@ -39,6 +39,34 @@ pub fn repository_name(reference: &Reference) -> String {
     format!("{}/{}", reference.registry(), reference.repository())
 }
 
+/// The registry host as every client resolves it, for matching trust rules: lower case (DNS,
+/// TLS and container runtimes ignore case). A host that ends in a number but is not a
+/// dotted-quad IPv4 address (`127.1`, `0x7f.1`, `2130706433`) is refused: resolvers read such
+/// spellings as an address that a rule naming it canonically would not match.
+pub fn canonical_registry(registry: &str) -> Result<String, String> {
+    let lower = registry.to_ascii_lowercase();
+    let host = match lower.rsplit_once(':') {
+        // A port, not the inside of an IPv6 literal.
+        Some((host, port))
+            if !host.ends_with(']')
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !host.contains(':') =>
+        {
+            host
+        }
+        _ => lower.as_str(),
+    };
+    let last = host.rsplit('.').next().unwrap_or("");
+    let numeric = last.starts_with(|c: char| c.is_ascii_digit());
+    if numeric && host.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(format!(
+            "registry host {} is a non-canonical IP address",
+            crate::review::decode::clip(registry)
+        ));
+    }
+    Ok(lower)
+}
+
 /// The reference of `repository` at `digest`.
 pub fn at_digest(repository: &Reference, digest: &str) -> Reference {
     Reference::with_digest(
@@ -67,6 +95,34 @@ pub fn normalize_host(host: &str) -> String {
     match host {
         "docker.io" | "registry-1.docker.io" => "index.docker.io".to_string(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::canonical_registry;
+
+    #[test]
+    fn hosts_are_matched_as_clients_resolve_them() {
+        assert_eq!(canonical_registry("GHCR.io").unwrap(), "ghcr.io");
+        assert_eq!(
+            canonical_registry("LocalHost:5000").unwrap(),
+            "localhost:5000"
+        );
+        assert_eq!(
+            canonical_registry("127.0.0.1:5000").unwrap(),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(canonical_registry("[::1]:5000").unwrap(), "[::1]:5000");
+        for odd in [
+            "127.1:5000",
+            "0x7f.1",
+            "2130706433",
+            "127.000.0.1",
+            "1.2.3.04",
+        ] {
+            assert!(canonical_registry(odd).is_err(), "{odd}");
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::{Value as Json, json};
+
 use crate::{Process, ports};
 
 /// A running OCI registry with its storage in a temporary directory; killed on drop.
@@ -227,4 +229,100 @@ impl Drop for HostileRegistry {
             let _ = thread.join();
         }
     }
+}
+
+/// A runtime for the OCI client calls of the helpers below.
+fn oci_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// An OCI client for the loopback registries (plain HTTP).
+fn plain_http_client() -> oci_client::Client {
+    oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    })
+}
+
+/// `sha256:<hex>` of some bytes, as OCI digests are written.
+pub fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// The raw manifest a reference names: its bytes and media type.
+pub fn pull_raw(reference: &str) -> (Vec<u8>, String) {
+    let reference: oci_client::Reference = reference.parse().expect("registry");
+    oci_runtime().block_on(async {
+        let (bytes, digest) = plain_http_client()
+            .pull_manifest_raw(
+                &reference,
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                &[
+                    "application/vnd.oci.image.manifest.v1+json",
+                    "application/vnd.oci.image.index.v1+json",
+                ],
+            )
+            .await
+            .expect("registry");
+        let media_type = serde_json::from_slice::<Json>(&bytes).expect("registry")["mediaType"]
+            .as_str()
+            .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+            .to_string();
+        assert!(digest.starts_with("sha256:"));
+        (bytes.to_vec(), media_type)
+    })
+}
+
+/// Pushes an OCI image index to `reference` whose entries are the manifests at the given tags
+/// of the same repository, each with the platform (`os/architecture`, or "" for none) and
+/// annotations given; returns the index's digest.
+pub fn push_index(reference: &str, entries: &[(&str, &str, Json)]) -> String {
+    let repository = reference.rsplit_once(':').expect("registry").0;
+    let manifests: Vec<Json> = entries
+        .iter()
+        .map(|(tag, platform, annotations)| {
+            let (bytes, media_type) = pull_raw(&format!("{repository}:{tag}"));
+            let mut entry = json!({
+                "mediaType": media_type,
+                "size": bytes.len(),
+                "digest": sha256_of(&bytes),
+            });
+            if let Some((os, architecture)) = platform.split_once('/') {
+                entry["platform"] = json!({"os": os, "architecture": architecture});
+            }
+            if !annotations.is_null() {
+                entry["annotations"] = annotations.clone();
+            }
+            entry
+        })
+        .collect();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let bytes = serde_json::to_vec(&index).expect("registry");
+    let digest = sha256_of(&bytes);
+    let target: oci_client::Reference = reference.parse().expect("registry");
+    oci_runtime().block_on(async {
+        plain_http_client()
+            .push_manifest_raw(
+                &target,
+                bytes,
+                "application/vnd.oci.image.index.v1+json"
+                    .parse()
+                    .expect("registry"),
+            )
+            .await
+            .expect("registry");
+    });
+    digest
 }

@@ -55,8 +55,10 @@ pub struct ModuleChecker {
     null_vm_plugins: Vec<String>,
     max_bytes: usize,
     /// Permits for module downloads at once, across all reviews: each holds up to
-    /// `max_bytes`, so memory stays bounded however many reviews name large modules.
-    downloads: Semaphore,
+    /// `max_bytes`, so memory stays bounded however many reviews name large modules. Registry
+    /// layers and HTTP modules have their own, so slow HTTP hosts cannot starve the others.
+    oci_downloads: Semaphore,
+    http_downloads: Semaphore,
     analyzed: Flights<String, Result<Analysis, String>>,
     /// Per verified OCI digest (content-addressed, so it never goes stale): what its Wasm
     /// layer is. Concurrent reviews of one module share one download.
@@ -91,7 +93,8 @@ impl ModuleChecker {
             inline_modules: config.inline_modules,
             null_vm_plugins: config.null_vm_plugins.clone(),
             max_bytes: config.max_module_bytes,
-            downloads: Semaphore::new(config.max_concurrent_fetches.max(1)),
+            oci_downloads: Semaphore::new(config.max_concurrent_fetches.max(1)),
+            http_downloads: Semaphore::new(config.max_concurrent_fetches.max(1)),
             analyzed: Flights::with_capacity(CACHE_ENTRIES),
             oci: Flights::with_capacity(CACHE_ENTRIES),
             fetched: Flights::with_capacity(CACHE_ENTRIES),
@@ -151,7 +154,7 @@ impl ModuleChecker {
                         |_| FETCH_TTL,
                         || async {
                             let bytes = {
-                                let _permit = self.downloads.acquire().await;
+                                let _permit = self.http_downloads.acquire().await;
                                 self.fetcher.fetch(url).await
                             }
                             .map_err(|e| format!("fetching the module: {e}"))?;
@@ -259,6 +262,26 @@ impl ModuleChecker {
                 ));
             }
         }
+        if let crate::images::ArtifactFacts::Wasm(wasm) = &facts.artifact {
+            if let Some(index) = &wasm.index_digest {
+                return Err(format!(
+                    "{} is an image index: a proxy pulls one of its manifests, so name the Wasm \
+                     manifest's own digest ({})",
+                    crate::review::decode::clip(index),
+                    wasm.manifest_digest
+                ));
+            }
+            let layers = wasm
+                .layer_media_types
+                .iter()
+                .filter(|t| crate::artifact::is_code_layer(t))
+                .count();
+            if layers > 1 {
+                return Err(format!(
+                    "has {layers} Wasm layers: which one a proxy loads is not defined, so push one"
+                ));
+            }
+        }
         let analysis = self
             .oci
             .get(
@@ -266,7 +289,7 @@ impl ModuleChecker {
                 |_| ANALYSIS_TTL,
                 || async {
                     let bytes = {
-                        let _permit = self.downloads.acquire().await;
+                        let _permit = self.oci_downloads.acquire().await;
                         verifier.wasm_bytes(reference, &facts, self.max_bytes).await
                     }
                     .map_err(|e| format!("reading the module: {e}"))?;

@@ -138,7 +138,15 @@ pub fn find_modules(kind: ExtensionKind, object: &Json) -> Result<Vec<ModuleRef>
                             .and_then(Json::as_str)
                             .ok_or_else(|| FindError(format!("{at}/image/url is missing")))?;
                         let sha256 = declared_sha256(code.pointer("/image/sha256"))?;
-                        found.push(from_url(url, &format!("{at}/image/url"), sha256, true)?);
+                        let module = from_url(url, &format!("{at}/image/url"), sha256, true)?;
+                        if !matches!(module.source, Source::Oci(_)) {
+                            // Envoy Gateway reads an Image url as an OCI reference, whatever
+                            // its scheme.
+                            return Err(FindError(format!(
+                                "{at}/image/url: an Image code source must be an OCI reference"
+                            )));
+                        }
+                        found.push(module);
                     }
                     other => found.push(ModuleRef {
                         key: format!("{}:{at}", other.to_ascii_lowercase()),

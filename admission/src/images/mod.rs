@@ -416,7 +416,11 @@ impl ImageVerifier {
             Ok(r) => r,
             Err(e) => return Outcome::Denied(format!("invalid image reference: {e}")),
         };
-        let name = oci::repository_name(&reference);
+        // Rules match the host as clients resolve it: `GHCR.IO` is `ghcr.io`.
+        let name = match oci::canonical_registry(reference.registry()) {
+            Ok(host) => format!("{host}/{}", reference.repository()),
+            Err(reason) => return Outcome::Denied(reason),
+        };
         let Some((index, rule)) = self.rules.iter().enumerate().find(|(_, r)| {
             r.patterns
                 .iter()
@@ -607,9 +611,25 @@ impl ImageVerifier {
         let (mut first, mut unavailable) = (None, None);
         for (entry, result) in entries.iter().zip(results) {
             match result {
-                Ok(Ok(facts)) => {
-                    first.get_or_insert(facts);
-                }
+                // The facts of the first entry, with what every entry imports and is: a node
+                // pulls the entry of its own platform, so policies and runtime fit judge all.
+                Ok(Ok(facts)) => match (&mut first, facts) {
+                    (None, facts) => first = Some(facts),
+                    (Some(ArtifactFacts::Wasm(all)), ArtifactFacts::Wasm(more)) => {
+                        all.module_kinds.extend(more.module_kinds);
+                        if let Some(more) = more.capabilities {
+                            match &mut all.capabilities {
+                                None => all.capabilities = Some(more),
+                                Some(caps) => {
+                                    if let Err(reason) = caps.merge(*more) {
+                                        return Ok(Err(format!("image index: {reason}")));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    (Some(_), _) => {}
+                },
                 // A refused entry decides, even if another one could not be fetched.
                 Ok(Err(reason)) => {
                     return Ok(Err(format!(

@@ -556,3 +556,70 @@ fn many_reviews_naming_large_modules_hold_a_bounded_amount_of_memory() {
         "the webhook kept serving"
     );
 }
+
+#[test]
+fn every_entry_of_an_image_index_is_judged() {
+    let registry = Registry::start();
+    let keys = tempfile::tempdir().unwrap();
+    let repo = paths::repo_root();
+    let config = format!(
+        r#"
+imageVerification:
+  artifactCheck: parse
+  keys: []
+  trust: [{{name: lab, images: ["127.0.0.1:*/lab/**"], keys: []}}]
+  timeout: 3s
+  registries: [{{host: "127.0.0.1:*", insecure: true}}]
+runtimes:
+  wasmedge: {{handler: wasmedge, modules: [module]}}
+policies:
+  - name: wasm-capabilities
+    rego: {{files: ["{repo}/policies/rego/wasm-capabilities", "{repo}/policies/rego/lib"]}}
+    kinds: ["*"]
+"#,
+        repo = repo.display()
+    );
+    let webhook = Webhook::start(&config);
+    let repository = format!("{}/lab/multi", registry.host());
+    let benign = file(
+        keys.path(),
+        "benign.wasm",
+        &wat::parse_str(r#"(module (func (export "_start")))"#).unwrap(),
+    );
+    cli::push(&benign, &format!("{repository}:benign"));
+    let sockets = file(
+        keys.path(),
+        "sockets.wasm",
+        &wat::parse_str(SOCKETS_COMPONENT).unwrap(),
+    );
+    cli::push(&sockets, &format!("{repository}:sockets"));
+    // The benign entry first: a node on the second platform pulls the component.
+    let index = meshgate_integration::registry::push_index(
+        &format!("{repository}:index"),
+        &[
+            ("benign", "wasip1/wasm", Json::Null),
+            ("sockets", "wasi/wasm", Json::Null),
+        ],
+    );
+    let image = format!("{repository}@{index}");
+    let pod = |class: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "apps"},
+            "spec": {"runtimeClassName": class, "containers": [{"name": "app", "image": image}]},
+        })
+    };
+    let review = |object: Json| webhook.review(&request("uid-index", "CREATE", &object, None));
+    let answer = review(pod("wasmtime"));
+    assert_eq!(answer["allowed"], false, "{answer}");
+    assert!(message(&answer).contains("wasi:sockets/tcp"), "{answer}");
+    let answer = review(pod("wasmedge"));
+    assert!(
+        message(&answer).contains("is a Wasm component; RuntimeClass wasmedge"),
+        "{answer}"
+    );
+    // A proxy pulls one manifest of an index: a WasmPlugin names the manifest itself.
+    let answer = review(wasm_plugin(&format!("oci://{image}"), None));
+    assert_eq!(answer["allowed"], false, "{answer}");
+    assert!(message(&answer).contains("is an image index"), "{answer}");
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use meshgate_integration::cli::{self, meshgate, meshgate_with};
 use meshgate_integration::ports::free_port;
-use meshgate_integration::registry::Reply;
+use meshgate_integration::registry::{Reply, push_index, sha256_of};
 use meshgate_integration::webhook::request;
 use meshgate_integration::{HostileRegistry, Registry, Webhook, paths};
 use serde_json::{Value as Json, json};
@@ -693,84 +693,6 @@ fn artifact_check_parse_rejects_a_wasm_layer_that_does_not_parse() {
         review(&lenient, "broken-lenient", &[&broken])["allowed"],
         true
     );
-}
-
-/// `sha256:<hex>` of some bytes, as OCI digests are written.
-fn sha256_of(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    let hash = sha2::Sha256::digest(bytes);
-    format!(
-        "sha256:{}",
-        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
-}
-
-/// The raw manifest a reference names: its bytes and media type.
-fn pull_raw(reference: &str) -> (Vec<u8>, String) {
-    let reference: oci_client::Reference = reference.parse().unwrap();
-    runtime().block_on(async {
-        let (bytes, digest) = http()
-            .pull_manifest_raw(
-                &reference,
-                &oci_client::secrets::RegistryAuth::Anonymous,
-                &[
-                    "application/vnd.oci.image.manifest.v1+json",
-                    "application/vnd.oci.image.index.v1+json",
-                ],
-            )
-            .await
-            .unwrap();
-        let media_type = serde_json::from_slice::<Json>(&bytes).unwrap()["mediaType"]
-            .as_str()
-            .unwrap_or("application/vnd.oci.image.manifest.v1+json")
-            .to_string();
-        assert!(digest.starts_with("sha256:"));
-        (bytes.to_vec(), media_type)
-    })
-}
-
-/// Pushes an OCI image index to `reference` whose entries are the manifests at the given tags
-/// of the same repository, each with the platform (`os/architecture`, or "" for none) and
-/// annotations given; returns the index's digest.
-fn push_index(reference: &str, entries: &[(&str, &str, Json)]) -> String {
-    let repository = reference.rsplit_once(':').unwrap().0;
-    let manifests: Vec<Json> = entries
-        .iter()
-        .map(|(tag, platform, annotations)| {
-            let (bytes, media_type) = pull_raw(&format!("{repository}:{tag}"));
-            let mut entry = json!({
-                "mediaType": media_type,
-                "size": bytes.len(),
-                "digest": sha256_of(&bytes),
-            });
-            if let Some((os, architecture)) = platform.split_once('/') {
-                entry["platform"] = json!({"os": os, "architecture": architecture});
-            }
-            if !annotations.is_null() {
-                entry["annotations"] = annotations.clone();
-            }
-            entry
-        })
-        .collect();
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": manifests,
-    });
-    let bytes = serde_json::to_vec(&index).unwrap();
-    let digest = sha256_of(&bytes);
-    let target: oci_client::Reference = reference.parse().unwrap();
-    runtime().block_on(async {
-        http()
-            .push_manifest_raw(
-                &target,
-                bytes,
-                "application/vnd.oci.image.index.v1+json".parse().unwrap(),
-            )
-            .await
-            .unwrap();
-    });
-    digest
 }
 
 #[test]
