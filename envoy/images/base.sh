@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
-# Builds the `meshgate-base:bookworm` image once: a Debian bookworm root filesystem made with
-# `debootstrap --variant=minbase` from the Debian mirror apt already uses, imported with
-# `podman import`. No base image is pulled from a container registry. Skipped when the image
-# exists, so `make setup` can call it every time.
+# Builds the `localhost/meshgate-base:bookworm` image once: a Debian bookworm root filesystem made
+# with `debootstrap --variant=minbase` (which downloads its packages from a Debian mirror),
+# imported with `podman import`. No base image is pulled from a container registry. Skipped when
+# the image exists. `make base` runs it (as root), and so do the containers tests.
+#
+#   envoy/images/base.sh            # build the image unless it exists
+#   envoy/images/base.sh --mirror   # print the mirror it would use, and exit
+#
+# The mirror: MESHGATE_DEBIAN_MIRROR, else the first http(s) Debian archive apt uses (deb822
+# `URIs:` or one-line `deb` entries under MESHGATE_APT_ETC, default /etc/apt), else
+# http://deb.debian.org/debian (Ubuntu hosts, `mirror+file:` sources).
 set -euo pipefail
 
-image=${MESHGATE_BASE_IMAGE:-meshgate-base:bookworm}
-if podman image exists "$image"; then
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$repo/envoy/containers.conf}
+image=${MESHGATE_BASE_IMAGE:-localhost/meshgate-base:bookworm}
+apt_etc=${MESHGATE_APT_ETC:-/etc/apt}
+
+mirror=${MESHGATE_DEBIAN_MIRROR:-}
+if [ -z "$mirror" ]; then
+  mirror=$(
+    { sed -n 's/^URIs:[[:space:]]*//p' "$apt_etc"/sources.list.d/*.sources 2>/dev/null
+      sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\).*/\2/p' \
+        "$apt_etc"/sources.list "$apt_etc"/sources.list.d/*.list 2>/dev/null; } \
+      | tr ' ' '\n' | grep -E '^https?://' | grep -v -- '-security' | grep -m1 -E '/debian/?$' || true
+  )
+fi
+mirror=${mirror:-http://deb.debian.org/debian}
+if [ "${1:-}" = --mirror ]; then
+  echo "$mirror"
   exit 0
 fi
 
-# The first Debian archive apt is configured with (deb822 `URIs:` or one-line `deb` entries).
-mirror=$(
-  { sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null
-    sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\).*/\2/p' \
-      /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null; } \
-  | tr ' ' '\n' | grep -v -- '-security' | grep -m1 '/debian/\?$' || true
-)
-if [ -z "$mirror" ]; then
-  echo "base.sh: no Debian mirror found in apt's sources" >&2
-  exit 1
+if podman image exists "$image"; then
+  exit 0
 fi
 
 root=$(mktemp -d /var/tmp/meshgate-base.XXXXXX)
