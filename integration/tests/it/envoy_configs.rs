@@ -139,9 +139,9 @@ fn global_ratelimit_yaml_counts_in_the_rate_limit_service() {
     );
 }
 
-/// `envoy/docker-compose.yaml` cannot run here (no Docker engine): it is checked against the
-/// Compose Specification schema and against the configs it serves, whose behaviour the tests
-/// above assert.
+/// `envoy/docker-compose.yaml` against the Compose Specification schema (what Docker Compose
+/// reads, too) and against the configs it serves, whose behaviour the tests above assert; it runs
+/// with podman-compose in `containers.rs`.
 #[test]
 fn docker_compose_is_valid_and_agrees_with_the_configs() {
     let repo = meshgate_integration::paths::repo_root();
@@ -167,19 +167,50 @@ fn docker_compose_is_valid_and_agrees_with_the_configs() {
     assert!(!validator.is_valid(&typo), "the schema check can fail");
 
     let services = &compose["services"];
-    // The Envoy image is the version the tests run.
-    let makefile = std::fs::read_to_string(repo.join("Makefile")).unwrap();
-    let version = makefile
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("ENVOY_VERSION")
-                .map(|v| v.trim_start_matches([' ', ':', '=']).trim().to_string())
-        })
-        .unwrap();
+    // Every image is one envoy/images/build.sh makes (Envoy's from the version the tests run),
+    // by a local name that no registry's image shadows, and none is pulled.
+    for (name, service) in services.as_object().unwrap() {
+        let image = service["image"].as_str().unwrap();
+        let local = image
+            .strip_prefix("localhost/")
+            .and_then(|i| i.strip_suffix(":${MESHGATE_TAG:-dev}"))
+            .unwrap_or_else(|| panic!("{name}: {image} is not a local image"));
+        // build.sh: meshgate-NAME from envoy/images/NAME.Containerfile, meshgate (the webhook)
+        // from admission/Containerfile.
+        let containerfile = match local.strip_prefix("meshgate-") {
+            Some(built) => envoy_dir.join(format!("images/{built}.Containerfile")),
+            None => repo.join("admission/Containerfile"),
+        };
+        assert!(containerfile.is_file(), "{name}: nothing builds {local}");
+        assert_eq!(service["pull_policy"], "never", "{name}");
+    }
     assert_eq!(
         services["envoy"]["image"],
-        format!("envoyproxy/envoy:v{version}")
+        "localhost/meshgate-envoy:${MESHGATE_TAG:-dev}"
     );
+    // The webhook as the Deployment runs it, and with nothing of envoy/ but its configuration:
+    // envoy/dev/ holds the committed demo private key.
+    let webhook = &services["webhook"];
+    assert_eq!(webhook["user"], "65532:65532");
+    assert_eq!(webhook["read_only"], true);
+    assert_eq!(webhook["cap_drop"], json!(["ALL"]));
+    assert_eq!(webhook["security_opt"], json!(["no-new-privileges"]));
+    let demo_key = envoy_dir.join("dev/dev-key.pem");
+    assert!(demo_key.is_file());
+    for volume in webhook["volumes"].as_array().unwrap() {
+        let host = volume.as_str().unwrap().split(':').next().unwrap();
+        // Compared by components: `./` is envoy/ itself.
+        let mounted = std::path::PathBuf::from(
+            envoy_dir
+                .join(host)
+                .to_string_lossy()
+                .replace("/envoy/../", "/"),
+        );
+        assert!(
+            !demo_key.starts_with(&mounted),
+            "the webhook mounts {host}, which holds envoy/dev/dev-key.pem"
+        );
+    }
     // Every bind-mounted host path exists or is what `make filters` / `make dev-keys` write.
     for (name, service) in services.as_object().unwrap() {
         for volume in service["volumes"].as_array().into_iter().flatten() {
