@@ -2,6 +2,11 @@
 //! `make build` made ([`images`]), single containers ([`Container`]) and compose projects
 //! ([`Compose`]) that are removed on drop, even when the test fails.
 //!
+//! A run that is killed (Ctrl-C, SIGKILL, a CI timeout) runs no `Drop`, and its host-network
+//! containers would hold Envoy's fixed ports for every later run. So every container, pod and
+//! project is named [`owned`] (`meshgate-it-<pid>-...`), and the first use of podman in a run
+//! removes whatever carries the prefix but belongs to no live process ([`remove_leftovers`]).
+//!
 //! podman runs with the repository's `envoy/containers.conf` (runc, lowered ulimits, host
 //! networking) unless `CONTAINERS_CONF` names another; `podman-compose` is `.venv`'s
 //! (`MESHGATE_PODMAN_COMPOSE` overrides it). Images are tagged [`TAG`], apart from what a user
@@ -18,6 +23,68 @@ use crate::paths;
 
 /// The tag of the images the tests build (`meshgate:it`, `meshgate-dev:it`, ...).
 pub const TAG: &str = "it";
+
+/// What every container, pod and compose project the tests create is named after.
+pub const PREFIX: &str = "meshgate-it";
+
+/// `meshgate-it-<pid>-<what>`: a name owned by this process, which the next run removes once the
+/// process is gone.
+pub fn owned(what: &str) -> String {
+    format!("{PREFIX}-{}-{what}", std::process::id())
+}
+
+/// Removes the containers and pods named `meshgate-it*` (podman-compose's pods are
+/// `pod_<project>`) that no live process owns: those of killed runs, or named without a pid.
+/// Returns their names. Those of this process and of concurrent runs stay.
+pub fn remove_leftovers() -> Vec<String> {
+    let mut removed = Vec::new();
+    // Pods first: removing a pod removes its containers, the infra container (which carries no
+    // compose label) among them.
+    for pod in podman_ok(&["pod", "ps", "--format", "{{.Name}}"]).lines() {
+        if pod.strip_prefix("pod_").is_some_and(left_behind) {
+            let _ = podman().args(["pod", "rm", "-f", "-t", "0", pod]).output();
+            removed.push(pod.to_string());
+        }
+    }
+    for name in podman_ok(&["ps", "-a", "--format", "{{.Names}}"]).lines() {
+        if left_behind(name) {
+            let _ = podman().args(["rm", "-f", "-t", "0", name]).output();
+            removed.push(name.to_string());
+        }
+    }
+    removed
+}
+
+/// Whether `name` is a test's (`meshgate-it`, then nothing or `-`/`_`) whose owning process,
+/// the pid after the prefix, is gone (or never was named).
+fn left_behind(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(PREFIX) else {
+        return false;
+    };
+    if !(rest.is_empty() || rest.starts_with(['-', '_'])) {
+        return false;
+    }
+    let digits: String = rest
+        .trim_start_matches('-')
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    match digits.parse::<u32>() {
+        Ok(pid) => pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists(),
+        Err(_) => true,
+    }
+}
+
+/// [`remove_leftovers`], once per process, before the first container of the run.
+fn remove_leftovers_once() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let removed = remove_leftovers();
+        if !removed.is_empty() {
+            eprintln!("podman: removed what a killed run left: {removed:?}");
+        }
+    });
+}
 
 /// `podman` with the repository's containers.conf.
 pub fn podman() -> Command {
@@ -52,6 +119,7 @@ pub fn podman_ok(args: &[&str]) -> String {
 pub fn images() -> Duration {
     static BUILT: OnceLock<Duration> = OnceLock::new();
     *BUILT.get_or_init(|| {
+        remove_leftovers_once();
         let start = Instant::now();
         let repo = paths::repo_root();
         let mut base = Command::new("bash");
@@ -86,16 +154,21 @@ pub struct Container {
 }
 
 impl Container {
-    /// `podman run -d --name NAME ARGS` (ARGS end with the image and its arguments).
-    pub fn run(name: &str, args: &[String]) -> Container {
-        // A container of this name left by a killed run is removed first.
-        let _ = podman().args(["rm", "-f", "-t", "0", name]).output();
+    /// `podman run -d --name NAME ARGS` (ARGS end with the image and its arguments); NAME is
+    /// [`owned`]`(what)`.
+    pub fn run(what: &str, args: &[String]) -> Container {
+        remove_leftovers_once();
+        let name = owned(what);
+        let _ = podman().args(["rm", "-f", "-t", "0", &name]).output();
+        // The guard exists before the container does: a `run` that creates it and then fails to
+        // start it still has it removed.
+        let container = Container { name };
         let mut command = podman();
-        command.args(["run", "-d", "--name", name]).args(args);
+        command
+            .args(["run", "-d", "--name", &container.name])
+            .args(args);
         run_ok(command);
-        Container {
-            name: name.to_string(),
-        }
+        container
     }
 
     /// The container's name.
@@ -147,7 +220,7 @@ pub fn logs(name: &str) -> String {
 }
 
 /// A compose project brought up with `podman-compose`; brought down on drop, and any container
-/// left with its label removed.
+/// left with its label removed, and its pod.
 pub struct Compose {
     project: String,
     file: PathBuf,
@@ -157,11 +230,12 @@ pub struct Compose {
 }
 
 impl Compose {
-    /// `podman-compose -p PROJECT -f FILE [--profile P]... up -d` with `env` set, waiting for
-    /// nothing (the caller probes the services it needs).
-    pub fn up(project: &str, file: &Path, profiles: &[&str], env: &[(&str, &str)]) -> Compose {
+    /// `podman-compose -p PROJECT -f FILE [--profile P]... up -d` with `env` set, PROJECT being
+    /// [`owned`]`(what)`, waiting for nothing (the caller probes the services it needs).
+    pub fn up(what: &str, file: &Path, profiles: &[&str], env: &[(&str, &str)]) -> Compose {
+        remove_leftovers_once();
         let compose = Compose {
-            project: project.to_string(),
+            project: owned(what),
             file: file.to_path_buf(),
             env: env
                 .iter()
@@ -170,8 +244,6 @@ impl Compose {
             profiles: profiles.iter().map(|p| p.to_string()).collect(),
             down: false,
         };
-        // Whatever a killed run left under this project name goes first.
-        compose.remove_leftovers();
         let mut command = compose.command();
         command.args(["up", "-d"]);
         run_ok(command);
@@ -237,19 +309,32 @@ impl Compose {
             .join("\n")
     }
 
-    /// `podman-compose down`; returns the containers still there afterwards (none expected).
+    /// `podman-compose down`; returns the containers, and the pod, still there afterwards (none
+    /// expected).
     pub fn down(&mut self) -> Vec<String> {
         self.down = true;
         let mut command = self.command();
         command.args(["down", "-t", "2"]);
         let _ = command.output();
-        self.containers()
+        let mut left = self.containers();
+        let pod = format!("pod_{}", self.project);
+        if podman()
+            .args(["pod", "exists", &pod])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            left.push(pod);
+        }
+        left
     }
 
-    fn remove_leftovers(&self) {
+    /// Removes the project's containers and its pod (`pod_PROJECT`), whatever `down` left.
+    fn remove_all(&self) {
         for name in self.containers() {
             let _ = podman().args(["rm", "-f", "-t", "0", &name]).output();
         }
+        let pod = format!("pod_{}", self.project);
+        let _ = podman().args(["pod", "rm", "-f", "-t", "0", &pod]).output();
     }
 }
 
@@ -258,7 +343,7 @@ impl Drop for Compose {
         if !self.down {
             let _ = self.down();
         }
-        self.remove_leftovers();
+        self.remove_all();
     }
 }
 

@@ -1,7 +1,9 @@
 //! meshgate's images in real containers (podman, runc): the webhook image run exactly as
 //! istio/webhook/deployment.yaml runs it, and envoy/docker-compose.yaml brought up with
 //! podman-compose and replayed as `make run` checks itself. Images are built once per run from
-//! target/debug (no second compile); containers are removed even when a test fails.
+//! target/debug (no second compile); containers are removed even when a test fails, and what a
+//! killed run left is removed by the next. The scripts under envoy/images/ are checked here too:
+//! where the base image's packages come from, what publishing refuses, what pinning takes.
 
 // Test helpers fail the test by panicking, with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -23,6 +25,62 @@ static STACK: Mutex<()> = Mutex::new(());
 fn yaml(path: &Path) -> Json {
     serde_yaml::from_str(&std::fs::read_to_string(path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A Kubernetes memory quantity ("256Mi", "1G", "1000") in bytes.
+fn memory_bytes(quantity: &str) -> u64 {
+    let units: [(&str, u64); 6] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ];
+    for (suffix, factor) in units {
+        if let Some(n) = quantity.strip_suffix(suffix) {
+            return n.parse::<u64>().unwrap() * factor;
+        }
+    }
+    quantity.parse().unwrap()
+}
+
+/// A Kubernetes CPU quantity ("1", "500m") in thousandths of a CPU.
+fn millicpus(quantity: &str) -> u64 {
+    match quantity.strip_suffix('m') {
+        Some(milli) => milli.parse().unwrap(),
+        None => (quantity.parse::<f64>().unwrap() * 1000.0).round() as u64,
+    }
+}
+
+/// The first line of `file` in process `pid`'s cgroup for `controller`: cgroup v1's controller
+/// hierarchy, or the unified one (v2) when the controller has none.
+fn cgroup_value(pid: &str, controller: &str, v1_file: &str, v2_file: &str) -> String {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mut unified = None;
+    for line in cgroups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (
+            fields.next(),
+            fields.next().unwrap(),
+            fields.next().unwrap(),
+        );
+        if controllers.split(',').any(|c| c == controller) {
+            for dir in [controllers, controller] {
+                let file = format!("/sys/fs/cgroup/{dir}{path}/{v1_file}");
+                if let Ok(value) = std::fs::read_to_string(&file) {
+                    return value.trim().to_string();
+                }
+            }
+        } else if controllers.is_empty() {
+            unified = Some(path.to_string());
+        }
+    }
+    let file = format!("/sys/fs/cgroup{}/{v2_file}", unified.unwrap_or_default());
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{file}: {e}\n{cgroups}"))
+        .trim()
+        .to_string()
 }
 
 /// A cert-manager-style Secret's files (ca.crt, tls.crt, tls.key) for 127.0.0.1, mode 0644 as a
@@ -54,6 +112,9 @@ fn webhook_image_runs_as_the_deployment_does() {
         pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
     );
     let container_port = container["ports"][0]["containerPort"].as_u64().unwrap();
+    let limits = &container["resources"]["limits"];
+    let memory = memory_bytes(limits["memory"].as_str().unwrap());
+    let millicpus = millicpus(limits["cpu"].as_str().unwrap());
 
     // The pod's volumes: the ConfigMap's config.yaml, the TLS Secret, emptyDirs as tmpfs.
     let dir = tempfile::tempdir().unwrap();
@@ -75,6 +136,10 @@ fn webhook_image_runs_as_the_deployment_does() {
         format!("--user={user}"),
         "--cap-drop=all".into(),
         "--security-opt=no-new-privileges".into(),
+        // resources.limits, as the kubelet sets them: memory without swap, CPU as a CFS quota.
+        format!("--memory={memory}"),
+        format!("--memory-swap={memory}"),
+        format!("--cpus={}.{:03}", millicpus / 1000, millicpus % 1000),
     ];
     for mount in container["volumeMounts"].as_array().unwrap() {
         let name = mount["name"].as_str().unwrap();
@@ -102,9 +167,8 @@ fn webhook_image_runs_as_the_deployment_does() {
             .iter()
             .map(|a| a.as_str().unwrap().to_string()),
     );
-    let name = format!("meshgate-it-webhook-{}", std::process::id());
     let started = Instant::now();
-    let webhook = Container::run(&name, &args);
+    let webhook = Container::run("webhook", &args);
     let url = format!("https://127.0.0.1:{port}");
     let client = client_trusting(&ca);
     podman::wait_for("the webhook's /readyz", Duration::from_secs(60), || {
@@ -145,11 +209,8 @@ fn webhook_image_runs_as_the_deployment_does() {
     // It really ran as the Deployment says: that user, a read-only root, no capabilities.
     assert_eq!(webhook.inspect("{{.Config.User}}"), user);
     assert_eq!(webhook.inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
-    let status = std::fs::read_to_string(format!(
-        "/proc/{}/status",
-        webhook.inspect("{{.State.Pid}}")
-    ))
-    .unwrap();
+    let pid = webhook.inspect("{{.State.Pid}}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
         status
             .lines()
@@ -161,6 +222,21 @@ fn webhook_image_runs_as_the_deployment_does() {
     assert_eq!(field("Uid:"), ["65532"; 4]);
     assert_eq!(field("CapEff:"), ["0000000000000000"]);
     assert_eq!(field("NoNewPrivs:"), ["1"]);
+    // Its limits are the kernel's, in the container's cgroup.
+    assert_eq!(
+        cgroup_value(&pid, "memory", "memory.limit_in_bytes", "memory.max"),
+        memory.to_string()
+    );
+    let quota = cgroup_value(&pid, "cpu", "cpu.cfs_quota_us", "cpu.max");
+    let period = cgroup_value(&pid, "cpu", "cpu.cfs_period_us", "cpu.max");
+    // v1: two files; v2: one, "QUOTA PERIOD".
+    let quota: u64 = quota.split_whitespace().next().unwrap().parse().unwrap();
+    let period: u64 = period.split_whitespace().last().unwrap().parse().unwrap();
+    assert_eq!(
+        quota * 1000 / period,
+        millicpus,
+        "CFS quota {quota} per {period}"
+    );
     let logs = webhook.logs();
     assert!(logs.contains("policies loaded; ready"), "{logs}");
 }
@@ -184,7 +260,19 @@ fn webhook_image_holds_the_binary_its_libraries_certificates_and_policies_only()
         }
     }
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let bundle = std::fs::read(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap_or_default();
     let _ = podman::podman().args(["image", "unmount", &image]).output();
+    // The CA bundle is Mozilla's as the Makefile's pinned certifi ships it, not the build host's.
+    let certifi = podman::run_ok({
+        let mut python = std::process::Command::new(paths::repo_root().join(".venv/bin/python"));
+        python.args(["-c", "import certifi; print(certifi.where())"]);
+        python
+    });
+    assert!(
+        bundle == std::fs::read(certifi.trim()).unwrap(),
+        "the image's CA bundle is not {}",
+        certifi.trim()
+    );
     // The Deployment's runAsUser has a name (tools that look the user up find it).
     assert!(passwd.contains("nonroot:x:65532:65532:"), "{passwd}");
     let policies = paths::repo_root().join("policies");
@@ -224,6 +312,18 @@ fn webhook_image_holds_the_binary_its_libraries_certificates_and_policies_only()
     assert!(!shell.status.success(), "the image has a shell");
 }
 
+/// The Makefile's ENVOY_VERSION, the Envoy the tests and the compose image run.
+fn envoy_version() -> String {
+    std::fs::read_to_string(paths::repo_root().join("Makefile"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ENVOY_VERSION")
+                .map(|v| v.trim_start_matches([' ', ':', '=']).trim().to_string())
+        })
+        .unwrap()
+}
+
 /// The host ports envoy/docker-compose.yaml's services listen on whatever the environment says
 /// (the configs under envoy/ name them); the webhook's, the registry's and Redis's move.
 const STACK_PORTS: [u16; 4] = [10000, 10001, 10002, 9901];
@@ -246,13 +346,23 @@ fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
 }
 
 /// What `make compose` prepares: dist/*.wasm exist already; the dev key's JWKS, the webhook's
-/// TLS files and the cosign public key under dist/compose/.
+/// TLS files (the key 0600, the webhook's user's) and the cosign public key under dist/compose/.
 fn prepare_stack() -> (DevKey, std::path::PathBuf, std::path::PathBuf) {
     let key = DevKey::load_or_create(&devkey::default_dir()).unwrap();
     let cosign = devkey::default_dir().join("cosign");
     cli::key_pair(&cosign, "ecdsa-p256");
     let compose = paths::dist_dir().join("compose");
     let ca = tls_secret(&compose.join("tls"));
+    let tls_key = compose.join("tls/tls.key");
+    std::fs::set_permissions(&tls_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if std::os::unix::fs::chown(&tls_key, Some(65532), Some(65532)).is_err() {
+        // Not root: rootless podman maps the container's 65532 in its user namespace.
+        let mut chown = podman::podman();
+        chown
+            .args(["unshare", "chown", "65532:65532"])
+            .arg(&tls_key);
+        podman::run_ok(chown);
+    }
     std::fs::copy(cosign.with_extension("pub"), compose.join("cosign.pub")).unwrap();
     for wasm in ["jwt-auth.wasm", "rate-limit.wasm"] {
         assert!(
@@ -269,11 +379,10 @@ fn compose_stack_answers_as_make_run_does_and_leaves_nothing_behind() {
     podman::require_free(&STACK_PORTS, "envoy/docker-compose.yaml");
     podman::images();
     let (key, cosign_key, ca) = prepare_stack();
-    let project = format!("meshgate-it-{}", std::process::id());
     let file = paths::repo_root().join("envoy/docker-compose.yaml");
     let started = Instant::now();
     let (webhook_port, registry_port, _, env) = moved_ports();
-    let mut stack = Compose::up(&project, &file, &[], &env_refs(&env));
+    let mut stack = Compose::up("stack", &file, &[], &env_refs(&env));
     let registry = format!("127.0.0.1:{registry_port}");
     let client = http_client();
     let webhook = client_trusting(&ca);
@@ -295,6 +404,58 @@ fn compose_stack_answers_as_make_run_does_and_leaves_nothing_behind() {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
     eprintln!("containers: compose stack up in {:?}", started.elapsed());
+
+    // Envoy is the version the tests run (the Makefile's ENVOY_VERSION), from the local image.
+    let info: Json = client
+        .get("http://127.0.0.1:9901/server_info")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let version = format!("/{}/", envoy_version());
+    assert!(
+        info["version"].as_str().unwrap().contains(&version),
+        "{}",
+        info["version"]
+    );
+    // The webhook runs with the Deployment's security context, and sees dist/compose/ and its
+    // configuration only: not envoy/dev/'s committed demo key, nor the rest of dist/.
+    let webhook_container = stack
+        .containers()
+        .into_iter()
+        .find(|c| c.contains("_webhook_"))
+        .unwrap();
+    let inspect = |format: &str| {
+        podman::podman_ok(&["inspect", "--format", format, &webhook_container])
+            .trim()
+            .to_string()
+    };
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", inspect("{{.State.Pid}}"))).unwrap();
+    for (field, value) in [
+        ("Uid:", "65532\t65532\t65532\t65532"),
+        // cap_drop: [ALL] empties the bounding set too (a non-root process has no effective
+        // capabilities anyway).
+        ("CapEff:", "0000000000000000"),
+        ("CapBnd:", "0000000000000000"),
+        ("NoNewPrivs:", "1"),
+    ] {
+        let line = status.lines().find_map(|l| l.strip_prefix(field)).unwrap();
+        assert_eq!(line.trim(), value, "{field}");
+    }
+    assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    let repo = paths::repo_root();
+    let mut sources: Vec<std::path::PathBuf> = inspect("{{range .Mounts}}{{.Source}} {{end}}")
+        .split_whitespace()
+        .map(|s| std::fs::canonicalize(s).unwrap())
+        .collect();
+    sources.sort();
+    let mut expected = [
+        std::fs::canonicalize(repo.join("dist/compose")).unwrap(),
+        std::fs::canonicalize(repo.join("envoy/webhook.yaml")).unwrap(),
+    ];
+    expected.sort();
+    assert_eq!(sources, expected);
 
     // Envoy: no token 401, a token 200 (the upstream sees who), the 11th in a minute 429.
     let without = client.get(format!("{LISTENER}/hello")).send().unwrap();
@@ -383,11 +544,10 @@ fn compose_global_profile_counts_in_redis_through_limitador() {
     podman::require_free(&[10003], "the global profile");
     podman::images();
     let (key, _, _) = prepare_stack();
-    let project = format!("meshgate-it-global-{}", std::process::id());
     let file = paths::repo_root().join("envoy/docker-compose.yaml");
     let (_, _, redis_port, mut env) = moved_ports();
     env.push(("MESHGATE_ENVOY_CONFIG", "global-ratelimit.yaml".to_string()));
-    let mut stack = Compose::up(&project, &file, &["global"], &env_refs(&env));
+    let mut stack = Compose::up("global", &file, &["global"], &env_refs(&env));
     let client = http_client();
     podman::wait_for("the stack", Duration::from_secs(60), || {
         stack.assert_running();
@@ -459,20 +619,36 @@ fn webhook_image_is_exported_pushed_signed_and_pinned() {
     let registry = meshgate_integration::Registry::start();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("cosign.key");
-    let mut publish = std::process::Command::new("bash");
-    publish
-        .arg(repo.join("envoy/images/publish.sh"))
-        .arg(registry.host())
-        .env("TAG", podman::TAG)
-        .env("INSECURE", "1")
-        .env("DIST", dir.path())
-        .env("KEY", &key)
-        .env("COSIGN_PASSWORD", cli::KEY_PASSWORD)
-        .env(
-            "MESHGATE_BIN",
-            meshgate_integration::webhook::meshgate_binary(),
-        );
-    podman::run_ok(publish);
+    let publish = |registry: Option<&str>| {
+        let mut publish = std::process::Command::new("bash");
+        publish
+            .arg(repo.join("envoy/images/publish.sh"))
+            .args(registry)
+            .env("TAG", podman::TAG)
+            .env("INSECURE", "1")
+            .env("DIST", dir.path())
+            .env("KEY", &key)
+            .env("COSIGN_PASSWORD", cli::KEY_PASSWORD)
+            .env(
+                "MESHGATE_BIN",
+                meshgate_integration::webhook::meshgate_binary(),
+            );
+        podman::run_ok(publish);
+    };
+
+    // What an earlier publish recorded goes, even when this one pushes nothing: `make istio`
+    // would pin the Deployment to it.
+    let image_dir = dir.path().join("image");
+    std::fs::create_dir_all(&image_dir).unwrap();
+    let stale = format!("127.0.0.1:1/meshgate/meshgate@sha256:{}", "0".repeat(64));
+    std::fs::write(image_dir.join("meshgate.ref"), &stale).unwrap();
+    std::fs::write(image_dir.join("meshgate.digest"), "sha256:0").unwrap();
+    publish(None);
+    assert!(image_dir.join("meshgate/index.json").is_file());
+    for file in ["meshgate.ref", "meshgate.digest"] {
+        assert!(!image_dir.join(file).exists(), "{file} outlived a publish");
+    }
+    publish(Some(registry.host().as_str()));
 
     // The OCI layout holds the image under its tag.
     let index: Json = serde_json::from_str(
@@ -523,4 +699,234 @@ policies:
     let mut expected = yaml(&repo.join("istio/webhook/deployment.yaml"));
     expected["spec"]["template"]["spec"]["containers"][0]["image"] = Json::from(pinned);
     assert_eq!(yaml(&out.join("deployment.yaml")), expected);
+}
+
+#[test]
+fn a_killed_runs_containers_and_pods_are_removed_by_the_next_run() {
+    podman::images();
+    // What a run killed before its Drop left: names carrying the pid of a process that is gone.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let prefix = format!("{}-{dead}", podman::PREFIX);
+    let image = format!("meshgate:{}", podman::TAG);
+    let pod = format!("pod_{prefix}-stack");
+    // A compose project's pod (its infra container has no compose label), a container in it,
+    // and a container created but never started.
+    podman::podman_ok(&["pod", "create", "--name", &pod]);
+    let in_pod = format!("{prefix}-stack_envoy_1");
+    podman::podman_ok(&["create", "--pod", &pod, "--name", &in_pod, &image]);
+    let created = format!("{prefix}-webhook");
+    podman::podman_ok(&["create", "--name", &created, &image]);
+    // This process's own stay: a concurrent test may be using them.
+    let own = podman::owned("leftovers-own");
+    podman::podman_ok(&["create", "--name", &own, &image]);
+
+    let removed = podman::remove_leftovers();
+    let containers = podman::podman_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    let pods = podman::podman_ok(&["pod", "ps", "--format", "{{.Name}}"]);
+    let _ = podman::podman().args(["rm", "-f", &own]).output();
+    for name in [&pod, &created] {
+        assert!(removed.contains(name), "{name} not in {removed:?}");
+    }
+    assert!(!removed.contains(&own), "{removed:?}");
+    assert!(!pods.lines().any(|p| p == pod), "{pods}");
+    for name in [&in_pod, &created] {
+        assert!(
+            !containers.lines().any(|c| c == name.as_str()),
+            "{name} left: {containers}"
+        );
+    }
+    assert!(
+        containers.lines().any(|c| c == own),
+        "{own} removed: {containers}"
+    );
+}
+
+/// `envoy/images/publish.sh` with `args` and `env`, KEY and IMAGE_PROFILE unset unless named:
+/// its exit code and stderr.
+fn publish_script(args: &[&str], env: &[(&str, &Path)], dist: &Path) -> (i32, String) {
+    let mut publish = std::process::Command::new("bash");
+    publish
+        .arg(paths::repo_root().join("envoy/images/publish.sh"))
+        .args(args)
+        .env_remove("KEY")
+        .env_remove("IMAGE_PROFILE")
+        .env("DIST", dist)
+        .envs(env.iter().copied());
+    let output = publish.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn publishing_beyond_loopback_takes_an_explicit_key_and_a_release_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let dist = dir.path();
+    let key = dir.path().join("release.key");
+    let release = Path::new("release");
+    let debug = Path::new("debug");
+    let refused = [
+        // No KEY: the dev key would sign.
+        (
+            "registry.example.com:5000",
+            vec![("IMAGE_PROFILE", release)],
+            "KEY=",
+        ),
+        // A debug build.
+        (
+            "registry.example.com",
+            vec![("KEY", key.as_path())],
+            "IMAGE_PROFILE=release",
+        ),
+        (
+            "127.evil.example:5000",
+            vec![("KEY", key.as_path()), ("IMAGE_PROFILE", debug)],
+            "IMAGE_PROFILE=release",
+        ),
+        ("localhost.example:5000", vec![], "KEY="),
+    ];
+    // The key must exist: none is made for such a registry.
+    let (code, stderr) = publish_script(
+        &["--check", "registry.example.com"],
+        &[("KEY", &key), ("IMAGE_PROFILE", release)],
+        dist,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    std::fs::write(&key, "a key").unwrap();
+    for (registry, env, says) in refused {
+        // A refused publish leaves no reference of an earlier one for `make istio` either.
+        std::fs::create_dir_all(dist.join("image")).unwrap();
+        std::fs::write(dist.join("image/meshgate.ref"), "old").unwrap();
+        let (code, stderr) = publish_script(&[registry], &env, dist);
+        assert_eq!(code, 2, "{registry} {env:?}: {stderr}");
+        assert!(stderr.contains(says), "{registry}: {stderr}");
+        assert!(!dist.join("image/meshgate.ref").exists());
+    }
+    for (registry, env) in [
+        (
+            "registry.example.com:5000",
+            vec![("KEY", key.as_path()), ("IMAGE_PROFILE", release)],
+        ),
+        ("127.0.0.1:5000", vec![]),
+        ("localhost:5000", vec![]),
+        ("localhost", vec![]),
+        ("[::1]:5000", vec![]),
+    ] {
+        let (code, stderr) = publish_script(&["--check", registry], &env, dist);
+        assert_eq!(code, 0, "{registry} {env:?}: {stderr}");
+    }
+}
+
+#[test]
+fn pinning_takes_a_digest_reference_and_nothing_that_would_rewrite_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let pin = |reference: &str, out: &Path| {
+        let mut pin = std::process::Command::new("bash");
+        pin.arg(paths::repo_root().join("envoy/images/pin.sh"))
+            .arg(reference)
+            .arg(out);
+        pin.output().unwrap()
+    };
+    for (i, reference) in [
+        format!("registry.example/meshgate/meshgate@{digest}&"),
+        format!("registry.example/a&b/meshgate/meshgate@{digest}"),
+        format!("registry.example/a|b/meshgate/meshgate@{digest}"),
+        format!("registry.example/a\\1/meshgate/meshgate@{digest}"),
+        format!("registry.example/meshgate/meshgate@{digest}\nkind: Secret"),
+        "registry.example/meshgate/meshgate:0.1.0".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = dir.path().join(format!("refused-{i}"));
+        let output = pin(reference, &out);
+        assert!(!output.status.success(), "{reference} was pinned");
+        assert!(!out.exists(), "{reference}: {} written", out.display());
+    }
+    let out = dir.path().join("pinned");
+    let reference = format!("[::1]:5000/meshgate/meshgate@{digest}");
+    let output = pin(&reference, &out);
+    assert!(output.status.success(), "{output:?}");
+    let deployment = yaml(&out.join("deployment.yaml"));
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        reference.as_str()
+    );
+}
+
+#[test]
+fn base_image_packages_come_from_apts_debian_mirror_or_debians_own() {
+    let mirror = |sources: &[(&str, &str)], env: Option<&str>| {
+        // An /etc/apt with these files.
+        let etc = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(etc.path().join("sources.list.d")).unwrap();
+        for (file, text) in sources {
+            std::fs::write(etc.path().join(file), text).unwrap();
+        }
+        let mut base = std::process::Command::new("bash");
+        base.arg(paths::repo_root().join("envoy/images/base.sh"))
+            .arg("--mirror")
+            .env("MESHGATE_APT_ETC", etc.path())
+            .env_remove("MESHGATE_DEBIAN_MIRROR");
+        if let Some(mirror) = env {
+            base.env("MESHGATE_DEBIAN_MIRROR", mirror);
+        }
+        podman::run_ok(base).trim().to_string()
+    };
+    let debian = "http://deb.debian.org/debian";
+    // Debian, deb822: the archive, not security.
+    assert_eq!(
+        mirror(
+            &[(
+                "sources.list.d/debian.sources",
+                "Types: deb\nURIs: http://security.debian.org/debian-security\nSuites: bookworm-security\n\n\
+                 Types: deb\nURIs: https://ftp.de.debian.org/debian/\nSuites: bookworm\n"
+            )],
+            None
+        ),
+        "https://ftp.de.debian.org/debian/"
+    );
+    // Debian, one-line entries with options.
+    assert_eq!(
+        mirror(
+            &[(
+                "sources.list",
+                "deb [arch=amd64 signed-by=/k.gpg] http://ftp.fr.debian.org/debian bookworm main\n"
+            )],
+            None
+        ),
+        "http://ftp.fr.debian.org/debian"
+    );
+    // Ubuntu; Debian's cloud images (mirror+file:); nothing at all: Debian's own.
+    assert_eq!(
+        mirror(
+            &[(
+                "sources.list",
+                "deb http://archive.ubuntu.com/ubuntu noble main\n"
+            )],
+            None
+        ),
+        debian
+    );
+    assert_eq!(
+        mirror(
+            &[(
+                "sources.list.d/debian.sources",
+                "Types: deb\nURIs: mirror+file:///etc/apt/mirrors/debian.list\nSuites: bookworm\n"
+            )],
+            None
+        ),
+        debian
+    );
+    assert_eq!(mirror(&[], None), debian);
+    // Named explicitly.
+    assert_eq!(
+        mirror(&[], Some("http://mirror.example/debian")),
+        "http://mirror.example/debian"
+    );
 }
