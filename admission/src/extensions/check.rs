@@ -197,11 +197,7 @@ impl ModuleChecker {
                                 segments"
                         .into());
                 }
-                let options = glob::MatchOptions {
-                    case_sensitive: true,
-                    require_literal_separator: true,
-                    require_literal_leading_dot: false,
-                };
+                let options = crate::images::glob_options();
                 if !self
                     .local_files
                     .iter()

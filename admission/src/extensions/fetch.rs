@@ -70,11 +70,7 @@ impl Fetcher {
             Some(port) => format!("{host}:{port}"),
             None => host.clone(),
         };
-        let options = glob::MatchOptions {
-            case_sensitive: true,
-            require_literal_separator: true,
-            require_literal_leading_dot: false,
-        };
+        let options = crate::images::glob_options();
         if self
             .hosts
             .iter()

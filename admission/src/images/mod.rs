@@ -724,7 +724,6 @@ impl ImageVerifier {
     }
 }
 
-/// The distinct images of a pod spec (containers, initContainers, ephemeralContainers).
 /// The configured keyless identities, by name.
 fn keyless_identities(
     config: &ImageVerification,
@@ -768,6 +767,7 @@ fn keyless_root(
     root.map_err(|e| SetupError::Keyless(format!("trustedRoot: {e}")))
 }
 
+/// The distinct images of a pod spec (containers, initContainers, ephemeralContainers).
 fn images_of(pod_spec: &Json) -> Vec<&str> {
     let mut images: Vec<&str> = ["initContainers", "containers", "ephemeralContainers"]
         .iter()
@@ -779,7 +779,9 @@ fn images_of(pod_spec: &Json) -> Vec<&str> {
     images
 }
 
-fn glob_options() -> glob::MatchOptions {
+/// How configured globs match names and paths: `*` stays within one `/` segment, `**` spans
+/// them; case matters.
+pub(crate) fn glob_options() -> glob::MatchOptions {
     glob::MatchOptions {
         case_sensitive: true,
         require_literal_separator: true,
