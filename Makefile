@@ -128,15 +128,20 @@ istio: filters ## istio/filters/ rendered into dist/istio/ with the modules' che
 KEY ?= .state/dev/cosign.key
 TAG ?= 0.1.0
 export COSIGN_PASSWORD ?= meshgate-dev
-PUBLISH_FLAGS = $(if $(INSECURE),--insecure-registry $(REGISTRY))
+PUBLISH_FLAGS = $(if $(INSECURE),--insecure-registry $(call q,$(REGISTRY)))
+# The dev key (made on first use, its password above) signs only for a loopback registry.
 publish: filters meshgate ## push and sign both filters: REGISTRY=host:port [KEY=cosign.key] [TAG=0.1.0] [INSECURE=1]
-	@test -n "$(REGISTRY)" || { echo "usage: make publish REGISTRY=host:port [KEY=cosign.key] [TAG=0.1.0] [INSECURE=1]" >&2; exit 2; }
-	@if [ ! -f "$(KEY)" ]; then mkdir -p "$(dir $(KEY))" && target/debug/meshgate generate-key-pair --output-prefix "$(basename $(KEY))"; fi
+	@test -n $(call q,$(REGISTRY)) || { echo "usage: make publish REGISTRY=host:port [KEY=cosign.key] [TAG=0.1.0] [INSECURE=1]" >&2; exit 2; }
+	@registry=$(call q,$(REGISTRY)); \
+	if [ $(call q,$(origin KEY)) = file ] && ! [[ $$registry =~ ^(localhost|127\.[0-9]+\.[0-9]+\.[0-9]+|\[::1\])(:[0-9]+)?$$ ]]; then \
+	  echo "publish: $$registry is not a loopback registry: name the signing key, KEY=path/to/cosign.key (the dev key is for local registries only)" >&2; exit 2; \
+	fi
+	@key=$(call q,$(KEY)); if [ ! -f "$$key" ]; then mkdir -p "$$(dirname "$$key")" && target/debug/meshgate generate-key-pair --output-prefix "$${key%.key}"; fi
 	@for f in $(FILTERS); do \
-	  ref=$(REGISTRY)/meshgate/$$f:$(TAG); \
-	  digest=$$(target/debug/meshgate push $(PUBLISH_FLAGS) dist/$$f.wasm $$ref --format istio) && \
-	  target/debug/meshgate sign $(PUBLISH_FLAGS) --key "$(KEY)" $$ref >/dev/null && \
-	  echo "publish: $$ref@$$digest signed with $(KEY)" || exit 1; \
+	  ref=$(call q,$(REGISTRY))/meshgate/$$f:$(call q,$(TAG)); \
+	  digest=$$(target/debug/meshgate push $(PUBLISH_FLAGS) dist/$$f.wasm "$$ref" --format istio) && \
+	  target/debug/meshgate sign $(PUBLISH_FLAGS) --key $(call q,$(KEY)) "$$ref" >/dev/null && \
+	  echo "publish: $$ref@$$digest signed with "$(call q,$(KEY)) || exit 1; \
 	done
 
 # The webhook image meshgate:TAG (admission/Containerfile), from the dev build the tests use or

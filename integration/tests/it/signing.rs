@@ -661,6 +661,19 @@ fn make_publish_pushes_and_signs_the_filters() {
         let out = meshgate(&["verify", "--key", &public, &reference]);
         assert_eq!(out.code, 0, "{out:?}");
     }
+    // The dev key never signs for a registry other than loopback: nothing is pushed there.
+    let out = std::process::Command::new("make")
+        .current_dir(paths::repo_root())
+        .args(["-s", "-o", "filters", "-o", "meshgate", "publish"])
+        .arg("REGISTRY=registry.example:5000")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("registry.example:5000 is not a loopback registry: name the signing key"),
+        "{stderr}"
+    );
 }
 
 #[test]
