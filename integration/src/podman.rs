@@ -380,23 +380,13 @@ pub fn wait_for(
 /// checking it is an admission.k8s.io/v1 AdmissionReview echoing the uid (as
 /// [`crate::Webhook::review`] does for the process).
 pub fn review(client: &reqwest::blocking::Client, url: &str, request: &Json) -> Json {
-    let review = serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": request,
-    });
     let response = client
         .post(format!("{url}/validate"))
         .header("content-type", "application/json")
-        .body(review.to_string())
+        .body(crate::webhook::review_of(request).to_string())
         .send()
         .unwrap_or_else(|e| panic!("POST {url}/validate: {e}"));
     let status = response.status().as_u16();
     let body = response.text().unwrap_or_default();
-    assert_eq!(status, 200, "{body}");
-    let answer: Json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1", "{body}");
-    assert_eq!(answer["kind"], "AdmissionReview", "{body}");
-    assert_eq!(answer["response"]["uid"], request["uid"], "{body}");
-    answer["response"].clone()
+    crate::webhook::response_of(status, &body, request)
 }

@@ -165,18 +165,8 @@ impl Webhook {
 
     /// [`Webhook::review`] at `path` (`/mutate`).
     pub fn review_at(&self, path: &str, request: &Json) -> Json {
-        let review = serde_json::json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": request,
-        });
-        let (status, body) = self.post_to(path, review.to_string());
-        assert_eq!(status, 200, "{body}");
-        let answer: Json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1", "{body}");
-        assert_eq!(answer["kind"], "AdmissionReview", "{body}");
-        assert_eq!(answer["response"]["uid"], request["uid"], "{body}");
-        answer["response"].clone()
+        let (status, body) = self.post_to(path, review_of(request).to_string());
+        response_of(status, &body, request)
     }
 
     /// GETs a path; returns status and body.
@@ -298,6 +288,26 @@ fn dir_ca(config: &str) -> PathBuf {
 
 /// An AdmissionReview `request` for `object` (a Pod or a workload), as the API server sends it.
 pub use meshgate_admission::policy_test::admission_request as request;
+
+/// The AdmissionReview the API server sends for `request`.
+pub fn review_of(request: &Json) -> Json {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": request,
+    })
+}
+
+/// The `response` of a webhook's answer (HTTP `status`, `body`) to `request`, checking that the
+/// answer is an admission.k8s.io/v1 AdmissionReview echoing the uid.
+pub fn response_of(status: u16, body: &str, request: &Json) -> Json {
+    assert_eq!(status, 200, "{body}");
+    let answer: Json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1", "{body}");
+    assert_eq!(answer["kind"], "AdmissionReview", "{body}");
+    assert_eq!(answer["response"]["uid"], request["uid"], "{body}");
+    answer["response"].clone()
+}
 
 /// `object` with the JSON Patch of a `/mutate` answer applied; the object unchanged when the
 /// answer has no patch.
