@@ -85,6 +85,13 @@ fn cgroup_value(pid: &str, controller: &str, v1_file: &str, v2_file: &str) -> St
 
 /// A cert-manager-style Secret's files (ca.crt, tls.crt, tls.key) for 127.0.0.1, mode 0644 as a
 /// Secret volume mounts them.
+/// Asserts an answer denies, with `needle` in its message.
+fn assert_denied(answer: &Json, needle: &str) {
+    assert_eq!(answer["allowed"], false, "{answer}");
+    let message = answer["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "{needle}: {answer}");
+}
+
 fn tls_secret(dir: &Path) -> std::path::PathBuf {
     let files = meshgate_admission::tls::dev_certificate(dir).unwrap();
     for file in [&files.ca, &files.cert, &files.key] {
@@ -510,25 +517,12 @@ fn compose_stack_answers_as_make_run_does_and_leaves_nothing_behind() {
             &sample_review_of(uid, privileged, Some("wasmtime"), image)["request"],
         )
     };
-    let privileged = review("compose-1", true, &signed_pinned);
-    assert_eq!(privileged["allowed"], false, "{privileged}");
-    assert!(
-        privileged["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("[privileged]"),
-        "{privileged}"
-    );
+    assert_denied(&review("compose-1", true, &signed_pinned), "[privileged]");
     let clean = review("compose-2", false, &signed_pinned);
     assert_eq!(clean["allowed"], true, "{clean}\n{}", stack.logs());
-    let unsigned_pod = review("compose-3", false, &unsigned);
-    assert_eq!(unsigned_pod["allowed"], false, "{unsigned_pod}");
-    assert!(
-        unsigned_pod["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("[image-verification]"),
-        "{unsigned_pod}"
+    assert_denied(
+        &review("compose-3", false, &unsigned),
+        "[image-verification]",
     );
 
     let stopping = Instant::now();
