@@ -69,3 +69,12 @@ test_segments_are_matched_whole if {
 test_no_parameters_allows_nothing if {
 	count(allowed_registries.deny) == 1 with input as pod("ghcr.io/acme/app:1")
 }
+
+test_only_numeric_ports_are_removed if {
+	allowed_registries.without_port("mirror.example.com:5443") == "mirror.example.com"
+	allowed_registries.without_port("[::1]:5000") == "[::1]"
+	allowed_registries.without_port("[::1]") == "[::1]"
+	allowed_registries.without_port("mirror.example.com:54x3") == "mirror.example.com:54x3"
+	allowed_registries.without_port("mirror.example.com:") == "mirror.example.com:"
+	allowed_registries.without_port("mirror.example.com") == "mirror.example.com"
+}
