@@ -53,6 +53,12 @@ impl LoadedPolicy {
         self.engine.engine()
     }
 
+    /// Runs the policy alone on `input`, as the pipeline does for a request it applies to
+    /// (`meshgate policy bench` times it).
+    pub fn evaluate(&self, input: &Input) -> Result<policy::Findings, PolicyError> {
+        self.engine.evaluate(input)
+    }
+
     fn applies_to(&self, namespace: &str, kind: &str) -> bool {
         self.kinds.contains(kind) && self.namespaces.applies_to(namespace)
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::cache::{self, DiskCache, Lookup};
 use crate::config::WasmRuntimeConfig;
@@ -96,7 +96,11 @@ impl WasmRuntime {
             // process interrupts its other CPUs to flush their TLBs. Measured with the webhook
             // under load (BENCHMARKS.md): about 4 500 reviews/s without, 6 400 with.
             pool.linear_memory_keep_resident(KEEP_RESIDENT)
-                .table_keep_resident(KEEP_RESIDENT);
+                .table_keep_resident(KEEP_RESIDENT)
+                // Linux 6.7+ reports which pages an instance dirtied: only those are reset,
+                // rather than every byte below KEEP_RESIDENT (a Rust guest's 1 MiB stack alone
+                // is most of that). Older kernels fall back to the memset.
+                .pagemap_scan(Enabled::Auto);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&wasm).map_err(|e| format!("wasmtime: {e:#}"))?;
