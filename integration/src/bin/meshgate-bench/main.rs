@@ -1,10 +1,14 @@
 //! `make bench`: load real Envoy listeners side by side with wrk and write BENCHMARKS.md.
 //!
-//! One Envoy process (1 worker) hosts every variant as its own listener answering a direct
-//! response, so each row pays the same costs but its filters. Rows are run one after another
-//! with the same wrk settings; ratios compare rows of the same run only.
+//! One Envoy process hosts every variant as its own listener answering a direct response, so each
+//! row pays the same costs but its filters. Rows are run one after another with the same wrk
+//! settings; ratios compare rows of the same run only. The whole table runs once per worker
+//! count (`--workers`, 1 and 4 by default: sidecars and gateways run several, and shared data
+//! is contended only then), and a last section reports the filters' memory per worker and
+//! `.wasm` sizes.
 
 mod admission;
+mod filter_memory;
 mod images;
 mod keyless;
 mod memory;
@@ -37,6 +41,9 @@ pub(crate) struct Args {
     /// Distinct tokens cycled through in the "unique token" rows (more than any cache holds).
     #[arg(long, default_value_t = 2000)]
     unique_tokens: usize,
+    /// Envoy worker counts (`--concurrency`): the Envoy rows run once per count.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4])]
+    workers: Vec<u32>,
     /// Markdown file to write.
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
@@ -44,7 +51,7 @@ pub(crate) struct Args {
     /// runs only the webhook rows (with image verification, Wasm policies and memory),
     /// `images` only image verification, `wasm` only Wasm policies, `memory` only the
     /// webhook's memory under hostile reviews, `keyless` only keyed against keyless
-    /// verification.
+    /// verification, `filter-memory` only the filters' memory per worker and `.wasm` sizes.
     #[arg(long)]
     only: Option<String>,
 }
@@ -55,6 +62,9 @@ struct Row {
     name: String,
     rps: f64,
     p99_ms: f64,
+    /// Envoy's CPU time (every thread) per request, µs: less sensitive than req/s to what else
+    /// runs on the machine.
+    cpu_us: f64,
     non_2xx: u64,
     base: Option<String>,
 }
@@ -169,6 +179,39 @@ fn native_local_ratelimit() -> Value {
     )
 }
 
+/// The bench provider publishing the payload for the rate limiter (`payload_in_metadata`).
+fn jwt_chain_config(keys: &[&SigningKey]) -> Value {
+    let mut config = jwt_config(keys, false);
+    config["providers"]["bench"]["payload_in_metadata"] = json!("bench");
+    config
+}
+
+/// The pid of this process's child called `name` (the Envoy it started), from `/proc`.
+fn child_pid(name: &str) -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (comm, rest) = stat.split_once(") ")?;
+            let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
+            (ppid == me && comm.ends_with(&format!("({name}"))).then_some(pid)
+        })
+}
+
+/// User plus system CPU time of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // After the command: state is field 3 of stat(5), utime 14 and stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 fn native_jwt(config: &Value) -> Value {
     let mut typed = config.clone();
     typed["@type"] =
@@ -220,12 +263,29 @@ fn main() -> Result<()> {
                 .to_string(),
             )],
         ),
+        // The demo chain: jwt-auth publishes the payload, rate-limit keys a bucket on its `sub`.
+        direct_listener(
+            "meshgate_chain",
+            vec![
+                wasm_filter(
+                    "jwt-auth.wasm",
+                    "jwt_auth_chain",
+                    &jwt_chain_config(&[&rsa, &ec]).to_string(),
+                ),
+                wasm_filter(
+                    "rate-limit.wasm",
+                    "rate_limit_chain",
+                    &json!({
+                        "descriptors": [{"name": "per_subject",
+                            "entries": [{"jwt_claim": {"claim": "sub", "payload": "bench", "descriptor_key": "sub"}}],
+                            "token_bucket": never_empty()}]
+                    })
+                    .to_string(),
+                ),
+            ],
+        ),
     ];
     paths::wasm("jwt-auth");
-    let envoy = Envoy::builder(bootstrap(listeners))
-        .component_log_level(None)
-        .log_level("warn")
-        .start();
 
     let now = mint::now();
     let claims = |i: usize| {
@@ -379,36 +439,76 @@ fn main() -> Result<()> {
             Some(&keys_script),
             Some("native local_ratelimit, bucket never empties"),
         ),
+        (
+            "chain",
+            "meshgate jwt-auth → rate-limit keyed by the token's sub, ES256, repeated token",
+            "meshgate_chain",
+            es,
+            None,
+            Some("Wasm pass-through"),
+        ),
     ];
     let specs: Vec<Spec> = specs
         .into_iter()
         .filter(|s| s.0 == "floor" || args.only.as_deref().is_none_or(|o| s.1.contains(o)))
         .collect();
-    let mut samples: Vec<Vec<(f64, f64, u64)>> = vec![Vec::new(); specs.len()];
-    for round in 1..=args.rounds {
-        for (i, (_, name, listener, headers, script, _)) in specs.iter().enumerate() {
-            eprintln!("bench: round {round}/{}: {name}", args.rounds);
-            samples[i].push(wrk(&envoy.url(listener), &args, headers, *script)?);
-        }
-    }
-    let rows: Vec<Row> = specs
-        .iter()
-        .zip(samples)
-        .map(|((group, name, _, _, _, base), mut runs)| {
-            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (rps, p99_ms, _) = runs[runs.len() / 2];
-            Row {
-                group,
-                name: name.to_string(),
-                rps,
-                p99_ms,
-                non_2xx: runs.iter().map(|r| r.2).sum(),
-                base: base.map(str::to_string),
+    let mut markdown = String::new();
+    for (i, workers) in args.workers.iter().enumerate() {
+        let envoy = Envoy::builder(bootstrap(listeners.clone()))
+            .component_log_level(None)
+            .log_level("warn")
+            .concurrency(*workers)
+            .start();
+        let pid = child_pid("envoy");
+        // (req/s, p99 ms, non-2xx, CPU µs per request) per round.
+        let mut samples: Vec<Vec<(f64, f64, u64, f64)>> = vec![Vec::new(); specs.len()];
+        for round in 1..=args.rounds {
+            for (i, (_, name, listener, headers, script, _)) in specs.iter().enumerate() {
+                eprintln!(
+                    "bench: {workers} worker(s), round {round}/{}: {name}",
+                    args.rounds
+                );
+                let before = pid.and_then(cpu_ticks);
+                let (rps, p99, non_2xx) = wrk(&envoy.url(listener), &args, headers, *script)?;
+                let cpu_us = match (before, pid.and_then(cpu_ticks)) {
+                    // Clock ticks are 10 ms on Linux (USER_HZ 100).
+                    (Some(b), Some(a)) => {
+                        a.saturating_sub(b) as f64 * 10_000.0 / (rps * f64::from(args.duration))
+                    }
+                    _ => f64::NAN,
+                };
+                samples[i].push((rps, p99, non_2xx, cpu_us));
             }
-        })
-        .collect();
-
-    let mut markdown = render(&args, &rows);
+        }
+        drop(envoy);
+        let rows: Vec<Row> = specs
+            .iter()
+            .zip(samples)
+            .map(|((group, name, _, _, _, base), mut runs)| {
+                let mut cpu: Vec<f64> = runs.iter().map(|r| r.3).collect();
+                cpu.sort_by(f64::total_cmp);
+                runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let (rps, p99_ms, _, _) = runs[runs.len() / 2];
+                Row {
+                    group,
+                    name: name.to_string(),
+                    rps,
+                    p99_ms,
+                    cpu_us: cpu[cpu.len() / 2],
+                    non_2xx: runs.iter().map(|r| r.2).sum(),
+                    base: base.map(str::to_string),
+                }
+            })
+            .collect();
+        markdown.push_str(&render(&args, *workers, i == 0, &rows));
+    }
+    if args
+        .only
+        .as_deref()
+        .is_none_or(|o| "filter-memory".contains(o))
+    {
+        markdown.push_str(&filter_memory::run()?);
+    }
     if args.only.as_deref().is_none_or(|o| "admission".contains(o)) {
         markdown.push_str(&admission::run(&args)?);
     }
@@ -441,7 +541,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn render(args: &Args, rows: &[Row]) -> String {
+/// The table of one worker count; `first` adds the file's title and the setup.
+fn render(args: &Args, workers: u32, first: bool, rows: &[Row]) -> String {
     let by_name = |n: &str| rows.iter().find(|r| r.name == n);
     let plain = by_name("no filter").map_or(f64::NAN, |r| r.rps);
     let floor = by_name("Wasm pass-through").map_or(f64::NAN, |r| r.rps);
@@ -451,37 +552,46 @@ fn render(args: &Args, rows: &[Row]) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let mut md = String::new();
-    let _ = writeln!(md, "# Benchmarks\n");
+    if first {
+        let workers: Vec<String> = args.workers.iter().map(u32::to_string).collect();
+        let _ = writeln!(md, "# Benchmarks\n");
+        let _ = writeln!(
+            md,
+            "Produced by `make bench` (`cargo run -p meshgate-integration --bin meshgate-bench -- \
+             --duration {} --rounds {} --connections {} --unique-tokens {} --workers {}`): one \
+             Envoy per worker count, every variant a listener answering a direct response, loaded \
+             in turn by `wrk -t1 -c{} -d{}s`; each row is the median of {} interleaved rounds. \
+             Ratios compare rows of one table only. \"CPU µs/req\" is Envoy's CPU time (all \
+             threads, from `/proc`) over the requests served: it depends less than req/s on what \
+             else runs on the machine. Machine: {} cores. Envoy: `{}`.\n",
+            args.duration,
+            args.rounds,
+            args.connections,
+            args.unique_tokens,
+            workers.join(","),
+            args.connections,
+            args.duration,
+            args.rounds,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            envoy_version
+        );
+    }
     let _ = writeln!(
         md,
-        "Produced by `make bench` (`cargo run -p meshgate-integration --bin meshgate-bench -- \
-         --duration {} --rounds {} --connections {} --unique-tokens {}`): one Envoy, 1 worker, every \
-         variant a listener answering a direct response, loaded in turn by `wrk -t1 -c{} -d{}s`; \
-         each row is the median of {} interleaved rounds. Ratios compare rows of this one run. \
-         Machine: {} cores. Envoy: `{}`.\n",
-        args.duration,
-        args.rounds,
-        args.connections,
-        args.unique_tokens,
-        args.connections,
-        args.duration,
-        args.rounds,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        envoy_version
-    );
-    let _ = writeln!(
-        md,
-        "| row | req/s | p99 ms | × no filter | × Wasm floor | compared with | × that | non-2xx |\n\
-         |---|---:|---:|---:|---:|---|---:|---:|"
+        "## Envoy filters, {workers} worker{}\n\n\
+         | row | req/s | p99 ms | CPU µs/req | × no filter | × Wasm floor | compared with | × that | non-2xx |\n\
+         |---|---:|---:|---:|---:|---:|---|---:|---:|",
+        if workers == 1 { "" } else { "s" }
     );
     for r in rows {
         let base = r.base.as_deref().and_then(by_name);
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {} | {:.0} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} | {} |",
             r.name,
             r.rps,
             r.p99_ms,
+            r.cpu_us,
             r.rps / plain,
             r.rps / floor,
             r.base.as_deref().unwrap_or("—"),
@@ -494,7 +604,8 @@ fn render(args: &Args, rows: &[Row]) -> String {
         "\n\"Unique tokens\" cycle through {} distinct tokens, more than either filter's token \
          cache keeps, so every request pays a signature check. Rate-limit rows use a bucket no \
          run empties; \"10k distinct keys\" cycles an `x-key` header through 10000 values, one \
-         bucket each. Groups: {}.",
+         bucket each. The chain row runs jwt-auth (payload published) then rate-limit with a \
+         bucket per `sub` claim. Groups: {}.\n",
         args.unique_tokens,
         rows.iter()
             .map(|r| r.group)
