@@ -164,7 +164,10 @@ impl HttpContext for Http {
         let (limiter, metrics) = (&shared.limiter, &shared.metrics);
         let request = HostRequest::default();
         let now = host::now_ms();
-        let decision = limiter.check(&request, &HostStore, now);
+        let decision = {
+            let mut leases = shared.leases.borrow_mut();
+            limiter.check_with(&request, &HostStore, &mut leases, now)
+        };
         for _ in 0..decision.store_errors {
             metrics.store_error();
         }

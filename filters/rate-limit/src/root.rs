@@ -78,6 +78,7 @@ impl RootContext for Root {
         };
         let metrics = Metrics::define(limiter.stat_prefix.as_deref(), &limiter.names());
         self.shared = Some(Rc::new(Shared {
+            leases: RefCell::new(limiter.leases()),
             limiter,
             metrics,
             over_limit: RefCell::new(OverLimitCache::default()),

@@ -106,11 +106,22 @@ impl Bucket {
 
     /// Refills, then takes one token if there is one.
     pub fn take(&self, state: State, now: Millis) -> (State, Taken) {
+        let (state, taken, _) = self.take_up_to(state, now, 1);
+        (state, taken)
+    }
+
+    /// Refills, then takes [`crate::lease::lease_size`] tokens (at least one, at most `want`,
+    /// a small share of what is left) if there is one; the tokens taken come third. `Taken`
+    /// describes the bucket after the take.
+    pub fn take_up_to(&self, state: State, now: Millis, want: u64) -> (State, Taken, u64) {
         let mut state = self.refill(state, now);
         let allowed = state.tokens > 0;
-        if allowed {
-            state.tokens -= 1;
-        }
+        let granted = if allowed {
+            crate::lease::lease_size(state.tokens, want)
+        } else {
+            0
+        };
+        state.tokens -= granted;
         let next_fill_ms = if state.tokens >= self.max_tokens {
             0
         } else {
@@ -126,6 +137,7 @@ impl Bucket {
                 remaining: state.tokens,
                 next_fill_ms,
             },
+            granted,
         )
     }
 

@@ -7,12 +7,14 @@
 //! jwt-core; tests use its in-memory fake) and takes a token with compare-and-swap, so every
 //! Envoy worker sees one bucket; [`Limiter::check`] returns a [`Decision`], and [`headers`]
 //! renders it as `RateLimit`/`RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-11) and
-//! `Retry-After`.
+//! `Retry-After`. A worker's [`lease::Leases`] let a busy key take several tokens per
+//! compare-and-swap ([`Limiter::check_with`]) without ever admitting more.
 
 pub mod bucket;
 pub mod config;
 pub mod descriptor;
 pub mod headers;
+pub mod lease;
 pub mod limiter;
 pub mod rls;
 pub mod table;

@@ -3,6 +3,7 @@
 use crate::bucket::{Bucket, Taken};
 use crate::config::{Overflow, RateLimitConfig};
 use crate::descriptor::{self, Descriptor, GlobalDescriptor, Options, Request, Unreadable};
+use crate::lease::Leases;
 use crate::table::{Owner, Salt, SharedStore, Table, Take, fingerprint};
 use crate::{ConfigError, Millis};
 
@@ -74,6 +75,7 @@ pub struct Limiter {
     default: Option<(Bucket, Owner)>,
     descriptors: Vec<Local>,
     table: Table,
+    max_keys: u32,
     default_slot: String,
     overflow: Overflow,
     /// HTTP status of a limited response.
@@ -233,6 +235,7 @@ impl Limiter {
             default,
             descriptors,
             table,
+            max_keys,
             default_slot: format!("{store_prefix}|default"),
             overflow: raw.overflow,
             status,
@@ -263,6 +266,16 @@ impl Limiter {
         Ok(out)
     }
 
+    /// Empty lease state for one worker ([`Limiter::check_with`]): as many keys as `max_keys`,
+    /// plus the default bucket.
+    pub fn leases(&self) -> Leases {
+        Leases::new(
+            usize::try_from(self.max_keys)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        )
+    }
+
     /// Descriptor names (local and global), for registering stats.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -283,12 +296,26 @@ impl Limiter {
     /// refusing, or a descriptor whose attributes the host could not read, refuses the request
     /// (unless shadow): a limiter that cannot count must not let everything through.
     pub fn check(&self, request: &dyn Request, store: &dyn SharedStore, now: Millis) -> Decision {
+        self.check_with(request, store, &mut Leases::new(0), now)
+    }
+
+    /// [`Limiter::check`] for a worker that keeps `leases`: a busy key's tokens are taken from
+    /// the shared store several at a time and handed out from the worker (see
+    /// [`crate::lease`]: never more admitted, a bounded number of tokens left unused).
+    pub fn check_with(
+        &self,
+        request: &dyn Request,
+        store: &dyn SharedStore,
+        leases: &mut Leases,
+        now: Millis,
+    ) -> Decision {
         let mut decision = Decision::default();
         if let Some((bucket, owner)) = &self.default {
             // One bucket for every request, like local_ratelimit's: its own fixed key.
-            let taken = self
-                .table
-                .take_in(store, &self.default_slot, *owner, bucket, now);
+            let taken = leased(leases, DEFAULT_NAME, bucket, now, |want| {
+                self.table
+                    .take_in_up_to(store, &self.default_slot, *owner, bucket, now, want)
+            });
             record(&mut decision, DEFAULT_NAME, bucket, false, taken);
         }
         for local in &self.descriptors {
@@ -304,13 +331,16 @@ impl Limiter {
                     continue;
                 }
             };
-            let owner = self.table.owner(d.fingerprint, &key);
-            let taken = match (self.table.take(store, owner, &d.bucket, now), self.overflow) {
+            let owner = || self.table.owner(d.fingerprint, &key);
+            let own = leased(leases, &key, &d.bucket, now, |want| {
+                self.table.take_up_to(store, owner(), &d.bucket, now, want)
+            });
+            let taken = match (own, self.overflow) {
                 (Take::Overflow, Overflow::SharedBucket) => self
                     .table
                     .take_in(
                         store,
-                        overflow_group(&local.overflow_slots, &owner),
+                        overflow_group(&local.overflow_slots, &owner()),
                         local.overflow_owner,
                         &local.overflow_bucket,
                         now,
@@ -325,6 +355,26 @@ impl Limiter {
             record(&mut decision, &d.name, bucket, d.shadow, taken);
         }
         decision
+    }
+}
+
+/// A token for bucket key `key`: from the worker's lease when it holds one, else from the shared
+/// store through `shared` (which takes up to the tokens it is given, for the next lease).
+fn leased(
+    leases: &mut Leases,
+    key: &str,
+    bucket: &Bucket,
+    now: Millis,
+    shared: impl FnOnce(u64) -> (Take, u64),
+) -> Take {
+    if let Some(taken) = leases.take(key, bucket, now) {
+        return Take::Taken(taken);
+    }
+    match shared(leases.want(key, now)) {
+        (Take::Taken(taken), granted) => {
+            Take::Taken(leases.record(key, bucket, now, granted, taken))
+        }
+        (other, _) => other,
     }
 }
 

@@ -88,7 +88,7 @@ pub type Salt = [u8; 16];
 /// Whose bucket a record holds: the descriptor (a fingerprint of its definition, so a record
 /// of a descriptor that was changed or removed belongs to nobody current) and the key (a
 /// salted digest: fixed size whatever the key's length).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Owner {
     /// Fingerprint of the descriptor's definition ([`fingerprint`]).
     pub fingerprint: u64,
@@ -240,6 +240,20 @@ impl Table {
         bucket: &Bucket,
         now: Millis,
     ) -> Take {
+        self.take_up_to(store, owner, bucket, now, 1).0
+    }
+
+    /// [`Table::take`], taking up to `want` tokens in the same write when the bucket holds
+    /// plenty ([`crate::lease::lease_size`]), for a worker's [`crate::lease::Leases`]: the
+    /// tokens taken come second (0 when refused).
+    pub fn take_up_to(
+        &self,
+        store: &dyn SharedStore,
+        owner: Owner,
+        bucket: &Bucket,
+        now: Millis,
+        want: u64,
+    ) -> (Take, u64) {
         let slots = self.probe_slots(&owner);
         for _ in 0..CAS_ATTEMPTS {
             let mut seen = Vec::with_capacity(slots.len());
@@ -253,17 +267,17 @@ impl Table {
                 seen.push((record, cas));
             }
             if let Some(i) = own {
-                match take_own(store, &slots[i], owner, bucket, now) {
-                    Own::Taken(t) => return Take::Taken(t),
+                match take_own(store, &slots[i], owner, bucket, now, want) {
+                    Own::Taken(t, granted) => return (Take::Taken(t), granted),
                     // Reclaimed or merged away since we read it: look again.
                     Own::Moved => continue,
-                    Own::Failed => return Take::StoreError,
+                    Own::Failed => return (Take::StoreError, 0),
                 }
             }
             let Some(claim) = claimable(&seen, now) else {
-                return Take::Overflow;
+                return (Take::Overflow, 0);
             };
-            let (state, taken) = bucket.take(bucket.fresh(now), now);
+            let (state, taken, granted) = bucket.take_up_to(bucket.fresh(now), now, want);
             let record = Record {
                 owner,
                 bucket: *bucket,
@@ -274,16 +288,16 @@ impl Table {
             match store.set(&slots[claim], &record.encode(), Some(seen[claim].1)) {
                 Ok(()) => {}
                 Err(SetError::CasMismatch) => continue,
-                Err(SetError::Failed) => return Take::StoreError,
+                Err(SetError::Failed) => return (Take::StoreError, 0),
             }
             // Another worker may have claimed another slot for the same key at the same time;
             // whichever of them writes last sees both records and merges them.
             return match merge(store, &slots, owner, now) {
-                Ok(()) => Take::Taken(taken),
-                Err(()) => Take::StoreError,
+                Ok(()) => (Take::Taken(taken), granted),
+                Err(()) => (Take::StoreError, 0),
             };
         }
-        Take::StoreError
+        (Take::StoreError, 0)
     }
 
     /// Takes a token from `owner`'s bucket in the fixed slot `slot` (outside the table: for
@@ -296,12 +310,25 @@ impl Table {
         bucket: &Bucket,
         now: Millis,
     ) -> Take {
-        match take_in_slot(store, slot, owner, bucket, now) {
-            SlotResult::Taken(t) => Take::Taken(t),
+        self.take_in_up_to(store, slot, owner, bucket, now, 1).0
+    }
+
+    /// [`Table::take_in`], taking up to `want` tokens as [`Table::take_up_to`] does.
+    pub fn take_in_up_to(
+        &self,
+        store: &dyn SharedStore,
+        slot: &str,
+        owner: Owner,
+        bucket: &Bucket,
+        now: Millis,
+        want: u64,
+    ) -> (Take, u64) {
+        match take_in_slot(store, slot, owner, bucket, now, want) {
+            SlotResult::Taken(t, granted) => (Take::Taken(t), granted),
             // A fixed slot held by a live bucket of another owner (a filter of another
             // configuration under the same name): no room, as in the table.
-            SlotResult::Occupied => Take::Overflow,
-            SlotResult::Failed => Take::StoreError,
+            SlotResult::Occupied => (Take::Overflow, 0),
+            SlotResult::Failed => (Take::StoreError, 0),
         }
     }
 }
@@ -312,6 +339,7 @@ fn take_in_slot(
     owner: Owner,
     bucket: &Bucket,
     now: Millis,
+    want: u64,
 ) -> SlotResult {
     for _ in 0..CAS_ATTEMPTS {
         let (current, cas) = match store.get(slot) {
@@ -326,8 +354,8 @@ fn take_in_slot(
             // Free, full (evictable) or unreadable: a fresh bucket for our key.
             _ => bucket.fresh(now),
         };
-        match take_and_write(store, slot, owner, bucket, state, now, cas) {
-            Ok(taken) => return SlotResult::Taken(taken),
+        match take_and_write(store, slot, owner, bucket, state, now, cas, want) {
+            Ok((taken, granted)) => return SlotResult::Taken(taken, granted),
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Failed) => return SlotResult::Failed,
         }
@@ -348,8 +376,9 @@ fn state_for(record: &Record, bucket: &Bucket) -> State {
     }
 }
 
-/// Takes from `bucket` at `state` and writes `owner`'s record back, if the slot still holds
-/// what was read with `cas`.
+/// Takes up to `want` tokens from `bucket` at `state` and writes `owner`'s record back, if the
+/// slot still holds what was read with `cas`.
+#[allow(clippy::too_many_arguments)]
 fn take_and_write(
     store: &dyn SharedStore,
     slot: &str,
@@ -358,14 +387,17 @@ fn take_and_write(
     state: State,
     now: Millis,
     cas: u32,
-) -> Result<Taken, SetError> {
-    let (next, taken) = bucket.take(state, now);
+    want: u64,
+) -> Result<(Taken, u64), SetError> {
+    let (next, taken, granted) = bucket.take_up_to(state, now, want);
     let record = Record {
         owner,
         bucket: *bucket,
         state: next,
     };
-    store.set(slot, &record.encode(), Some(cas)).map(|()| taken)
+    store
+        .set(slot, &record.encode(), Some(cas))
+        .map(|()| (taken, granted))
 }
 
 /// A slot's current record (a record this crate could have written whose clock makes sense) and
@@ -486,6 +518,7 @@ fn take_own(
     owner: Owner,
     bucket: &Bucket,
     now: Millis,
+    want: u64,
 ) -> Own {
     for _ in 0..CAS_ATTEMPTS {
         let (record, cas) = read(store, slot, now);
@@ -493,8 +526,8 @@ fn take_own(
             return Own::Moved;
         };
         let state = state_for(&r, bucket);
-        match take_and_write(store, slot, owner, bucket, state, now, cas) {
-            Ok(taken) => return Own::Taken(taken),
+        match take_and_write(store, slot, owner, bucket, state, now, cas, want) {
+            Ok((taken, granted)) => return Own::Taken(taken, granted),
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Failed) => return Own::Failed,
         }
@@ -503,13 +536,13 @@ fn take_own(
 }
 
 enum Own {
-    Taken(Taken),
+    Taken(Taken, u64),
     Moved,
     Failed,
 }
 
 enum SlotResult {
-    Taken(Taken),
+    Taken(Taken, u64),
     Occupied,
     Failed,
 }
