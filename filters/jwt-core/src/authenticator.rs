@@ -1,5 +1,6 @@
 //! The compiled filter: from request headers to an [`Outcome`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -265,17 +266,24 @@ impl Authenticator {
         // each removes its providers' output headers as it starts, and each good token removes
         // its own header and adds its outputs at once, whether or not its group then succeeds.
         // So a later check does not find a token an earlier one removed, and the upstream gets
-        // what the last change left.
-        let mut work: Vec<(String, String)> = headers
-            .iter()
-            .filter(|(n, _)| {
-                !self
-                    .output_headers
+        // what the last change left. The working headers are the request's own until a change
+        // is made (a forwarded token without outputs makes none): no copy per request.
+        let is_output = |n: &str| {
+            self.output_headers
+                .iter()
+                .any(|o| n.eq_ignore_ascii_case(o))
+        };
+        let mut work: Work = if headers.iter().any(|(n, _)| is_output(n)) {
+            Cow::Owned(
+                headers
                     .iter()
-                    .any(|o| n.eq_ignore_ascii_case(o))
-            })
-            .cloned()
-            .collect();
+                    .filter(|(n, _)| !is_output(n))
+                    .cloned()
+                    .collect(),
+            )
+        } else {
+            Cow::Borrowed(headers)
+        };
         match self.evaluate(&requirement, &mut work, now_ms) {
             Verdict::Ok(m) => {
                 let mut m = changes(headers, &work, m).finish(&self.output_headers, None);
@@ -296,12 +304,7 @@ impl Authenticator {
         }
     }
 
-    fn evaluate(
-        &mut self,
-        requirement: &Requirement,
-        work: &mut Vec<(String, String)>,
-        now_ms: u64,
-    ) -> Verdict {
+    fn evaluate(&mut self, requirement: &Requirement, work: &mut Work, now_ms: u64) -> Verdict {
         match requirement {
             Requirement::Provider {
                 provider,
@@ -404,16 +407,25 @@ impl Authenticator {
 
     /// Removes the output headers of `providers` from `work`, as each Envoy authenticator does
     /// when it starts.
-    fn sanitize(&self, providers: &[usize], work: &mut Vec<(String, String)>) {
+    fn sanitize(&self, providers: &[usize], work: &mut Work) {
         for p in providers {
             let provider = &self.providers[*p];
-            let outputs: Vec<&str> = provider
-                .claim_to_headers
-                .iter()
-                .map(|(name, _)| name.as_str())
-                .chain(provider.forward_payload_header.as_deref())
-                .collect();
-            work.retain(|(n, _)| !outputs.iter().any(|o| n.eq_ignore_ascii_case(o)));
+            if provider.claim_to_headers.is_empty() && provider.forward_payload_header.is_none() {
+                continue;
+            }
+            let is_output = |n: &str| {
+                provider
+                    .claim_to_headers
+                    .iter()
+                    .any(|(o, _)| n.eq_ignore_ascii_case(o))
+                    || provider
+                        .forward_payload_header
+                        .as_deref()
+                        .is_some_and(|o| n.eq_ignore_ascii_case(o))
+            };
+            if work.iter().any(|(n, _)| is_output(n)) {
+                work.to_mut().retain(|(n, _)| !is_output(n));
+            }
         }
     }
 
@@ -510,36 +522,49 @@ impl Authenticator {
 
 /// Applies a good token's changes to the working headers, as Envoy applies them at once: its
 /// header is removed, its parameter leaves `:path`, its outputs are added.
-fn apply(m: &Mutations, work: &mut Vec<(String, String)>) {
-    work.retain(|(n, _)| !m.remove_headers.iter().any(|r| n.eq_ignore_ascii_case(r)));
+fn apply(m: &Mutations, work: &mut Work) {
+    let removed = |n: &str| m.remove_headers.iter().any(|r| n.eq_ignore_ascii_case(r));
+    if work.iter().any(|(n, _)| removed(n)) {
+        work.to_mut().retain(|(n, _)| !removed(n));
+    }
     if !m.remove_params.is_empty()
-        && let Some((_, path)) = work.iter_mut().find(|(n, _)| n == ":path")
+        && let Some((_, path)) = work.to_mut().iter_mut().find(|(n, _)| n == ":path")
     {
         for name in &m.remove_params {
             *path = crate::extract::remove_query_param(path, name);
         }
     }
-    work.extend(m.set_headers.iter().cloned());
+    if !m.set_headers.is_empty() {
+        work.to_mut().extend(m.set_headers.iter().cloned());
+    }
 }
+
+/// The request's headers as the checks change them: borrowed until the first change.
+type Work<'a> = Cow<'a, Headers>;
 
 /// The header changes that turn `before` into `work`: every name whose values differ is removed
 /// and given its values in `work` (pseudo-headers aside: `:path` follows `remove_params`).
 fn changes(before: &Headers, work: &Headers, m: Mutations) -> Mutations {
-    let values = |headers: &Headers, name: &str| -> Vec<String> {
+    // Compared in place, without copying values: this runs on every request.
+    fn values<'a>(headers: &'a Headers, name: &'a str) -> impl Iterator<Item = &'a str> {
         headers
             .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .collect()
-    };
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
     let mut touched: Vec<String> = Vec::new();
-    for (name, _) in before.iter().chain(work.iter()) {
-        let name = name.to_ascii_lowercase();
-        if name.starts_with(':') || touched.contains(&name) {
+    // Nothing changed (a forwarded token, no outputs): no name to compare.
+    let (before_names, work_names) = if before == work {
+        (&[][..], &[][..])
+    } else {
+        (before, work)
+    };
+    for (name, _) in before_names.iter().chain(work_names) {
+        if name.starts_with(':') || touched.iter().any(|t| t.eq_ignore_ascii_case(name)) {
             continue;
         }
-        if values(before, &name) != values(work, &name) {
-            touched.push(name);
+        if !values(before, name).eq(values(work, name)) {
+            touched.push(name.to_ascii_lowercase());
         }
     }
     let set_headers = work

@@ -46,13 +46,24 @@ impl Location {
     }
 
     /// Envoy's key for ordering locations: header name followed by prefix, parameter name,
-    /// cookie name — each kind in its own group, header locations first.
-    fn order_key(&self) -> (u8, String) {
+    /// cookie name — each kind in its own group, header locations first. As a kind and two
+    /// pieces of text read one after the other, so comparing keys allocates nothing.
+    fn order_key(&self) -> (u8, &str, &str) {
         match self {
-            Location::Header { name, prefix } => (0, format!("{name}{prefix}")),
-            Location::Param(name) => (1, name.clone()),
-            Location::Cookie(name) => (2, name.clone()),
+            Location::Header { name, prefix } => (0, name, prefix),
+            Location::Param(name) => (1, name, ""),
+            Location::Cookie(name) => (2, name, ""),
         }
+    }
+
+    /// Compares two locations by [`Location::order_key`], the text of a key being its two
+    /// pieces joined.
+    fn order(&self, other: &Location) -> std::cmp::Ordering {
+        let (a, b) = (self.order_key(), other.order_key());
+        fn text<'a>(k: (u8, &'a str, &'a str)) -> impl Iterator<Item = &'a u8> {
+            k.1.as_bytes().iter().chain(k.2.as_bytes())
+        }
+        a.0.cmp(&b.0).then_with(|| text(a).cmp(text(b)))
     }
 }
 
@@ -86,12 +97,19 @@ fn from_header(headers: &Headers, name: &str, prefix: &str) -> Option<String> {
     let mut values = headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-        .peekable();
-    values.peek()?;
-    let joined = values.collect::<Vec<_>>().join(",");
+        .map(|(_, v)| v.as_str());
+    let first = values.next()?;
+    // One value (the usual case) is used as it is; several are joined with `,`.
+    let joined: std::borrow::Cow<str> = match values.next() {
+        None => first.into(),
+        Some(second) => {
+            let mut all = vec![first, second];
+            all.extend(values);
+            all.join(",").into()
+        }
+    };
     if prefix.is_empty() {
-        return Some(joined);
+        return Some(joined.into_owned());
     }
     let pos = joined.find(prefix)?;
     Some(after_prefix(&joined, pos + prefix.len()).to_string())
@@ -145,6 +163,10 @@ fn segments(query: &str) -> impl Iterator<Item = (String, &str)> {
 /// The decoded value of the first query parameter called `name` in `path`.
 pub fn query_param(path: &str, name: &str) -> Option<String> {
     let query = query_of(path)?;
+    // Only a segment that names the parameter, encoded or not, can be it: skip decoding the rest.
+    if !query.contains(name) && !query.contains('%') {
+        return None;
+    }
     segments(query)
         .find(|(n, _)| n == name)
         .map(|(_, segment)| {
@@ -195,24 +217,38 @@ fn from_cookie(headers: &Headers, name: &str) -> Option<String> {
 /// The given locations in Envoy's order, each once.
 pub fn envoy_order(locations: &[Location]) -> Vec<Location> {
     let mut sorted = locations.to_vec();
-    sorted.sort_by_key(Location::order_key);
-    sorted.dedup_by_key(|l| l.order_key());
+    sorted.sort_by(Location::order);
+    sorted.dedup_by(|a, b| a.order(b).is_eq());
     sorted
+}
+
+/// Whether `locations` are in Envoy's order already, each once (as a provider's are: they are
+/// ordered when it is compiled), so a request need not sort them again.
+fn in_envoy_order(locations: &[Location]) -> bool {
+    locations.windows(2).all(|w| w[0].order(&w[1]).is_lt())
 }
 
 /// All tokens in the request at the given locations, in Envoy's order (see the module docs). The
 /// same token at two locations is found twice, as in Envoy.
 pub fn extract(locations: &[Location], headers: &Headers) -> Vec<Found> {
     let path = header(headers, ":path");
-    envoy_order(locations)
-        .into_iter()
+    let ordered: std::borrow::Cow<[Location]> = if in_envoy_order(locations) {
+        locations.into()
+    } else {
+        envoy_order(locations).into()
+    };
+    ordered
+        .iter()
         .filter_map(|location| {
             let token = match &location {
                 Location::Header { name, prefix } => from_header(headers, name, prefix),
                 Location::Param(param) => path.and_then(|p| query_param(p, param)),
                 Location::Cookie(cookie) => from_cookie(headers, cookie),
             }?;
-            Some(Found { token, location })
+            Some(Found {
+                token,
+                location: location.clone(),
+            })
         })
         .collect()
 }
@@ -427,5 +463,70 @@ mod tests {
             ),
             ["token1", "token5", "token2", "token4", "token3"]
         );
+    }
+
+    /// The key Envoy sorts by, as text: what [`Location::order`] must agree with.
+    fn text_key(l: &Location) -> (u8, String) {
+        match l {
+            Location::Header { name, prefix } => (0, format!("{name}{prefix}")),
+            Location::Param(name) => (1, name.clone()),
+            Location::Cookie(name) => (2, name.clone()),
+        }
+    }
+
+    #[test]
+    fn order_without_allocation_agrees_with_the_text_key() {
+        let names = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "b",
+            "x-token",
+            "x-token2",
+            "Authorization",
+        ];
+        let mut all = Vec::new();
+        for n in names {
+            for p in names {
+                all.push(prefixed(n, p));
+            }
+            all.push(Location::Param(n.into()));
+            all.push(Location::Cookie(n.into()));
+        }
+        for a in &all {
+            for b in &all {
+                assert_eq!(a.order(b), text_key(a).cmp(&text_key(b)), "{a:?} {b:?}");
+            }
+        }
+        // "a" + "bc" and "ab" + "c" are one key for Envoy: the first given is kept.
+        let ordered = envoy_order(&[prefixed("ab", "c"), prefixed("a", "bc")]);
+        assert_eq!(ordered, [prefixed("ab", "c")]);
+        assert!(in_envoy_order(&envoy_order(&all)));
+        assert!(!in_envoy_order(&[prefixed("b", ""), prefixed("a", "")]));
+        assert!(!in_envoy_order(&[prefixed("a", ""), prefixed("a", "")]));
+    }
+
+    #[test]
+    fn unordered_locations_are_still_read_in_envoys_order() {
+        // A provider's locations are ordered when it is compiled; anything else is sorted here.
+        let locations = [
+            prefixed("x-b", ""),
+            Location::Param("t".into()),
+            prefixed("x-a", ""),
+        ];
+        let found = tokens(
+            &locations,
+            &[("x-a", "1"), ("x-b", "2"), (":path", "/?t=3")],
+        );
+        assert_eq!(found, ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn query_shortcut_still_finds_encoded_names() {
+        assert_eq!(query_param("/p?a=1", "b"), None);
+        assert_eq!(query_param("/p?%62=2", "b").as_deref(), Some("2"));
+        assert_eq!(query_param("/p?xb=1&b=3", "b").as_deref(), Some("3"));
+        assert_eq!(query_param("/p?b", "b").as_deref(), Some(""));
     }
 }

@@ -94,7 +94,7 @@ pub fn for_verified(provider: &Provider, jwt: &Jwt, found: &Found) -> Mutations 
     }
     if let Some(name) = &provider.payload_in_metadata {
         m.publish
-            .push((name.clone(), Value::Object(jwt.claims.clone()).to_string()));
+            .push((name.clone(), jwt.claims_json().to_string()));
     }
     if let Some(name) = &provider.header_in_metadata {
         m.publish

@@ -154,6 +154,8 @@ impl Provider {
         if locations.is_empty() {
             locations = Location::defaults();
         }
+        // In the order requests read them, once (so a request need not sort them).
+        let locations = crate::extract::envoy_order(&locations);
         let mut claim_to_headers = Vec::new();
         for (i, c) in raw.claim_to_headers.iter().enumerate() {
             if c.header_name.is_empty() || c.claim_name.is_empty() {

@@ -40,6 +40,9 @@ pub struct Jwt {
     pub nbf: Option<UnixSeconds>,
     /// `iat`.
     pub iat: Option<UnixSeconds>,
+    /// The claims as compact JSON, written once when first asked for ([`Jwt::claims_json`]): a
+    /// cached token publishes it on every request.
+    claims_json: std::sync::OnceLock<String>,
 }
 
 /// Header parameters that would let a token name its own key. Trusting any of them is the
@@ -115,7 +118,14 @@ impl Jwt {
             kid,
             header,
             claims,
+            claims_json: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The claims as compact JSON (`serde_json`'s form of [`Jwt::claims`]), computed once.
+    pub fn claims_json(&self) -> &str {
+        self.claims_json
+            .get_or_init(|| Value::Object(self.claims.clone()).to_string())
     }
 
     /// The token as it came.
