@@ -51,14 +51,18 @@ pub fn run(args: &Args) -> Result<String> {
         .collect::<Result<Vec<_>>>()?;
     let url = format!("{}/validate", webhook.url);
 
-    // Saturation: wrk, keep-alive, as many reviews as the webhook answers.
-    let mut saturation: Vec<Vec<(f64, f64, u64)>> = vec![Vec::new(); bodies.len()];
+    let idle_rss = webhook.rss();
+    // Saturation: wrk, keep-alive, as many reviews as the webhook answers; with the webhook's
+    // own CPU time per review, since wrk shares the machine's cores with it.
+    let mut saturation: Vec<Vec<(f64, f64, u64, f64)>> = vec![Vec::new(); bodies.len()];
     for round in 1..=args.rounds {
         for (i, (name, _)) in bodies.iter().enumerate() {
             eprintln!("bench: admission round {round}/{}: {name}", args.rounds);
-            saturation[i].push(wrk(&url, args, &[], Some(&scripts[i]))?);
+            let (rps, p99, non_2xx, cpu_us) = wrk_cpu(&webhook, &url, args, &scripts[i])?;
+            saturation[i].push((rps, p99, non_2xx, cpu_us));
         }
     }
+    let loaded_rss = webhook.peak_rss();
 
     // Fixed rates: open-loop load, the denied review (every policy runs, the longest answer).
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -127,15 +131,37 @@ pub fn run(args: &Args) -> Result<String> {
     let _ = writeln!(
         md,
         "Saturation: `wrk -t1 -c{} -d{}s` posting one AdmissionReview over keep-alive TLS, median \
-         of {} rounds.\n\n| review | reviews/s | p99 ms | non-2xx |\n|---|---:|---:|---:|",
+         of {} rounds (rounds interleaved). CPU is the webhook process's own (user + system, \
+         `/proc/<pid>/stat`) over the run, per review answered; \"× no evaluation\" compares \
+         reviews/s with the last row's, which answers before any policy runs.\n\n\
+         | review | reviews/s | × no evaluation | p99 ms | CPU µs / review | non-2xx |\n\
+         |---|---:|---:|---:|---:|---:|",
         args.connections, args.duration, args.rounds
     );
-    for ((name, _), mut runs) in bodies.iter().zip(saturation) {
-        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (rps, p99, _) = runs[runs.len() / 2];
-        let non_2xx: u64 = runs.iter().map(|r| r.2).sum();
-        let _ = writeln!(md, "| {name} | {rps:.0} | {p99:.2} | {non_2xx} |");
+    let medians: Vec<(f64, f64, u64, f64)> = saturation
+        .into_iter()
+        .map(|mut runs| {
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (rps, p99, _, cpu_us) = runs[runs.len() / 2];
+            (rps, p99, runs.iter().map(|r| r.2).sum(), cpu_us)
+        })
+        .collect();
+    let baseline = medians.last().map_or(f64::NAN, |m| m.0);
+    for ((name, _), (rps, p99, non_2xx, cpu_us)) in bodies.iter().zip(&medians) {
+        let _ = writeln!(
+            md,
+            "| {name} | {rps:.0} | {:.2} | {p99:.2} | {cpu_us:.0} | {non_2xx} |",
+            rps / baseline
+        );
     }
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    let _ = writeln!(
+        md,
+        "\nResident memory: {:.1} MiB idle (after start), {:.1} MiB at its peak (`VmHWM`) after \
+         every saturation run.",
+        mib(idle_rss),
+        mib(loaded_rss)
+    );
     let _ = writeln!(
         md,
         "\nFixed rate, open loop (requests leave on schedule whatever the answers; \
@@ -160,4 +186,18 @@ pub fn run(args: &Args) -> Result<String> {
         us(0.99)
     );
     Ok(md)
+}
+
+/// A `wrk` run against the webhook, with the webhook's CPU time per review answered (µs).
+pub(crate) fn wrk_cpu(
+    webhook: &Webhook,
+    url: &str,
+    args: &Args,
+    script: &std::path::PathBuf,
+) -> Result<(f64, f64, u64, f64)> {
+    let before = webhook.cpu_time();
+    let (rps, p99, non_2xx) = wrk(url, args, &[], Some(script))?;
+    let cpu = webhook.cpu_time().saturating_sub(before);
+    let answered = rps * f64::from(args.duration);
+    Ok((rps, p99, non_2xx, cpu.as_secs_f64() * 1e6 / answered))
 }
