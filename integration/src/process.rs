@@ -5,6 +5,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// CPU time process `pid` has used so far, every thread, user and system
+/// (`/proc/<pid>/stat`, in the kernel's 100 Hz clock ticks).
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    // The command name (field 2) may hold spaces: fields are counted after its `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .unwrap_or_else(|| panic!("short /proc/{pid}/stat: {stat}"))
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 /// A running child process. Its stdout and stderr go to one log file; dropping it kills it.
 pub struct Process {
     name: String,

@@ -56,6 +56,11 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// CPU time the registry process has used so far.
+    pub fn cpu_time(&self) -> std::time::Duration {
+        crate::process::cpu_time(self.process.pid())
+    }
+
     /// The registry's log (its access log counts the requests it served).
     pub fn log(&self) -> String {
         self.process.log()

@@ -207,26 +207,9 @@ impl Webhook {
         proc_status_kib(self.pid(), "VmRSS:") * 1024
     }
 
-    /// CPU time the process has used so far, every thread, user and system
-    /// (`/proc/<pid>/stat`, in the kernel's 100 Hz clock ticks).
+    /// CPU time the process has used so far ([`crate::process::cpu_time`]).
     pub fn cpu_time(&self) -> Duration {
-        let pid = self.pid();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
-        // The command name (field 2) may hold spaces: fields are counted after its `)`.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        // utime and stime are fields 14 and 15, the 12th and 13th after the name.
-        let ticks: u64 = fields
-            .get(11..13)
-            .unwrap_or_else(|| panic!("short /proc/{pid}/stat: {stat}"))
-            .iter()
-            .map(|f| f.parse::<u64>().unwrap_or(0))
-            .sum();
-        Duration::from_millis(ticks * 10)
+        crate::process::cpu_time(self.pid())
     }
 }
 
