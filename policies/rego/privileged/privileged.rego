@@ -35,14 +35,16 @@ confining_seccomp := {"RuntimeDefault", "Localhost"}
 
 pod_security_context := input.object.spec.securityContext
 
+containers := kubernetes.containers
+
 deny contains msg if {
-	some c in kubernetes.containers
+	some c in containers
 	c.securityContext.privileged == true
 	msg := sprintf("%s is privileged", [kubernetes.describe(c)])
 }
 
 deny contains msg if {
-	some c in kubernetes.containers
+	some c in containers
 	not c.securityContext.allowPrivilegeEscalation == false
 	msg := sprintf("%s allows privilege escalation (securityContext.allowPrivilegeEscalation must be false)", [kubernetes.describe(c)])
 }
@@ -54,7 +56,7 @@ addable(capability) if {
 }
 
 deny contains msg if {
-	some c in kubernetes.containers
+	some c in containers
 	some capability in c.securityContext.capabilities.add
 	not addable(capability)
 	msg := sprintf("%s adds capability %v (only NET_BIND_SERVICE may be added)", [kubernetes.describe(c), capability])
@@ -62,7 +64,7 @@ deny contains msg if {
 
 # Unmasked exposes the host's /proc (sysrq-trigger, kcore) to the container.
 deny contains msg if {
-	some c in kubernetes.containers
+	some c in containers
 	mount := c.securityContext.procMount
 	mount != null
 	mount != "Default"
@@ -83,7 +85,7 @@ deny contains msg if {
 }
 
 deny contains msg if {
-	some c in kubernetes.containers
+	some c in containers
 	kind := c.securityContext.seccompProfile.type
 	kind != null
 	not kind in confining_seccomp
@@ -96,7 +98,7 @@ deny contains msg if {
 }
 
 deny contains msg if {
-	some c in kubernetes.containers
+	some c in containers
 	c.securityContext.windowsOptions.hostProcess == true
 	msg := sprintf("%s is a Windows HostProcess container (securityContext.windowsOptions.hostProcess must not be true)", [kubernetes.describe(c)])
 }
