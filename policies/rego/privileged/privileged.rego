@@ -35,6 +35,7 @@ confining_seccomp := {"RuntimeDefault", "Localhost"}
 
 pod_security_context := input.object.spec.securityContext
 
+# Bound once here: regorus' VM looks a rule of another package up again on every reference.
 containers := kubernetes.containers
 
 deny contains msg if {
