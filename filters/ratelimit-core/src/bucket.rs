@@ -110,14 +110,15 @@ impl Bucket {
         (state, taken)
     }
 
-    /// Refills, then takes [`crate::lease::lease_size`] tokens (at least one, at most `want`,
-    /// a small share of what is left) if there is one; the tokens taken come third. `Taken`
-    /// describes the bucket after the take.
+    /// Refills, then takes [`crate::lease::lease_size`] tokens (at least one, at most `want`;
+    /// more than one only for a busy bucket that holds plenty) if there is one; the tokens taken
+    /// come third. `Taken` describes the bucket after the take.
     pub fn take_up_to(&self, state: State, now: Millis, want: u64) -> (State, Taken, u64) {
         let mut state = self.refill(state, now);
         let allowed = state.tokens > 0;
         let granted = if allowed {
-            crate::lease::lease_size(state.tokens, want)
+            let used = self.max_tokens.saturating_sub(state.tokens);
+            crate::lease::lease_size(state.tokens, used, want)
         } else {
             0
         };

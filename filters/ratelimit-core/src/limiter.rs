@@ -266,13 +266,14 @@ impl Limiter {
         Ok(out)
     }
 
-    /// Empty lease state for one worker ([`Limiter::check_with`]): as many keys as `max_keys`,
-    /// plus the default bucket.
+    /// Empty lease state for one worker ([`Limiter::check_with`]): as many keys as `max_keys`
+    /// plus the default bucket, up to [`crate::lease::MAX_LEASE_KEYS`].
     pub fn leases(&self) -> Leases {
         Leases::new(
             usize::try_from(self.max_keys)
                 .unwrap_or(usize::MAX)
-                .saturating_add(1),
+                .saturating_add(1)
+                .min(crate::lease::MAX_LEASE_KEYS),
         )
     }
 
@@ -367,10 +368,11 @@ fn leased(
     now: Millis,
     shared: impl FnOnce(u64) -> (Take, u64),
 ) -> Take {
-    if let Some(taken) = leases.take(key, bucket, now) {
-        return Take::Taken(taken);
-    }
-    match shared(leases.want(key, now)) {
+    let cap = match leases.take(key, bucket, now) {
+        Ok(taken) => return Take::Taken(taken),
+        Err(cap) => cap,
+    };
+    match shared(cap) {
         (Take::Taken(taken), granted) => {
             Take::Taken(leases.record(key, bucket, now, granted, taken))
         }

@@ -69,14 +69,22 @@ impl SharedStore for Counting {
 }
 
 #[test]
-fn lease_size_is_one_near_empty_and_bounded() {
-    assert_eq!(lease_size(1, 32), 1);
-    assert_eq!(lease_size(2 * LEASE_SHARE - 1, 32), 1);
-    assert_eq!(lease_size(2 * LEASE_SHARE, 32), 2);
-    assert_eq!(lease_size(u64::MAX, 32), LEASE_MAX);
-    assert_eq!(lease_size(u64::MAX, 1000), LEASE_MAX);
-    assert_eq!(lease_size(u64::MAX, 4), 4);
-    assert_eq!(lease_size(u64::MAX, 0), 1);
+fn lease_size_is_one_unless_busy_and_plentiful() {
+    let plenty = u64::MAX;
+    assert_eq!(lease_size(1, 1_000, 32), 1, "near empty");
+    assert_eq!(lease_size(2 * LEASE_SHARE - 1, 1_000, 32), 1);
+    assert_eq!(lease_size(2 * LEASE_SHARE, 1_000, 32), 2);
+    assert_eq!(
+        lease_size(plenty, 2 * LEASE_RAMP - 1, 32),
+        1,
+        "not busy yet"
+    );
+    assert_eq!(lease_size(plenty, 2 * LEASE_RAMP, 32), 2);
+    assert_eq!(lease_size(plenty, plenty, 32), LEASE_MAX);
+    assert_eq!(lease_size(plenty, plenty, 1000), LEASE_MAX);
+    assert_eq!(lease_size(plenty, plenty, 4), 4);
+    assert_eq!(lease_size(plenty, plenty, 1), 1, "no room for a lease");
+    assert_eq!(lease_size(plenty, plenty, 0), 1);
 }
 
 #[test]
@@ -193,9 +201,14 @@ fn small_buckets_are_exact_across_workers() {
 }
 
 #[test]
-fn a_lease_dies_at_the_fill_boundary_and_adapts() {
+fn a_lease_dies_at_the_fill_boundary() {
     let b = bucket(10_000, 1_000);
     let mut leases = Leases::new(10);
+    assert_eq!(
+        leases.take("k", &b, 1_500),
+        Err(LEASE_MAX),
+        "room for a lease"
+    );
     let taken = Taken {
         allowed: true,
         remaining: 9_000,
@@ -207,28 +220,35 @@ fn a_lease_dies_at_the_fill_boundary_and_adapts() {
         "leased tokens count as remaining"
     );
     for i in 0..7 {
-        assert!(leases.take("k", &b, 1_600 + i).is_some());
+        let t = leases.take("k", &b, 1_600 + i).unwrap();
+        assert_eq!((t.remaining, t.next_fill_ms), (9_006 - i, 400 - i));
     }
-    assert!(leases.take("k", &b, 1_700).is_none(), "spent");
-    assert_eq!(
-        leases.want("k", 1_700),
-        2,
-        "spent within the interval: doubled"
+    assert!(leases.take("k", &b, 1_700).is_err(), "spent");
+    assert!(leases.is_empty(), "a spent lease is not kept");
+    leases.record(
+        "k",
+        &b,
+        1_700,
+        3,
+        Taken {
+            next_fill_ms: 300,
+            ..taken
+        },
     );
-    let until_2s = Taken {
-        next_fill_ms: 300,
-        ..taken
-    };
-    leases.record("k", &b, 1_700, 3, until_2s);
-    assert!(leases.take("k", &b, 1_999).is_some());
-    assert!(
-        leases.take("k", &b, 2_000).is_none(),
-        "void at the boundary"
-    );
-    assert_eq!(leases.want("k", 2_000), 1, "expired unspent: halved");
+    assert!(leases.take("k", &b, 1_999).is_ok());
+    assert!(leases.take("k", &b, 2_000).is_err(), "void at the boundary");
     // Other parameters (a new configuration) never use an old lease.
-    leases.record("k", &b, 2_000, 4, taken);
-    assert!(leases.take("k", &bucket(10_000, 2_000), 2_001).is_none());
+    leases.record(
+        "k",
+        &b,
+        2_000,
+        4,
+        Taken {
+            next_fill_ms: 1_000,
+            ..taken
+        },
+    );
+    assert!(leases.take("k", &bucket(10_000, 2_000), 2_001).is_err());
 }
 
 #[test]
@@ -242,21 +262,50 @@ fn bounded_and_never_drops_a_lease_with_tokens() {
     let mut leases = Leases::new(2);
     leases.record("a", &b, 0, 5, taken);
     leases.record("b", &b, 0, 5, taken);
-    // Full of live leases: a new key is given one token and nothing is kept for it.
-    assert_eq!(leases.want("c", 0), 1);
+    // Full of live leases: a new key may take one token only, and nothing is kept for it.
+    assert_eq!(leases.take("c", &b, 0), Err(1));
     leases.record("c", &b, 0, 1, taken);
     assert_eq!(leases.len(), 2);
-    assert!(leases.take("a", &b, 1).is_some() && leases.take("b", &b, 1).is_some());
-    // Keys without tokens left make room.
+    assert!(leases.take("a", &b, 1).is_ok() && leases.take("b", &b, 1).is_ok());
+    // Spent or void leases make room.
     let mut leases = Leases::new(2);
-    leases.record("a", &b, 0, 1, taken);
-    leases.record("b", &b, 0, 1, taken);
-    leases.record("c", &b, 0, 1, taken);
-    assert_eq!(leases.len(), 1);
+    leases.record("a", &b, 0, 2, taken);
+    leases.record(
+        "b",
+        &b,
+        0,
+        2,
+        Taken {
+            next_fill_ms: 10,
+            ..taken
+        },
+    );
+    assert!(leases.take("a", &b, 1).is_ok(), "a spent");
+    assert_eq!(leases.take("c", &b, 20), Err(LEASE_MAX), "b void");
+    // A worker without leases never asks for more than one token.
+    assert_eq!(Leases::new(0).take("a", &b, 0), Err(1));
     // Key bytes are bounded too.
     let mut leases = Leases::new(usize::MAX);
     let long = "x".repeat(MAX_LEASE_KEY_BYTES / 2 + 1);
     leases.record(&long, &b, 0, 3, taken);
-    leases.record(&format!("{long}y"), &b, 0, 3, taken);
+    assert_eq!(leases.take(&format!("{long}y"), &b, 0), Err(1));
+}
+
+#[test]
+fn many_keys_seen_rarely_take_one_token_and_keep_nothing() {
+    // The "10k distinct keys" pattern: each key comes back twice per interval.
+    let l = limiter(4_000_000_000, "1s");
+    let mut leases = l.leases();
+    let store = MemoryStore::default();
+    for i in 0..20_000u64 {
+        let d = l.check_with(
+            &Key(format!("k{}", i % 10_000)),
+            &store,
+            &mut leases,
+            10_000 + i / 20,
+        );
+        assert!(d.limited_by().is_none());
+    }
+    // Only the default bucket (busy) holds a lease.
     assert_eq!(leases.len(), 1);
 }
