@@ -4,21 +4,31 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use meshgate_ratelimit::descriptor::{Request, Unreadable};
+use meshgate_ratelimit::descriptor::{PayloadMemo, Request, Unreadable};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
 
 /// The effective context's request; each attribute is fetched at most once, and only if a
 /// descriptor asks for it. A hostcall that fails (rather than finding nothing) is
 /// [`Unreadable`]: the core refuses the request instead of treating the attribute as absent.
-#[derive(Default)]
-pub struct HostRequest {
+pub struct HostRequest<'a> {
     headers: RefCell<HashMap<String, Option<String>>>,
+    payloads: &'a PayloadMemo,
+}
+
+impl<'a> HostRequest<'a> {
+    /// The current request, reusing `payloads`' last parse.
+    pub fn new(payloads: &'a PayloadMemo) -> Self {
+        HostRequest {
+            headers: RefCell::default(),
+            payloads,
+        }
+    }
 }
 
 use meshgate_wasm_host::text;
 
-impl Request for HostRequest {
+impl Request for HostRequest<'_> {
     fn header(&self, name: &str) -> Result<Option<String>, Unreadable> {
         if let Some(cached) = self.headers.borrow().get(name) {
             return Ok(cached.clone());
@@ -40,6 +50,13 @@ impl Request for HostRequest {
         // Published by meshgate's jwt-auth as filter state (see its README).
         let key = format!("meshgate.jwt_payload.{name}");
         property(&[key.as_str()])
+    }
+
+    fn jwt_claim(&self, payload: &str, path: &[String]) -> Result<Option<String>, Unreadable> {
+        match self.jwt_payload(payload)? {
+            Some(text) => self.payloads.claim(text, path),
+            None => Ok(None),
+        }
     }
 }
 

@@ -162,7 +162,7 @@ impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let shared = Rc::clone(&self.shared);
         let (limiter, metrics) = (&shared.limiter, &shared.metrics);
-        let request = HostRequest::default();
+        let request = HostRequest::new(&shared.payloads);
         let now = host::now_ms();
         let decision = {
             let mut leases = shared.leases.borrow_mut();

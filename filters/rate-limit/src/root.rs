@@ -81,6 +81,7 @@ impl RootContext for Root {
             leases: RefCell::new(limiter.leases()),
             limiter,
             metrics,
+            payloads: meshgate_ratelimit::descriptor::PayloadMemo::default(),
             over_limit: RefCell::new(OverLimitCache::default()),
         }));
         let _ = hostcalls::set_tick_period(FLUSH_PERIOD);

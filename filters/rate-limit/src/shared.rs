@@ -10,6 +10,8 @@ use meshgate_ratelimit::Limiter;
 use meshgate_ratelimit::lease::Leases;
 use meshgate_ratelimit::rls::OverLimitCache;
 
+use meshgate_ratelimit::descriptor::PayloadMemo;
+
 use crate::metrics::Metrics;
 
 /// The compiled configuration and counters, shared by the worker's request contexts.
@@ -21,6 +23,8 @@ pub struct Shared {
     pub leases: RefCell<Leases>,
     /// Counters.
     pub metrics: Metrics,
+    /// The last JWT payload a `jwt_claim` descriptor parsed.
+    pub payloads: PayloadMemo,
     /// OVER_LIMIT answers of the rate limit service, until their reset.
     pub over_limit: RefCell<OverLimitCache>,
 }

@@ -27,6 +27,43 @@ pub trait Request {
     fn source_address(&self) -> Result<Option<String>, Unreadable>;
     /// The JSON payload meshgate's jwt-auth published under `name` (`payload_in_metadata`).
     fn jwt_payload(&self, name: &str) -> Result<Option<String>, Unreadable>;
+    /// The claim at `path` of the payload published under `payload`, as descriptor text
+    /// ([`meshgate_filter_common::claims::text_at`]); `Ok(None)` when the payload or the claim
+    /// is absent. jwt-auth publishes the verified payload, so anything but JSON there is a
+    /// broken host ([`Unreadable`]), not an absent claim. A host may override this to reuse the
+    /// parse of a payload it has seen before.
+    fn jwt_claim(&self, payload: &str, path: &[String]) -> Result<Option<String>, Unreadable> {
+        let Some(text) = self.jwt_payload(payload)? else {
+            return Ok(None);
+        };
+        let json: Value = serde_json::from_str(&text).map_err(|_| Unreadable)?;
+        Ok(meshgate_filter_common::claims::text_at(&json, path))
+    }
+}
+
+/// The last JWT payload a worker parsed, by its published text: a client's repeated token
+/// publishes the same payload on every request, which is then parsed once. One entry, as big
+/// as the payload jwt-auth published (bounded by its token size limit).
+#[derive(Debug, Default)]
+pub struct PayloadMemo {
+    last: std::cell::RefCell<Option<(String, Value)>>,
+}
+
+impl PayloadMemo {
+    /// The claim at `path` of the published payload `text`, as [`Request::jwt_claim`] reads it;
+    /// parsed only when `text` differs from the last payload seen.
+    pub fn claim(&self, text: String, path: &[String]) -> Result<Option<String>, Unreadable> {
+        let mut last = self.last.borrow_mut();
+        let json = match &*last {
+            Some((seen, json)) if *seen == text => json,
+            _ => {
+                // A payload that does not parse is not kept: the last good one stays.
+                let json: Value = serde_json::from_str(&text).map_err(|_| Unreadable)?;
+                &last.insert((text, json)).1
+            }
+        };
+        Ok(meshgate_filter_common::claims::text_at(json, path))
+    }
 }
 
 /// A descriptor's `(key, value)` entries for one request.
@@ -262,13 +299,7 @@ fn resolve(
                 key,
             } => {
                 let value = match (payload, header) {
-                    (Some(name), _) => {
-                        let payload = absent!(request.jwt_payload(name)?);
-                        // jwt-auth publishes the verified payload: anything but JSON there is
-                        // a broken host, not an absent claim.
-                        let json: Value = serde_json::from_str(&payload).map_err(|_| Unreadable)?;
-                        absent!(meshgate_filter_common::claims::text_at(&json, path))
-                    }
+                    (Some(name), _) => absent!(request.jwt_claim(name, path)?),
                     (None, Some(header)) => absent!(request.header(header)?),
                     (None, None) => return Ok(None),
                 };
@@ -464,6 +495,23 @@ mod tests {
         fn jwt_payload(&self, name: &str) -> Result<Option<String>, Unreadable> {
             Ok(self.payloads.get(name).cloned())
         }
+    }
+
+    #[test]
+    fn payload_memo_reparses_only_what_changed() {
+        let memo = PayloadMemo::default();
+        let sub = ["sub".to_string()];
+        let claim = |text: &str| memo.claim(text.to_string(), &sub);
+        assert_eq!(claim(r#"{"sub":"alice"}"#), Ok(Some("alice".into())));
+        assert_eq!(claim(r#"{"sub":"alice"}"#), Ok(Some("alice".into())));
+        // Another token's payload is never answered from the last one.
+        assert_eq!(claim(r#"{"sub":"bob"}"#), Ok(Some("bob".into())));
+        assert_eq!(claim(r#"{"sub":"bob","x":1}"#), Ok(Some("bob".into())));
+        assert_eq!(claim(r#"{"other":1}"#), Ok(None));
+        // Not JSON: unreadable, and the memo keeps the last good payload.
+        assert_eq!(claim("not json"), Err(Unreadable));
+        assert_eq!(claim(r#"{"other":1}"#), Ok(None));
+        assert_eq!(claim(r#"{"sub":"carol"}"#), Ok(Some("carol".into())));
     }
 
     fn hops(trusted_hops: u32) -> Options {
