@@ -140,7 +140,7 @@ enum PolicyCommand {
     /// Time the configuration's policies on one AdmissionReview: load them as `serve` does,
     /// then review it repeatedly in this process and print the verdict, the latency of a
     /// review (selection, every policy; no HTTP) and that of the policies' evaluations alone
-    /// (`evaluation_*`: on an input converted beforehand).
+    /// (`evaluation_*`: on an input converted beforehand; `policies`: each policy's own).
     Bench {
         /// The webhook configuration.
         #[arg(long)]
@@ -280,33 +280,56 @@ fn bench(config: &std::path::Path, review: &std::path::Path, iterations: usize) 
     }
     // Each policy alone, on an input built beforehand (its JSON text and Rego value too, as
     // the pipeline builds them once per review for every policy): the evaluation itself.
+    let policies = pipeline.policies();
     let mut evaluations = Vec::with_capacity(iterations);
+    let mut each = vec![Vec::with_capacity(iterations); policies.len()];
     for i in 0..iterations + iterations / 10 {
         let input = meshgate_admission::policy::Input::new(request.clone());
         let (_, _) = (input.text(), input.rego());
-        let started = std::time::Instant::now();
-        for policy in pipeline.policies() {
+        let mut total = std::time::Duration::ZERO;
+        for (policy, times) in policies.iter().zip(&mut each) {
+            let started = std::time::Instant::now();
             let _ = std::hint::black_box(policy.evaluate(&input));
+            let elapsed = started.elapsed();
+            total += elapsed;
+            if i >= iterations / 10 {
+                times.push(elapsed);
+            }
         }
         if i >= iterations / 10 {
-            evaluations.push(started.elapsed());
+            evaluations.push(total);
         }
     }
-    times.sort();
-    evaluations.sort();
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+    let quantile = |times: &mut Vec<std::time::Duration>, q: f64| {
+        times.sort();
+        let at = ((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1));
+        times.get(at).map_or(f64::NAN, |d| us(*d))
+    };
     let mean = times.iter().sum::<std::time::Duration>() / times.len() as u32;
     let verdict = verdict.map(|v| (v.decision(), v.message.unwrap_or_default()));
+    let per_policy: Vec<_> = policies
+        .iter()
+        .zip(&mut each)
+        .map(|(policy, times)| {
+            serde_json::json!({
+                "name": policy.name(),
+                "engine": policy.engine(),
+                "evaluation_p50_us": quantile(times, 0.5),
+            })
+        })
+        .collect();
     succeed(
         &serde_json::json!({
             "decision": verdict.as_ref().map(|v| v.0),
             "message": verdict.as_ref().map(|v| v.1.clone()),
             "iterations": iterations,
-            "p50_us": us(times[times.len() / 2]),
-            "p99_us": us(times[(times.len() * 99 / 100).min(times.len() - 1)]),
+            "p50_us": quantile(&mut times, 0.5),
+            "p99_us": quantile(&mut times, 0.99),
             "mean_us": us(mean),
-            "evaluation_p50_us": us(evaluations[evaluations.len() / 2]),
-            "evaluation_p99_us": us(evaluations[(evaluations.len() * 99 / 100).min(evaluations.len() - 1)]),
+            "evaluation_p50_us": quantile(&mut evaluations, 0.5),
+            "evaluation_p99_us": quantile(&mut evaluations, 0.99),
+            "policies": per_policy,
         })
         .to_string(),
     )
