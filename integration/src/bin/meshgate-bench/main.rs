@@ -22,7 +22,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use jsonwebtoken::Algorithm;
 use meshgate_integration::bootstrap::{bootstrap, direct_listener, filter, wasm_filter};
-use meshgate_integration::{Envoy, paths};
+use meshgate_integration::{Envoy, paths, process};
 use meshgate_jwt::mint::{self, SigningKey};
 use serde_json::{Value, json};
 
@@ -199,17 +199,6 @@ fn child_pid(name: &str) -> Option<u32> {
             let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
             (ppid == me && comm.ends_with(&format!("({name}"))).then_some(pid)
         })
-}
-
-/// User plus system CPU time of process `pid` so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(") ")?;
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // After the command: state is field 3 of stat(5), utime 14 and stime 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
 }
 
 fn native_jwt(config: &Value) -> Value {
@@ -468,12 +457,11 @@ fn main() -> Result<()> {
                     "bench: {workers} worker(s), round {round}/{}: {name}",
                     args.rounds
                 );
-                let before = pid.and_then(cpu_ticks);
+                let before = pid.map(process::cpu_time);
                 let (rps, p99, non_2xx) = wrk(&envoy.url(listener), &args, headers, *script)?;
-                let cpu_us = match (before, pid.and_then(cpu_ticks)) {
-                    // Clock ticks are 10 ms on Linux (USER_HZ 100).
+                let cpu_us = match (before, pid.map(process::cpu_time)) {
                     (Some(b), Some(a)) => {
-                        a.saturating_sub(b) as f64 * 10_000.0 / (rps * f64::from(args.duration))
+                        a.saturating_sub(b).as_secs_f64() * 1e6 / (rps * f64::from(args.duration))
                     }
                     _ => f64::NAN,
                 };
