@@ -286,7 +286,8 @@ impl Authenticator {
         };
         match self.evaluate(&requirement, &mut work, now_ms) {
             Verdict::Ok(m) => {
-                let mut m = changes(headers, &work, m).finish(&self.output_headers, None);
+                let mut m = changes(headers, &work, &self.output_headers, m)
+                    .finish(&self.output_headers, None);
                 // The path as the checks left it: a token parameter removed by a check whose
                 // group then failed stays removed, as in Envoy.
                 let (before, after) = (header(headers, ":path"), header(&work, ":path"));
@@ -544,7 +545,10 @@ type Work<'a> = Cow<'a, Headers>;
 
 /// The header changes that turn `before` into `work`: every name whose values differ is removed
 /// and given its values in `work` (pseudo-headers aside: `:path` follows `remove_params`).
-fn changes(before: &Headers, work: &Headers, m: Mutations) -> Mutations {
+/// `outputs` are removed from every request let through ([`Mutations::finish`]), so each one
+/// the checks set is set again even when the client sent that very value: comparing would drop
+/// a verified identity header a client happened to repeat.
+fn changes(before: &Headers, work: &Headers, outputs: &[String], m: Mutations) -> Mutations {
     // Compared in place, without copying values: this runs on every request.
     fn values<'a>(headers: &'a Headers, name: &'a str) -> impl Iterator<Item = &'a str> {
         headers
@@ -564,6 +568,13 @@ fn changes(before: &Headers, work: &Headers, m: Mutations) -> Mutations {
             continue;
         }
         if !values(before, name).eq(values(work, name)) {
+            touched.push(name.to_ascii_lowercase());
+        }
+    }
+    for name in outputs {
+        if !touched.iter().any(|t| t.eq_ignore_ascii_case(name))
+            && values(work, name).next().is_some()
+        {
             touched.push(name.to_ascii_lowercase());
         }
     }

@@ -1018,6 +1018,27 @@ fn forwards_claims_and_payload_and_strips_the_token() {
     assert_eq!(published["groups"], json!(["dev", "ops"]));
     // An array claim goes to its header as Envoy 1.40 sends it: base64 of its JSON.
     assert_eq!(headers["x-groups"], "WyJkZXYiLCJvcHMiXQ==");
+
+    // A client that repeats the verified values, value for value, still gets them through, as
+    // from native jwt_authn: an identity header must not vanish (a limit keyed by it would not
+    // apply).
+    let payload = token.split('.').nth(1).unwrap();
+    for listener in ["native", "wasm"] {
+        let response = http_client()
+            .get(format!("{}/api", envoy.url(listener)))
+            .header("authorization", bearer(&token))
+            .header("x-sub", "alice")
+            .header("x-jwt-payload", payload)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "{listener}");
+        let seen: Value = response.json().unwrap();
+        assert_eq!(seen["headers"]["x-sub"], "alice", "{listener}: {seen}");
+        assert_eq!(
+            seen["headers"]["x-jwt-payload"], payload,
+            "{listener}: {seen}"
+        );
+    }
 }
 
 #[test]

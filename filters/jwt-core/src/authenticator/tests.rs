@@ -569,6 +569,33 @@ fn forged_output_headers_are_removed_whenever_no_token_verified() {
 }
 
 #[test]
+fn verified_outputs_reach_the_upstream_even_when_the_client_sent_the_same_values() {
+    let token = keys().es256.sign(&claims());
+    let clean = allowed(authenticator().authenticate(
+        &request("/api", &[("authorization", &bearer(&token))]),
+        NOW_MS,
+    ));
+    // The same request repeating, value for value, what the filter forwards.
+    let mut repeated = request("/api", &[("authorization", &bearer(&token))]);
+    for (name, value) in &clean.set_headers {
+        repeated.push((name.clone(), value.clone()));
+    }
+    let m = allowed(authenticator().authenticate(&repeated, NOW_MS));
+    for name in FORGEABLE {
+        assert!(
+            m.remove_headers.iter().any(|h| h == name),
+            "{name} kept as sent"
+        );
+    }
+    let mut set = m.set_headers.clone();
+    let mut expected = clean.set_headers.clone();
+    set.sort();
+    expected.sort();
+    assert_eq!(set, expected, "the verified outputs are set again");
+    assert!(set.iter().any(|(k, v)| k == "x-sub" && v == "alice"));
+}
+
+#[test]
 fn a_query_token_is_removed_from_the_path() {
     let token = keys().es256.sign(&claims());
     let path = format!("/api?a=1&access_token={token}&b=%2F");
