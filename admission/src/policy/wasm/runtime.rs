@@ -97,10 +97,12 @@ impl WasmRuntime {
             // under load (BENCHMARKS.md): about 4 500 reviews/s without, 6 400 with.
             pool.linear_memory_keep_resident(KEEP_RESIDENT)
                 .table_keep_resident(KEEP_RESIDENT)
-                // Linux 6.7+ reports which pages an instance dirtied: only those are reset,
-                // rather than every byte below KEEP_RESIDENT (a Rust guest's 1 MiB stack alone
-                // is most of that). Older kernels fall back to the memset.
-                .pagemap_scan(Enabled::Auto);
+                // Not PAGEMAP_SCAN (reset only the pages the kernel reports written): in
+                // wasmtime 48 a written page that is swapped out or migrating at the reset is
+                // neither restored nor decommitted, and the next evaluation in the slot would
+                // read it. Every byte below KEEP_RESIDENT is reset instead; the SDK's policies
+                // keep that small with a 256 KiB stack (`.cargo/config.toml`).
+                .pagemap_scan(Enabled::No);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&wasm).map_err(|e| format!("wasmtime: {e:#}"))?;

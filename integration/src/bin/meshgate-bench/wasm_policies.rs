@@ -152,9 +152,9 @@ pub fn run(args: &Args) -> Result<String> {
          reviews/s (p99 5.77 ms), this webhook's Rego `privileged` 15,805 (3.9×). The Wasm row's \
          ratio to Rego above is therefore the in-run measure of the Wasm path against Kubewarden: \
          0.8× Rego is about 3× Kubewarden. A Wasm evaluation is a fresh instance every time: \
-         slots of the pooling allocator are reset in place, and on Linux 6.7+ only the pages \
-         the instance wrote (`PAGEMAP_SCAN`), which is most of the difference with the \
-         on-demand allocator (which maps and unmaps memory per evaluation)."
+         slots of the pooling allocator are reset in place with `memset` (the policies are \
+         built with a 256 KiB stack, so there is little to reset), where the on-demand \
+         allocator maps and unmaps memory per evaluation."
     );
     Ok(md)
 }
