@@ -178,10 +178,15 @@ impl Record {
         sane.then_some(record)
     }
 
-    /// Whether the record's clock makes sense at `now`: a last fill more than one interval in
-    /// the future would never refill, pinning its slot.
-    fn current(&self, now: Millis) -> bool {
-        self.state.last_fill_ms <= now.saturating_add(self.bucket.fill_interval_ms)
+    /// The record as of `now`. A last fill more than one interval in the future (the clock
+    /// stepped back) is taken as `now`, its tokens kept: left as it is the bucket would never
+    /// refill, pinning its slot; taken as a free slot it would be a full bucket again, admitting
+    /// a whole bucket more after every step back.
+    fn at(mut self, now: Millis) -> Record {
+        if self.state.last_fill_ms > now.saturating_add(self.bucket.fill_interval_ms) {
+            self.state.last_fill_ms = now;
+        }
+        self
     }
 }
 
@@ -344,7 +349,7 @@ fn take_in_slot(
     for _ in 0..CAS_ATTEMPTS {
         let (current, cas) = match store.get(slot) {
             None => (None, CREATE_CAS),
-            Some((bytes, cas)) => (Record::decode(&bytes).filter(|r| r.current(now)), cas),
+            Some((bytes, cas)) => (Record::decode(&bytes).map(|r| r.at(now)), cas),
         };
         let state = match current {
             // Our key: its bucket, refilled.
@@ -405,7 +410,7 @@ fn take_and_write(
 fn read(store: &dyn SharedStore, slot: &str, now: Millis) -> (Option<Record>, u32) {
     match store.get(slot) {
         None => (None, CREATE_CAS),
-        Some((bytes, cas)) => (Record::decode(&bytes).filter(|r| r.current(now)), cas),
+        Some((bytes, cas)) => (Record::decode(&bytes).map(|r| r.at(now)), cas),
     }
 }
 
