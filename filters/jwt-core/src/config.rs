@@ -331,7 +331,7 @@ pub struct RouteMatch {
     pub path_match_policy: Option<serde_json::Value>,
 }
 
-/// `type.matcher.v3.RegexMatcher` (RE2 syntax; the Rust `regex` crate accepts the same subset).
+/// `type.matcher.v3.RegexMatcher` (RE2 syntax and meaning: see [`crate::re2`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegexMatcher {

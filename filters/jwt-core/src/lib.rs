@@ -33,6 +33,7 @@ pub mod jwks;
 pub mod jwks_sync;
 pub mod output;
 pub mod provider;
+pub mod re2;
 pub mod remote;
 pub mod requirement;
 pub mod rules;

@@ -109,6 +109,8 @@ fn config() -> Value {
              "requires": {"provider_name": "main"}},
             {"match": {"prefix": "/hdr", "headers": [{"name": "x-tier", "safe_regex_match": {"regex": "gold|x,gold"}}]},
              "requires": {"provider_name": "main"}},
+            {"match": {"prefix": "/hdr", "headers": [{"name": "x-level", "safe_regex_match": {"regex": "\\d+"}}]},
+             "requires": {"provider_name": "main"}},
             {"match": {"prefix": "/hdr"}},
             {"match": {"prefix": "/"}, "requires": {"provider_name": "main"}}
         ]
@@ -852,6 +854,18 @@ fn header_matcher_cases() -> Vec<Case> {
                 ("x-role", "guest".into()),
             ],
             401,
+        ),
+        case(
+            "header rules: \\d matches ASCII digits",
+            "/hdr",
+            &[("x-level", "12".into())],
+            401,
+        ),
+        case(
+            "header rules: \\d does not match other digits (RE2 is ASCII)",
+            "/hdr",
+            &[("x-level", "\u{661}\u{662}".into())],
+            200,
         ),
         case(
             "header rules: regex does not see joined values",
