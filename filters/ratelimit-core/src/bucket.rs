@@ -9,6 +9,9 @@ use crate::{ConfigError, Millis};
 
 /// The smallest fill interval accepted (Envoy's own lower bound).
 pub const MIN_FILL_INTERVAL_MS: u64 = 50;
+/// Longest fill interval: a year. Longer ones are refused in the configuration, and a shared
+/// record that claims one is not trusted (it would never refill, pinning its slot).
+pub const MAX_FILL_INTERVAL_MS: u64 = 366 * 24 * 3600 * 1000;
 
 /// A bucket's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +65,12 @@ impl Bucket {
             return Err(ConfigError::invalid(
                 format!("{field}.fill_interval"),
                 format!("{} is below the minimum of 0.05s", raw.fill_interval),
+            ));
+        }
+        if interval > MAX_FILL_INTERVAL_MS {
+            return Err(ConfigError::invalid(
+                format!("{field}.fill_interval"),
+                format!("{} is above the maximum of 366 days", raw.fill_interval),
             ));
         }
         Ok(Bucket {
@@ -217,6 +226,12 @@ mod tests {
                 .unwrap_err()
                 .contains("tokens_per_fill")
         );
+        assert!(
+            parse(r#"{"max_tokens":1,"fill_interval":"31708800s"}"#)
+                .unwrap_err()
+                .contains("above the maximum of 366 days")
+        );
+        assert!(parse(r#"{"max_tokens":1,"fill_interval":"31622400s"}"#).is_ok());
         assert!(
             parse(r#"{"max_tokens":1,"fill_interval":"0.01s"}"#)
                 .unwrap_err()

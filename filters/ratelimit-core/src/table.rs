@@ -34,7 +34,7 @@ pub use meshgate_filter_common::store::{SetError, SharedStore};
 use sha2::{Digest, Sha256};
 
 use crate::Millis;
-use crate::bucket::{Bucket, MIN_FILL_INTERVAL_MS, State, Taken};
+use crate::bucket::{Bucket, MAX_FILL_INTERVAL_MS, MIN_FILL_INTERVAL_MS, State, Taken};
 
 /// Slots probed per key.
 pub const PROBES: u64 = 16;
@@ -120,6 +120,11 @@ pub(crate) struct Record {
     pub(crate) state: State,
 }
 
+/// How far ahead of a worker's clock a bucket's last fill may be before it is taken as a step
+/// of the clock rather than a stale reading: far longer than a worker is ever held up between
+/// reading the clock and the shared data.
+const MAX_CLOCK_LEAD_MS: Millis = 60_000;
+
 impl Record {
     pub(crate) fn encode(&self) -> [u8; RECORD_LEN] {
         let mut out = [0u8; RECORD_LEN];
@@ -173,17 +178,20 @@ impl Record {
         let b = &record.bucket;
         let sane = b.max_tokens >= 1
             && b.tokens_per_fill >= 1
-            && b.fill_interval_ms >= MIN_FILL_INTERVAL_MS
+            && (MIN_FILL_INTERVAL_MS..=MAX_FILL_INTERVAL_MS).contains(&b.fill_interval_ms)
             && record.state.tokens <= b.max_tokens;
         sane.then_some(record)
     }
 
-    /// The record as of `now`. A last fill more than one interval in the future (the clock
-    /// stepped back) is taken as `now`, its tokens kept: left as it is the bucket would never
-    /// refill, pinning its slot; taken as a free slot it would be a full bucket again, admitting
-    /// a whole bucket more after every step back.
+    /// The record as of `now`. A last fill ahead of `now` is kept as it is (no refill until the
+    /// clock reaches it): a worker whose reading of the clock is stale must not move a bucket's
+    /// fill time back, or the next worker would refill intervals already given. Only a lead
+    /// longer than an interval and than [`MAX_CLOCK_LEAD_MS`] (the clock stepped back) is
+    /// taken as `now`, its tokens kept: left as it is the bucket would not refill for as long
+    /// as the step; taken as a free slot it would be a full bucket again.
     fn at(mut self, now: Millis) -> Record {
-        if self.state.last_fill_ms > now.saturating_add(self.bucket.fill_interval_ms) {
+        let lead = self.state.last_fill_ms.saturating_sub(now);
+        if lead > self.bucket.fill_interval_ms && lead > MAX_CLOCK_LEAD_MS {
             self.state.last_fill_ms = now;
         }
         self

@@ -362,11 +362,15 @@ fn records_that_do_not_parse_or_do_not_belong_are_never_trusted() {
     overfull.state.tokens = 1_000;
     let mut zero_interval = valid.clone();
     zero_interval.bucket.fill_interval_ms = 0;
-    let cases: [(&str, Vec<u8>); 4] = [
+    let mut endless_interval = valid.clone();
+    endless_interval.bucket.fill_interval_ms = u64::MAX;
+    endless_interval.state.last_fill_ms = u64::MAX;
+    let cases: [(&str, Vec<u8>); 5] = [
         ("other version", other_version.to_vec()),
         ("truncated", valid.encode()[..RECORD_LEN - 1].to_vec()),
         ("over capacity", overfull.encode().to_vec()),
         ("zero fill interval", zero_interval.encode().to_vec()),
+        ("fill interval of ages", endless_interval.encode().to_vec()),
     ];
     for (what, bytes) in cases {
         let store = MemoryStore::default();
@@ -407,6 +411,23 @@ fn a_clock_that_steps_back_neither_refills_nor_pins_a_bucket() {
     assert!(!allowed(t.take(&store, mine, &b, back + 59_999)));
     // One interval after the step it refills, as any bucket would.
     assert!(allowed(t.take(&store, mine, &b, back + 60_000)));
+    // A worker whose clock reading is stale (held up for more than an interval, less than a
+    // minute) leaves the fill time where it is: no interval is refilled twice.
+    let fast = bucket(2, 1_000);
+    let store = MemoryStore::default();
+    let t0 = 3_600_000;
+    assert!(allowed(t.take(&store, mine, &fast, t0)));
+    assert!(allowed(t.take(&store, mine, &fast, t0)));
+    assert!(allowed(t.take(&store, mine, &fast, t0 + 5_000)));
+    assert!(
+        allowed(t.take(&store, mine, &fast, t0 + 2_000)),
+        "a stale worker takes the token left"
+    );
+    assert!(
+        !allowed(t.take(&store, mine, &fast, t0 + 5_000)),
+        "the fills up to t0 + 5 s were given already"
+    );
+    assert!(allowed(t.take(&store, mine, &fast, t0 + 6_000)));
     // A last fill far in the future (a forged or corrupt record) does not pin the slot either.
     let pinned = Record {
         owner: mine,
@@ -440,7 +461,7 @@ fn any_record() -> impl Strategy<Value = Record> {
         any::<[u8; 16]>(),
         1..=u64::MAX,
         1..=u64::MAX,
-        MIN_FILL_INTERVAL_MS..=u64::MAX,
+        MIN_FILL_INTERVAL_MS..=MAX_FILL_INTERVAL_MS,
         any::<u64>(),
         any::<u64>(),
     )
@@ -473,7 +494,7 @@ proptest! {
         if let Some(r) = Record::decode(&bytes) {
             prop_assert_eq!(bytes.len(), RECORD_LEN);
             prop_assert!(r.state.tokens <= r.bucket.max_tokens);
-            prop_assert!(r.bucket.fill_interval_ms >= MIN_FILL_INTERVAL_MS);
+            prop_assert!((MIN_FILL_INTERVAL_MS..=MAX_FILL_INTERVAL_MS).contains(&r.bucket.fill_interval_ms));
             prop_assert!(r.bucket.tokens_per_fill >= 1);
         }
     }
