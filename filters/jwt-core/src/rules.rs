@@ -85,7 +85,7 @@ impl StringMatch {
 /// Compiles an RE2 regex for whole-string matching, as Envoy's `safe_regex` does, with RE2's
 /// ASCII Perl classes ([`crate::re2`]).
 pub fn compile_regex(raw: &RegexMatcher, field: &str) -> Result<Regex, ConfigError> {
-    crate::re2::compile(&format!("^(?:{})$", raw.regex))
+    crate::re2::whole(&raw.regex)
         .map_err(|e| ConfigError::invalid(field, format!("bad regex {:?}: {e}", raw.regex)))
 }
 
