@@ -125,6 +125,35 @@ fn exact_across_four_workers_like_local_ratelimit() {
     envoy.wait_for_stat("wasmcustom.rate_limit.allowed", |v| v == 25);
 }
 
+/// A bucket large enough for workers to lease tokens (several per compare-and-swap once it is
+/// busy): across four workers never more than the bucket, and at most the documented
+/// under-admission (workers × min(31, tokens / 64)) less.
+#[test]
+fn a_large_bucket_leased_across_four_workers_never_admits_more_than_it_holds() {
+    const TOKENS: usize = 400;
+    let upstream = Echo::start();
+    let config = json!({"token_bucket": {"max_tokens": TOKENS, "tokens_per_fill": TOKENS, "fill_interval": "3600s"}});
+    let envoy = start_one(&config, &upstream);
+    let url = envoy.url("wasm");
+    let first = burst(&url, 16, 40, &[]);
+    let admitted = count(&first, 200);
+    let leased_at_most = 4 * (TOKENS / 64).min(31);
+    assert!(
+        (TOKENS - leased_at_most..=TOKENS).contains(&admitted),
+        "{admitted} of {} admitted from a bucket of {TOKENS}",
+        first.len()
+    );
+    assert_eq!(count(&first, 429), first.len() - admitted);
+    // What workers still hold on lease is all that may come after: never past the bucket.
+    let second = burst(&url, 8, 25, &[]);
+    let total = admitted + count(&second, 200);
+    assert!(
+        total <= TOKENS,
+        "{total} admitted from a bucket of {TOKENS}"
+    );
+    assert_eq!(count(&second, 429), second.len() - count(&second, 200));
+}
+
 #[test]
 fn headers_on_allowed_and_limited_responses_and_refill() {
     let upstream = Echo::start();
