@@ -331,8 +331,9 @@ fn millis(duration: std::time::Duration) -> u64 {
 /// [`LEASE_MARGIN_MS`]), unless another worker holds it; returns the value written, by which
 /// [`release_lease`] knows its own. The write is a compare-and-swap on the value read, so of
 /// two workers that saw the lease free only one takes it. A value that is not a lease counts
-/// as free, and so does one ending later than any worker could have set it (a lease written
-/// to hold refreshes off for good).
+/// as free, and so does one ending more than a lease's length later than this worker could set
+/// (a lease written to hold refreshes off for good). Not merely later: a worker's clock reading
+/// may be older than the one of the worker that took the lease, by up to a tick.
 pub fn acquire_lease(store: &dyn SharedStore, remote: &RemoteJwks, now_ms: u64) -> Option<u64> {
     let key = lease_key(remote);
     let (current, cas) = store
@@ -343,7 +344,7 @@ pub fn acquire_lease(store: &dyn SharedStore, remote: &RemoteJwks, now_ms: u64) 
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0);
     let until = now_ms.saturating_add(lease_length_ms(remote));
-    if held_until > now_ms && held_until <= until {
+    if held_until > now_ms && held_until <= until.saturating_add(lease_length_ms(remote)) {
         return None;
     }
     store
