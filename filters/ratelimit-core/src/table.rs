@@ -273,14 +273,16 @@ impl Table {
             let mut own = None;
             for (i, slot) in slots.iter().enumerate() {
                 let (record, cas) = read(store, slot, now);
-                if record.as_ref().is_some_and(|r| r.owner == owner) {
-                    own = Some(i);
-                    break;
+                match record {
+                    Some(r) if r.owner == owner => {
+                        own = Some((i, r, cas));
+                        break;
+                    }
+                    record => seen.push((record, cas)),
                 }
-                seen.push((record, cas));
             }
-            if let Some(i) = own {
-                match take_own(store, &slots[i], owner, bucket, now, want) {
+            if let Some((i, record, cas)) = own {
+                match take_own(store, &slots[i], owner, bucket, now, want, (record, cas)) {
                     Own::Taken(t, granted) => return (Take::Taken(t), granted),
                     // Reclaimed or merged away since we read it: look again.
                     Own::Moved => continue,
@@ -532,9 +534,16 @@ fn take_own(
     bucket: &Bucket,
     now: Millis,
     want: u64,
+    read_before: (Record, u32),
 ) -> Own {
+    // The probe's read serves the first attempt (the write's CAS still refuses a slot changed
+    // since); the slot is read again only after a write lost.
+    let mut current = Some(read_before);
     for _ in 0..CAS_ATTEMPTS {
-        let (record, cas) = read(store, slot, now);
+        let (record, cas) = match current.take() {
+            Some((record, cas)) => (Some(record), cas),
+            None => read(store, slot, now),
+        };
         let Some(r) = record.filter(|r| r.owner == owner) else {
             return Own::Moved;
         };
