@@ -103,7 +103,11 @@ impl Verdict {
 
 /// The AdmissionReview `request` a policy judges. Workloads (Deployment, Job, CronJob, ...)
 /// arrive expanded to the Pod their template makes, so `object` is a Pod.
-#[derive(Debug, Clone, Default, Deserialize)]
+///
+/// The object is kept as the JSON text it arrived in: [`Request::pod`] reads the typed Pod
+/// straight from it, and [`Request::object`] builds the dynamic JSON tree only when a policy
+/// asks for it (a tree of the whole object costs a policy that reads the Pod as much again).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Request {
     /// The review's UID.
@@ -121,12 +125,16 @@ pub struct Request {
     /// Who asked.
     #[serde(default)]
     pub user_info: UserInfo,
-    /// The object under review, as JSON (see [`Request::pod`]).
-    #[serde(default)]
-    pub object: serde_json::Value,
-    /// The object before an UPDATE.
-    #[serde(default)]
-    pub old_object: serde_json::Value,
+    /// The object under review, as its JSON text (see [`Request::object`]).
+    #[serde(default, rename = "object", deserialize_with = "bounded_text")]
+    object_text: Box<serde_json::value::RawValue>,
+    /// The object before an UPDATE, as its JSON text (see [`Request::old_object`]).
+    #[serde(default, rename = "oldObject", deserialize_with = "bounded_text")]
+    old_object_text: Box<serde_json::value::RawValue>,
+    #[serde(skip)]
+    object: std::sync::OnceLock<serde_json::Value>,
+    #[serde(skip)]
+    old_object: std::sync::OnceLock<serde_json::Value>,
     /// Verified facts of each image (image as written → facts), when the webhook checks
     /// image signatures. [`Request::image_code`] reads one image's capabilities.
     #[serde(default)]
@@ -136,6 +144,76 @@ pub struct Request {
     /// reads them typed.
     #[serde(default)]
     pub modules: BTreeMap<String, serde_json::Value>,
+}
+
+/// Nesting serde_json parses (it refuses the 128th level).
+const MAX_OBJECT_DEPTH: usize = 127;
+
+/// An object's JSON text, refused when it nests deeper than [`MAX_OBJECT_DEPTH`]: capturing
+/// the text does not bound nesting, and a request is refused as a whole (as when it was
+/// parsed into a tree at once) rather than show a policy an object it cannot read.
+fn bounded_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Box<serde_json::value::RawValue>, D::Error> {
+    let text = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+    if nesting(text.get()) > MAX_OBJECT_DEPTH {
+        return Err(serde::de::Error::custom(format!(
+            "the object nests deeper than {MAX_OBJECT_DEPTH} levels"
+        )));
+    }
+    Ok(text)
+}
+
+/// The deepest nesting of arrays and objects in `json`, valid JSON text.
+fn nesting(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// A JSON text the request held, as a tree. The text is valid JSON within serde_json's
+/// nesting limit ([`bounded_text`]), so this cannot fail but for memory, which aborts the
+/// instance.
+fn parse_object(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Request {
+            uid: String::new(),
+            operation: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+            user_info: UserInfo::default(),
+            object_text: Box::default(),
+            old_object_text: Box::default(),
+            object: std::sync::OnceLock::new(),
+            old_object: std::sync::OnceLock::new(),
+            images: BTreeMap::new(),
+            modules: BTreeMap::new(),
+        }
+    }
 }
 
 /// Whether Wasm code is a component or a core module.
@@ -217,14 +295,27 @@ pub struct UserInfo {
 }
 
 impl Request {
-    /// The object as a typed Pod.
+    /// The object as a typed Pod, read from the request's text.
     pub fn pod(&self) -> Result<Pod, String> {
-        Pod::deserialize(&self.object).map_err(|e| format!("the object is not a Pod: {e}"))
+        serde_json::from_str(self.object_text.get())
+            .map_err(|e| format!("the object is not a Pod: {e}"))
+    }
+
+    /// The object under review as JSON (`null` when absent), parsed on first use.
+    pub fn object(&self) -> &serde_json::Value {
+        self.object
+            .get_or_init(|| parse_object(self.object_text.get()))
+    }
+
+    /// The object before an UPDATE as JSON (`null` for a CREATE), parsed on first use.
+    pub fn old_object(&self) -> &serde_json::Value {
+        self.old_object
+            .get_or_init(|| parse_object(self.old_object_text.get()))
     }
 
     /// The object's `kind` ("" when unset).
     pub fn kind(&self) -> &str {
-        self.object["kind"].as_str().unwrap_or("")
+        self.object()["kind"].as_str().unwrap_or("")
     }
 
     /// What the request says of `image`'s Wasm code (image as written in the pod). Facts whose
@@ -409,6 +500,54 @@ mod tests {
 
     fn request(json: serde_json::Value) -> Request {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn objects_are_read_from_their_text_on_demand() {
+        let text = r#"{"uid": "u", "operation": "UPDATE",
+            "object": {"kind": "Pod", "metadata": {"name": "p"},
+                       "spec": {"containers": [{"name": "a", "image": "x:1"}]}},
+            "oldObject": {"kind": "Pod", "metadata": {"name": "old"}}}"#;
+        for r in [
+            serde_json::from_str::<Request>(text).unwrap(),
+            request(serde_json::from_str(text).unwrap()),
+        ] {
+            assert_eq!(r.kind(), "Pod");
+            assert_eq!(r.object()["metadata"]["name"], "p");
+            assert_eq!(r.old_object()["metadata"]["name"], "old");
+            let pod = r.pod().unwrap();
+            assert_eq!(containers(&pod)[0].image(), "x:1");
+        }
+        let create = request(serde_json::json!({"operation": "CREATE"}));
+        assert_eq!(create.object(), &serde_json::Value::Null);
+        assert_eq!(create.old_object(), &serde_json::Value::Null);
+        assert_eq!(create.kind(), "");
+        assert!(create.pod().is_err());
+        let default = Request::default();
+        assert_eq!(default.object(), &serde_json::Value::Null);
+    }
+
+    /// A request whose object holds `depth` nested arrays, with brackets and an escaped quote
+    /// inside strings that do not nest.
+    fn nested(depth: usize) -> String {
+        format!(
+            r#"{{"object": {{"kind": "Pod", "s": "[[{{\"]]", "deep": {}1{}}}}}"#,
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        )
+    }
+
+    #[test]
+    fn an_object_nested_beyond_what_serde_json_reads_refuses_the_request() {
+        // Every object a request holds can be read as a tree: one that could not is refused
+        // when the request is parsed, never seen as null by a policy.
+        let deepest = serde_json::from_str::<Request>(&nested(MAX_OBJECT_DEPTH)).unwrap();
+        assert_eq!(deepest.kind(), "Pod");
+        assert_eq!(deepest.object()["s"], "[[{\"]]");
+        let err = serde_json::from_str::<Request>(&nested(MAX_OBJECT_DEPTH + 1)).unwrap_err();
+        assert!(err.to_string().contains("nests deeper than 127"), "{err}");
+        let old = nested(MAX_OBJECT_DEPTH + 1).replacen("\"object\"", "\"oldObject\"", 1);
+        assert!(serde_json::from_str::<Request>(&old).is_err());
     }
 
     #[test]

@@ -141,7 +141,7 @@ fn code(request: &Request) -> Result<Vec<Code>, String> {
         });
     }
     if request.kind() == "WasmPlugin"
-        && let Some(url) = request.object["spec"]["url"].as_str()
+        && let Some(url) = request.object()["spec"]["url"].as_str()
         && !request.modules.contains_key(url)
     {
         out.push(Code {
