@@ -165,18 +165,21 @@ fn never_empty() -> Value {
     json!({"max_tokens": 4_000_000_000u32, "tokens_per_fill": 4_000_000_000u32, "fill_interval": "1s"})
 }
 
-fn native_local_ratelimit() -> Value {
+/// Envoy's `local_ratelimit` with a bucket no run empties; `headers` turns on its
+/// `X-RateLimit-*` response headers (off by default, as in Envoy).
+fn native_local_ratelimit(headers: bool) -> Value {
     let bucket = never_empty();
-    filter(
-        "envoy.filters.http.local_ratelimit",
-        json!({
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-            "stat_prefix": "bench_rl",
-            "token_bucket": bucket,
-            "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_enabled"},
-            "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_enforced"}
-        }),
-    )
+    let mut config = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "bench_rl",
+        "token_bucket": bucket,
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_enabled"},
+        "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_enforced"}
+    });
+    if headers {
+        config["enable_x_ratelimit_headers"] = json!("DRAFT_VERSION_03");
+    }
+    filter("envoy.filters.http.local_ratelimit", config)
 }
 
 /// The bench provider publishing the payload for the rate limiter (`payload_in_metadata`).
@@ -229,13 +232,23 @@ fn main() -> Result<()> {
             "meshgate_jwt",
             vec![wasm_filter("jwt-auth.wasm", "jwt_auth", &config_text)],
         ),
-        direct_listener("native_rl", vec![native_local_ratelimit()]),
+        direct_listener("native_rl", vec![native_local_ratelimit(false)]),
+        direct_listener("native_rl_headers", vec![native_local_ratelimit(true)]),
         direct_listener(
             "meshgate_rl",
             vec![wasm_filter(
                 "rate-limit.wasm",
                 "rate_limit",
                 &json!({"token_bucket": never_empty()}).to_string(),
+            )],
+        ),
+        // Without headers on allowed responses, as native `local_ratelimit` answers by default.
+        direct_listener(
+            "meshgate_rl_quiet",
+            vec![wasm_filter(
+                "rate-limit.wasm",
+                "rate_limit_quiet",
+                &json!({"token_bucket": never_empty(), "headers_on_allowed": false}).to_string(),
             )],
         ),
         direct_listener(
@@ -414,8 +427,24 @@ fn main() -> Result<()> {
         ),
         (
             "rate limit",
+            "native local_ratelimit + X-RateLimit headers, bucket never empties",
+            "native_rl_headers",
+            none,
+            None,
+            Some("no filter"),
+        ),
+        (
+            "rate limit",
             "meshgate rate-limit, bucket never empties",
             "meshgate_rl",
+            none,
+            None,
+            Some("native local_ratelimit + X-RateLimit headers, bucket never empties"),
+        ),
+        (
+            "rate limit",
+            "meshgate rate-limit without headers on allowed responses, bucket never empties",
+            "meshgate_rl_quiet",
             none,
             None,
             Some("native local_ratelimit, bucket never empties"),
@@ -618,8 +647,11 @@ fn render(args: &Args, workers: u32, first: bool, rows: &[Row]) -> String {
         md,
         "\n\"Unique tokens\" cycle through {} distinct tokens, more than either filter's token \
          cache keeps, so every request pays a signature check. Rate-limit rows use a bucket no \
-         run empties; \"10k distinct keys\" cycles an `x-key` header through 10000 values, one \
-         bucket each. The chain row runs jwt-auth (payload published) then rate-limit with a \
+         run empties. Rate-limit answers allowed responses with its two `RateLimit` headers by \
+         default, native `local_ratelimit` with none: each is compared with the other's \
+         configuration that does the same (native with its three `X-RateLimit-*` headers, ours \
+         with `headers_on_allowed: false`). \"10k distinct keys\" cycles an `x-key` header \
+         through 10000 values, one bucket each. The chain row runs jwt-auth (payload published) then rate-limit with a \
          bucket per `sub` claim. Groups: {}.\n",
         args.unique_tokens,
         rows.iter()
