@@ -146,54 +146,69 @@ pub struct Request {
     pub modules: BTreeMap<String, serde_json::Value>,
 }
 
-/// Nesting serde_json parses (it refuses the 128th level).
-const MAX_OBJECT_DEPTH: usize = 127;
-
-/// An object's JSON text, refused when it nests deeper than [`MAX_OBJECT_DEPTH`]: capturing
-/// the text does not bound nesting, and a request is refused as a whole (as when it was
-/// parsed into a tree at once) rather than show a policy an object it cannot read.
+/// An object's JSON text, checked by serde_json's own parser without building the tree: what
+/// a tree parse refuses (nesting past its limit, lone surrogate escapes, numbers out of range)
+/// refuses the request as a whole, as when the object was parsed into a tree at once. Capturing
+/// the text alone checks only the syntax, and a policy must never see as `null` an object that
+/// [`Request::pod`] reads.
 fn bounded_text<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Box<serde_json::value::RawValue>, D::Error> {
     let text = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
-    if nesting(text.get()) > MAX_OBJECT_DEPTH {
-        return Err(serde::de::Error::custom(format!(
-            "the object nests deeper than {MAX_OBJECT_DEPTH} levels"
-        )));
-    }
+    serde_json::from_str::<Checked>(text.get()).map_err(serde::de::Error::custom)?;
     Ok(text)
 }
 
-/// The deepest nesting of arrays and objects in `json`, valid JSON text.
-fn nesting(json: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for byte in json.bytes() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+/// Any JSON value, read through `deserialize_any` and dropped: serde_json checks it as it
+/// would for a tree (`serde::de::IgnoredAny` skips values without checking them).
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
     }
-    deepest
 }
 
-/// A JSON text the request held, as a tree. The text is valid JSON within serde_json's
-/// nesting limit ([`bounded_text`]), so this cannot fail but for memory, which aborts the
-/// instance.
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
+}
+
+/// A JSON text the request held, as a tree. [`bounded_text`] checked it as a tree parse
+/// would, so this cannot fail but for memory, which aborts the instance.
 fn parse_object(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
 }
@@ -528,26 +543,33 @@ mod tests {
     }
 
     /// A request whose object holds `depth` nested arrays, with brackets and an escaped quote
-    /// inside strings that do not nest.
-    fn nested(depth: usize) -> String {
+    /// inside strings that do not nest, and `extra` fields.
+    fn nested(depth: usize, extra: &str) -> String {
         format!(
-            r#"{{"object": {{"kind": "Pod", "s": "[[{{\"]]", "deep": {}1{}}}}}"#,
+            r#"{{"object": {{"kind": "Pod", "s": "[[{{\"]]", {extra} "deep": {}1{}}}}}"#,
             "[".repeat(depth - 1),
             "]".repeat(depth - 1)
         )
     }
 
     #[test]
-    fn an_object_nested_beyond_what_serde_json_reads_refuses_the_request() {
+    fn an_object_a_tree_parse_would_refuse_refuses_the_request() {
         // Every object a request holds can be read as a tree: one that could not is refused
-        // when the request is parsed, never seen as null by a policy.
-        let deepest = serde_json::from_str::<Request>(&nested(MAX_OBJECT_DEPTH)).unwrap();
+        // when the request is parsed, never seen as null by a policy (while `pod()`, which
+        // skips unknown fields unchecked, would read it).
+        let deepest = serde_json::from_str::<Request>(&nested(127, "")).unwrap();
         assert_eq!(deepest.kind(), "Pod");
         assert_eq!(deepest.object()["s"], "[[{\"]]");
-        let err = serde_json::from_str::<Request>(&nested(MAX_OBJECT_DEPTH + 1)).unwrap_err();
-        assert!(err.to_string().contains("nests deeper than 127"), "{err}");
-        let old = nested(MAX_OBJECT_DEPTH + 1).replacen("\"object\"", "\"oldObject\"", 1);
-        assert!(serde_json::from_str::<Request>(&old).is_err());
+        for (text, why) in [
+            (nested(128, ""), "recursion limit"),
+            (nested(2, r#""x": "\ud800","#), "hex escape"),
+            (nested(2, r#""x": 1e400,"#), "number out of range"),
+        ] {
+            let err = serde_json::from_str::<Request>(&text).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+            let old = text.replacen("\"object\"", "\"oldObject\"", 1);
+            assert!(serde_json::from_str::<Request>(&old).is_err(), "{old}");
+        }
     }
 
     #[test]
