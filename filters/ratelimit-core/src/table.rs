@@ -27,7 +27,10 @@
 //! **One record per key**: a key's own record is looked for among all its probes before a slot
 //! is claimed. Two workers may still claim two slots for one new key at the same moment; each
 //! looks again after claiming, and whichever wrote last sees both records and merges them into
-//! the first in probe order (the other's tokens are charged to it and its slot released).
+//! the first in probe order (the other's tokens are charged to it and its slot released). When
+//! the first cannot pay (workers whose clocks straddle a refill each judged a different slot
+//! claimable, and each gave the key's last token), the merging worker refuses its own request,
+//! so the key never admits more than its bucket.
 
 // The store is the one every filter core shares; re-exported where the table's callers look.
 pub use meshgate_filter_common::store::{SetError, SharedStore};
@@ -306,9 +309,19 @@ impl Table {
                 Err(SetError::Failed) => return (Take::StoreError, 0),
             }
             // Another worker may have claimed another slot for the same key at the same time;
-            // whichever of them writes last sees both records and merges them.
+            // whichever of them writes last sees both records and merges them. When the kept
+            // bucket cannot pay for what the released one gave, both admitted a request the
+            // bucket did not hold: this one is refused instead, so the key's total stays exact.
             return match merge(store, &slots, owner, now) {
-                Ok(()) => (Take::Taken(taken), granted),
+                Ok(0) => (Take::Taken(taken), granted),
+                Ok(_) => (
+                    Take::Taken(Taken {
+                        allowed: false,
+                        remaining: 0,
+                        ..taken
+                    }),
+                    0,
+                ),
                 Err(()) => (Take::StoreError, 0),
             };
         }
@@ -459,8 +472,10 @@ const NOBODY: Owner = Owner {
 
 /// Leaves `owner` one record among its probes: the tokens given by every record after the
 /// first (in probe order) are charged to the first, and their slots released (a full
-/// bucket of nobody, free for any key).
-fn merge(store: &dyn SharedStore, slots: &[String], owner: Owner, now: Millis) -> Result<(), ()> {
+/// bucket of nobody, free for any key). Returns the tokens the first could not pay (it had
+/// fewer left): given beyond the bucket.
+fn merge(store: &dyn SharedStore, slots: &[String], owner: Owner, now: Millis) -> Result<u64, ()> {
+    let mut unpaid = 0u64;
     let mut first: Option<&str> = None;
     for slot in slots {
         let (record, _) = read(store, slot, now);
@@ -473,10 +488,10 @@ fn merge(store: &dyn SharedStore, slots: &[String], owner: Owner, now: Millis) -
         };
         let given = release(store, slot, owner, now)?;
         if given > 0 {
-            charge(store, keep, owner, given, now)?;
+            unpaid = unpaid.saturating_add(charge(store, keep, owner, given, now)?);
         }
     }
-    Ok(())
+    Ok(unpaid)
 }
 
 /// Frees `slot` if it still holds `owner`'s record; the tokens that record had given.
@@ -500,25 +515,27 @@ fn release(store: &dyn SharedStore, slot: &str, owner: Owner, now: Millis) -> Re
     Err(())
 }
 
-/// Takes `tokens` from `owner`'s record in `slot` (down to empty).
+/// Takes `tokens` from `owner`'s record in `slot` (down to empty); returns those it did not
+/// hold.
 fn charge(
     store: &dyn SharedStore,
     slot: &str,
     owner: Owner,
     tokens: u64,
     now: Millis,
-) -> Result<(), ()> {
+) -> Result<u64, ()> {
     for _ in 0..CAS_ATTEMPTS {
         let (record, cas) = read(store, slot, now);
         // Gone: it refilled to full and was taken over, so what it owed is paid.
         let Some(mut record) = record.filter(|r| r.owner == owner) else {
-            return Ok(());
+            return Ok(0);
         };
         let mut state = record.bucket.refill(record.state, now);
+        let unpaid = tokens.saturating_sub(state.tokens);
         state.tokens = state.tokens.saturating_sub(tokens);
         record.state = state;
         match store.set(slot, &record.encode(), Some(cas)) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(unpaid),
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Failed) => return Err(()),
         }

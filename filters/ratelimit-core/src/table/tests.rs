@@ -251,6 +251,39 @@ fn two_workers_claiming_two_slots_for_one_new_key_leave_one_bucket() {
 }
 
 #[test]
+fn a_new_key_claimed_twice_at_a_refill_never_admits_more_than_its_bucket() {
+    // The bucket in "k"'s first probe refills at 1 000. Worker A reads it at 999 (live and
+    // empty: not claimable) and claims the second probe; before A writes, worker B reads it at
+    // 1 000, full, and claims the first. Each takes "k"'s one token in its own slot; the merge
+    // finds the kept bucket cannot pay for the other, and refuses its own request.
+    let store = Arc::new(MemoryStore::default());
+    let t = table(2);
+    let b = bucket(1, 3_600_000);
+    other_key_emptied_at(&store, home_slot(&t, 2, "k"), 0);
+    let admitted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let worker_b = {
+        let (store, t, admitted) = (Arc::clone(&store), t.clone(), Arc::clone(&admitted));
+        move || {
+            if allowed(t.take(&*store, t.owner(1, "k"), &b, 1_000)) {
+                admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    };
+    let worker_a = Interleaved {
+        store: Arc::clone(&store),
+        hook: std::sync::Mutex::new(Some(Box::new(worker_b))),
+    };
+    if allowed(t.take(&worker_a, t.owner(1, "k"), &b, 999)) {
+        admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    let later = (0..5)
+        .filter(|i| allowed(take(&t, &store, "k", &b, 1_001 + i)))
+        .count();
+    let total = admitted.load(std::sync::atomic::Ordering::SeqCst) + later;
+    assert_eq!(total, 1, "a bucket of 1 admitted {total} in one interval");
+}
+
+#[test]
 fn workers_that_disagree_on_a_slot_still_count_a_new_key_once() {
     // Half the threads run with a clock at which the bucket in "k"'s first probe is live (so
     // they claim the second), half with one at which it is full (so they claim the first).
