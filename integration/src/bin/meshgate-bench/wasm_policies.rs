@@ -135,6 +135,19 @@ pub fn run(args: &Args) -> Result<String> {
     let rego = rows.first().map_or(f64::NAN, |(_, run)| run.0);
     let _ = writeln!(
         md,
+        "\nWhere a Wasm evaluation's time goes (`perf` on `meshgate policy bench`, with \
+         wasmtime's perf map for the policy's code): about half is the policy's own code, \
+         mostly serde_json reading the review and the Pod into k8s-openapi types (the SDK reads \
+         the Pod straight from the review's text, and builds no JSON tree unless the policy \
+         asks); about a quarter is resetting the pooling slot when the store is dropped \
+         (copying back the policy's data image, 88 KiB for `privileged`, and zeroing its \
+         256 KiB stack and the heap it used); the rest is instantiating the component. The \
+         floor row is everything but the policy's own code. This machine's speed varies with \
+         its host's load: the same `privileged` evaluation measured 21–25 µs in quiet moments \
+         of this round and 36–45 µs in busy ones."
+    );
+    let _ = writeln!(
+        md,
         "\n`meshgate serve` (release) with only that policy, judging the privileged pod (denied): \
          `wrk -t1 -c{} -d{}s` over keep-alive TLS, median of {} rounds; CPU is the webhook \
          process's own per review answered.\n\n\
