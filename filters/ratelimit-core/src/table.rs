@@ -28,9 +28,12 @@
 //! is claimed. Two workers may still claim two slots for one new key at the same moment; each
 //! looks again after claiming, and whichever wrote last sees both records and merges them into
 //! the first in probe order (the other's tokens are charged to it and its slot released). When
-//! the first cannot pay (workers whose clocks straddle a refill each judged a different slot
-//! claimable, and each gave the key's last token), the merging worker refuses its own request,
-//! so the key never admits more than its bucket.
+//! the first cannot pay in full (workers whose clocks straddle a refill each judged a different
+//! slot claimable, and each gave the key's last token), the merging worker refuses its own
+//! request, which pays one token: with two workers claiming at once the key admits no more than
+//! its bucket. What stays unpaid beyond that is over-admitted: a token per further worker
+//! claiming for the same new key within the same microseconds, and what other workers drew from
+//! the kept bucket between this worker's claim and its merge beyond what it held.
 
 // The store is the one every filter core shares; re-exported where the table's callers look.
 pub use meshgate_filter_common::store::{SetError, SharedStore};
@@ -311,9 +314,13 @@ impl Table {
             // Another worker may have claimed another slot for the same key at the same time;
             // whichever of them writes last sees both records and merges them. When the kept
             // bucket cannot pay for what the released one gave, both admitted a request the
-            // bucket did not hold: this one is refused instead, so the key's total stays exact.
+            // bucket did not hold: this one is refused instead, which pays one token back.
             return match merge(store, &slots, owner, now) {
-                Ok(0) => (Take::Taken(taken), granted),
+                Ok(Merged { unpaid: 0, kept }) => {
+                    // Report the bucket the key kept, not the one this worker had claimed.
+                    let remaining = kept.map_or(taken.remaining, |k| k.min(taken.remaining));
+                    (Take::Taken(Taken { remaining, ..taken }), granted)
+                }
                 Ok(_) => (
                     Take::Taken(Taken {
                         allowed: false,
@@ -472,10 +479,14 @@ const NOBODY: Owner = Owner {
 
 /// Leaves `owner` one record among its probes: the tokens given by every record after the
 /// first (in probe order) are charged to the first, and their slots released (a full
-/// bucket of nobody, free for any key). Returns the tokens the first could not pay (it had
-/// fewer left): given beyond the bucket.
-fn merge(store: &dyn SharedStore, slots: &[String], owner: Owner, now: Millis) -> Result<u64, ()> {
-    let mut unpaid = 0u64;
+/// bucket of nobody, free for any key).
+fn merge(
+    store: &dyn SharedStore,
+    slots: &[String],
+    owner: Owner,
+    now: Millis,
+) -> Result<Merged, ()> {
+    let mut merged = Merged::default();
     let mut first: Option<&str> = None;
     for slot in slots {
         let (record, _) = read(store, slot, now);
@@ -488,10 +499,21 @@ fn merge(store: &dyn SharedStore, slots: &[String], owner: Owner, now: Millis) -
         };
         let given = release(store, slot, owner, now)?;
         if given > 0 {
-            unpaid = unpaid.saturating_add(charge(store, keep, owner, given, now)?);
+            let (unpaid, left) = charge(store, keep, owner, given, now)?;
+            merged.unpaid = merged.unpaid.saturating_add(unpaid);
+            merged.kept = left.or(merged.kept);
         }
     }
-    Ok(unpaid)
+    Ok(merged)
+}
+
+/// What a merge came to.
+#[derive(Debug, Default)]
+struct Merged {
+    /// Tokens the kept record could not pay (it had fewer left): given beyond the bucket.
+    unpaid: u64,
+    /// Tokens the kept record holds after the last charge, when anything was charged.
+    kept: Option<u64>,
 }
 
 /// Frees `slot` if it still holds `owner`'s record; the tokens that record had given.
@@ -516,26 +538,26 @@ fn release(store: &dyn SharedStore, slot: &str, owner: Owner, now: Millis) -> Re
 }
 
 /// Takes `tokens` from `owner`'s record in `slot` (down to empty); returns those it did not
-/// hold.
+/// hold and the tokens it holds after (none when the record is gone).
 fn charge(
     store: &dyn SharedStore,
     slot: &str,
     owner: Owner,
     tokens: u64,
     now: Millis,
-) -> Result<u64, ()> {
+) -> Result<(u64, Option<u64>), ()> {
     for _ in 0..CAS_ATTEMPTS {
         let (record, cas) = read(store, slot, now);
         // Gone: it refilled to full and was taken over, so what it owed is paid.
         let Some(mut record) = record.filter(|r| r.owner == owner) else {
-            return Ok(0);
+            return Ok((0, None));
         };
         let mut state = record.bucket.refill(record.state, now);
         let unpaid = tokens.saturating_sub(state.tokens);
         state.tokens = state.tokens.saturating_sub(tokens);
         record.state = state;
         match store.set(slot, &record.encode(), Some(cas)) {
-            Ok(()) => return Ok(unpaid),
+            Ok(()) => return Ok((unpaid, Some(state.tokens))),
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Failed) => return Err(()),
         }

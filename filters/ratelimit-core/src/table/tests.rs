@@ -284,6 +284,33 @@ fn a_new_key_claimed_twice_at_a_refill_never_admits_more_than_its_bucket() {
 }
 
 #[test]
+fn a_worker_that_merges_reports_the_bucket_the_key_kept() {
+    // Worker A (clock 1 000) sees "k"'s first probe live and claims the second; before it
+    // writes, worker B (clock 60 000) claims the first and takes a token. A then writes, takes
+    // a token, and merges its record into B's: the key has 1 of 3 left, and A says so (its own
+    // claimed bucket, now released, had 2).
+    let store = Arc::new(MemoryStore::default());
+    let t = table(2);
+    let b = bucket(3, 3_600_000);
+    other_key_emptied_at(&store, home_slot(&t, 2, "k"), 900);
+    let worker_b = {
+        let (store, t) = (Arc::clone(&store), t.clone());
+        move || assert!(allowed(t.take(&*store, t.owner(1, "k"), &b, 60_000)))
+    };
+    let worker_a = Interleaved {
+        store: Arc::clone(&store),
+        hook: std::sync::Mutex::new(Some(Box::new(worker_b))),
+    };
+    match t.take(&worker_a, t.owner(1, "k"), &b, 1_000) {
+        Take::Taken(taken) => {
+            assert!(taken.allowed);
+            assert_eq!(taken.remaining, 1, "{taken:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn workers_that_disagree_on_a_slot_still_count_a_new_key_once() {
     // Half the threads run with a clock at which the bucket in "k"'s first probe is live (so
     // they claim the second), half with one at which it is full (so they claim the first).
