@@ -2,6 +2,7 @@
 //! (six starter Rego policies) over TLS.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -111,20 +112,7 @@ pub fn run(args: &Args) -> Result<String> {
     // under test (`meshgate policy bench`).
     let review_file = work.path().join("denied-review.json");
     std::fs::write(&review_file, bodies[0].1.to_string())?;
-    let out = std::process::Command::new(meshgate_binary())
-        .args(["policy", "bench", "--iterations", "3000", "--config"])
-        .arg(&config_path)
-        .arg("--review")
-        .arg(&review_file)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "meshgate policy bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let in_process: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
-    anyhow::ensure!(in_process["decision"] == "denied", "{in_process}");
+    let in_process = policy_bench(&config_path, &review_file, 3000, "denied")?;
     let us = |key: &str| in_process[key].as_f64().unwrap_or(f64::NAN);
 
     let mut md = String::new();
@@ -238,4 +226,40 @@ pub(crate) fn wrk_cpu(
     let cpu = webhook.cpu_time().saturating_sub(before);
     let answered = rps * f64::from(args.duration);
     Ok((rps, p99, non_2xx, cpu.as_secs_f64() * 1e6 / answered))
+}
+
+/// One run of `meshgate policy bench` (the binary under test, in process: no HTTP) with the
+/// configuration at `config` on `review`: its JSON report, checked to reach `decision`.
+pub fn policy_bench(
+    config: &Path,
+    review: &Path,
+    iterations: usize,
+    decision: &str,
+) -> Result<serde_json::Value> {
+    let out = std::process::Command::new(meshgate_binary())
+        .args(["policy", "bench", "--config"])
+        .arg(config)
+        .arg("--review")
+        .arg(review)
+        .args(["--iterations", &iterations.to_string()])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}: meshgate policy bench failed: {}",
+        config.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "{}: {}",
+            config.display(),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    anyhow::ensure!(
+        report["decision"] == decision,
+        "{}: {report}",
+        config.display()
+    );
+    Ok(report)
 }

@@ -4,13 +4,12 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context as _, Result};
-use meshgate_integration::webhook::{meshgate_binary, sample_review};
+use anyhow::Result;
+use meshgate_integration::webhook::sample_review;
 use meshgate_integration::{Webhook, paths};
 
-use crate::admission::wrk_cpu;
+use crate::admission::{policy_bench, wrk_cpu};
 use crate::{Args, post_script};
 
 /// Reviews per in-process row (after a warm-up of a tenth of that).
@@ -95,7 +94,13 @@ pub fn run(args: &Args) -> Result<String> {
                 "bench: wasm policies in process, round {round}/{}: {name}",
                 args.rounds
             );
-            runs.push(policy_bench(name, path, &review)?);
+            // The floor's component admits at once; the others deny the privileged pod.
+            let decision = if name.starts_with("Wasm floor") {
+                "allowed"
+            } else {
+                "denied"
+            };
+            runs.push(policy_bench(path, &review, EVALUATIONS, decision)?);
         }
     }
     for ((name, _), mut runs) in configs.iter().zip(runs) {
@@ -175,30 +180,4 @@ pub fn run(args: &Args) -> Result<String> {
          allocator maps and unmaps memory per evaluation."
     );
     Ok(md)
-}
-
-/// One run of `meshgate policy bench` with the configuration at `config`: its JSON report,
-/// checked to carry the decision the variant `name` must reach.
-fn policy_bench(name: &str, config: &Path, review: &Path) -> Result<serde_json::Value> {
-    let out = Command::new(meshgate_binary())
-        .args(["policy", "bench", "--config"])
-        .arg(config)
-        .arg("--review")
-        .arg(review)
-        .args(["--iterations", &EVALUATIONS.to_string()])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{name}: meshgate policy bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("{name}: {}", String::from_utf8_lossy(&out.stdout)))?;
-    let expected = if name.starts_with("Wasm floor") {
-        "allowed"
-    } else {
-        "denied"
-    };
-    anyhow::ensure!(result["decision"] == expected, "{name}: {result}");
-    Ok(result)
 }
